@@ -1,0 +1,64 @@
+"""Layout of the daily raw log drops and an atomic writer for them.
+
+    <raw_root>/<table>/dt=YYYY-MM-DD/part-00000.jsonl   one JSON object per line
+    <raw_root>/<table>/dt=YYYY-MM-DD/_SUCCESS           written last: the drop is complete
+
+`table` is one of events, users, items (see schemas/). An events drop is required for every day that
+is ingested; users/items drops hold the rows that are new or changed that day and may be absent.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+def drop_dir(raw_root: str | os.PathLike, table: str, day: dt.date) -> Path:
+    return Path(raw_root) / table / f"dt={day.isoformat()}"
+
+
+def is_complete(raw_root: str | os.PathLike, table: str, day: dt.date) -> bool:
+    return (drop_dir(raw_root, table, day) / SUCCESS_MARKER).exists()
+
+
+def drop_files(raw_root: str | os.PathLike, table: str, day: dt.date) -> list[Path]:
+    """Data files of a complete drop; [] when the drop is absent or incomplete."""
+    directory = drop_dir(raw_root, table, day)
+    if not is_complete(raw_root, table, day):
+        return []
+    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def write_drop(raw_root: str | os.PathLike, table: str, day: dt.date, frame: pd.DataFrame) -> Path:
+    """Write one day's drop as JSON lines, atomically: a temp dir renamed into place, then _SUCCESS.
+
+    Timestamps must already be ISO-8601 strings (see iso_utc); NaN/None values are omitted from a line.
+    Rewriting an existing drop replaces it.
+    """
+    target = drop_dir(raw_root, table, day)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        frame.to_json(staging / "part-00000.jsonl", orient="records", lines=True, force_ascii=False)
+        (staging / SUCCESS_MARKER).touch()
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def iso_utc(epoch_ms) -> "pd.Series | list[str]":
+    """Epoch milliseconds (array-like) → ISO-8601 UTC strings with millisecond precision and 'Z'."""
+    import numpy as np
+
+    values = np.asarray(epoch_ms, dtype="int64").astype("datetime64[ms]")
+    return np.datetime_as_string(values, unit="ms", timezone="UTC")

@@ -1,0 +1,340 @@
+"""Delta table layer: date-partitioned tables under one warehouse root, two interchangeable backends.
+
+- DeltaRsTables (default, no JVM jars needed): Spark writes Parquet files in parallel into a staging
+  directory of the table, the files are moved into their partition directories, and one delta-rs
+  transaction commits their add actions together with the remove actions of the partitions being
+  replaced. Readers ask delta-rs for the file list of the wanted version and read it with Spark.
+  No rows pass through the driver. Until the commit, the Delta log (and so every reader) is unchanged.
+- DeltaSparkTables: the io.delta Spark extension (clusters, Databricks), used natively.
+
+Both produce standard Delta tables readable by Spark+Delta, delta-rs, Polars and DuckDB.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from typing import Any, Iterable, Protocol, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+from pyspark.sql.types import StructType
+
+STAGING_DIR = "_staging"
+PartitionValue = "dt.date | str"
+
+
+class TableNotFound(FileNotFoundError):
+    """A table that has never been written (the message names its path)."""
+
+
+def _partition_strings(values: Iterable[Any]) -> list[str]:
+    return sorted({v.isoformat() if isinstance(v, (dt.date, dt.datetime)) else str(v) for v in values})
+
+
+class Tables(Protocol):
+    """One interface, two backends (see module docstring)."""
+
+    root: str
+
+    def path(self, name: str) -> str: ...
+    def exists(self, name: str) -> bool: ...
+    def version(self, name: str) -> int: ...
+    def replace_partitions(self, name: str, frame: DataFrame, partition_column: str,
+                           partitions: Iterable[Any], metadata: dict | None = None) -> int: ...
+    def append(self, name: str, frame: DataFrame, partition_column: str,
+               metadata: dict | None = None) -> int: ...
+    def read(self, name: str, *, version: int | None = None, timestamp: str | dt.datetime | None = None,
+             partitions: Iterable[Any] | None = None) -> DataFrame: ...
+    def history(self, name: str, limit: int | None = None) -> list[dict]: ...
+    def partitions(self, name: str) -> tuple[str, list[str]]: ...
+
+
+class _TablesBase:
+    def __init__(self, spark: SparkSession, root: str):
+        self.spark = spark
+        self.root = _absolute(root)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def names(self) -> list[str]:
+        """Tables present under the root (directories holding a Delta log)."""
+        fs, base = pafs.FileSystem.from_uri(self.root) if "://" in self.root else (pafs.LocalFileSystem(), self.root)
+        infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
+                      and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory)
+
+
+def _absolute(root: str) -> str:
+    return root if "://" in root else os.path.abspath(root)
+
+
+def _user_metadata(metadata: dict | None) -> str:
+    return json.dumps(metadata or {}, sort_keys=True, default=str)
+
+
+def _history_row(version: int, timestamp_ms: int | None, operation: str | None, user_metadata: str | None,
+                 parameters: Any = None) -> dict:
+    try:
+        recpipe = json.loads(user_metadata) if user_metadata else {}
+    except json.JSONDecodeError:
+        recpipe = {"userMetadata": user_metadata}
+    when = dt.datetime.fromtimestamp(timestamp_ms / 1000, tz=dt.timezone.utc) if timestamp_ms else None
+    return {"version": int(version), "timestamp": when, "operation": operation,
+            "parameters": parameters, "metadata": recpipe}
+
+
+class DeltaRsTables(_TablesBase):
+    """Spark writes the files; delta-rs commits them (works with no Delta jars)."""
+
+    backend = "delta-rs"
+
+    def _fs(self, path: str) -> tuple[pafs.FileSystem, str]:
+        if "://" in path and not path.startswith("file://"):
+            return pafs.FileSystem.from_uri(path)
+        return pafs.LocalFileSystem(), path.removeprefix("file://")
+
+    def _delta(self, name: str, version: int | None = None, timestamp: str | dt.datetime | None = None):
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            table = DeltaTable(self.path(name))
+        except TableNotFoundError as error:
+            raise TableNotFound(f"table {name} does not exist at {self.path(name)}") from error
+        if version is not None:
+            table.load_as_version(int(version))
+        elif timestamp is not None:
+            table.load_as_version(_as_datetime(timestamp))
+        return table
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name))
+
+    def version(self, name: str) -> int:
+        return self._delta(name).version()
+
+    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None) -> int:
+        values = _partition_strings(partitions)
+        if not values:
+            raise ValueError(f"replace_partitions({name}) needs at least one partition value")
+        return self._write(name, frame, partition_column, "overwrite", values, metadata)
+
+    def append(self, name, frame, partition_column, metadata=None) -> int:
+        return self._write(name, frame, partition_column, "append", None, metadata)
+
+    def _write(self, name, frame, partition_column, mode, values, metadata) -> int:
+        from deltalake import CommitProperties
+        from deltalake.transaction import AddAction, create_table_with_add_actions
+
+        table_path = self.path(name)
+        fs, table_dir = self._fs(table_path)
+        run_dir = f"{STAGING_DIR}/{uuid.uuid4().hex}"
+        staging_uri = f"{table_path}/{run_dir}"
+        arrow_schema = _nullable(to_arrow_schema(frame.schema, timezone="UTC"))
+        try:
+            frame.write.mode("error").partitionBy(partition_column).parquet(staging_uri)
+            staged = self._staged_files(fs, f"{table_dir}/{run_dir}")
+            unexpected = sorted({part for part, _ in staged if values is not None and part not in values})
+            if unexpected:
+                raise ValueError(f"{name}: rows for partitions {unexpected[:5]} outside the ones being "
+                                 f"replaced {values[:5]}")
+            actions = []
+            for partition_value, source in staged:
+                relative = f"{partition_column}={partition_value}/{os.path.basename(source)}"
+                fs.create_dir(f"{table_dir}/{partition_column}={partition_value}", recursive=True)
+                fs.move(source, f"{table_dir}/{relative}")
+                info = fs.get_file_info(f"{table_dir}/{relative}")
+                with fs.open_input_file(f"{table_dir}/{relative}") as handle:
+                    rows = pq.read_metadata(handle).num_rows
+                actions.append(AddAction(
+                    path=relative, size=info.size, partition_values={partition_column: partition_value},
+                    modification_time=int(info.mtime.timestamp() * 1000), data_change=True,
+                    stats=json.dumps({"numRecords": rows}),
+                ))
+            properties = CommitProperties(custom_metadata={"userMetadata": _user_metadata(metadata)})
+            if not self.exists(name):
+                create_table_with_add_actions(
+                    table_path, _delta_schema(arrow_schema), actions, mode="error",
+                    partition_by=[partition_column], name=name, commit_properties=properties)
+            else:
+                table = self._delta(name)
+                filters = [(partition_column, "in", values)] if values is not None else None
+                table.create_write_transaction(
+                    actions, mode=mode, schema=_delta_schema(arrow_schema), partition_by=[partition_column],
+                    partition_filters=filters, commit_properties=properties)
+        finally:
+            fs.delete_dir_contents(f"{table_dir}/{run_dir}", missing_dir_ok=True)
+            try:
+                fs.delete_dir(f"{table_dir}/{run_dir}")
+            except (FileNotFoundError, OSError):
+                pass
+        return self.version(name)
+
+    @staticmethod
+    def _staged_files(fs: pafs.FileSystem, staging_dir: str) -> list[tuple[str, str]]:
+        infos = fs.get_file_info(pafs.FileSelector(staging_dir, recursive=True, allow_not_found=True))
+        staged = []
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                continue
+            directory = os.path.basename(os.path.dirname(info.path))
+            _, _, value = directory.partition("=")
+            staged.append((value, info.path))
+        return sorted(staged)
+
+    def read(self, name, *, version=None, timestamp=None, partitions=None) -> DataFrame:
+        table = self._delta(name, version, timestamp)
+        schema = _spark_schema(table)
+        partition_column = table.metadata().partition_columns[0]
+        filters = [(partition_column, "in", _partition_strings(partitions))] if partitions is not None else None
+        if filters and not filters[0][2]:
+            return self.spark.createDataFrame([], schema)
+        uris = table.file_uris(partition_filters=filters)
+        if not uris:
+            return self.spark.createDataFrame([], schema)
+        frame = (self.spark.read.schema(schema).option("basePath", self.path(name))
+                 .parquet(*[u.removeprefix("file://") for u in uris]))
+        return frame.select(*schema.fieldNames())
+
+    def history(self, name, limit=None) -> list[dict]:
+        rows = []
+        for entry in self._delta(name).history(limit):
+            rows.append(_history_row(entry.get("version"), entry.get("timestamp"), entry.get("operation"),
+                                     entry.get("userMetadata"), entry.get("operationParameters")))
+        return sorted(rows, key=lambda r: r["version"], reverse=True)
+
+    def partitions(self, name) -> tuple[str, list[str]]:
+        table = self._delta(name)
+        column = table.metadata().partition_columns[0]
+        actions = pa.table(table.get_add_actions(flatten=True))
+        key = f"partition.{column}"
+        values = actions.column(key).to_pylist() if key in actions.column_names else []
+        return column, _partition_strings(v for v in values if v is not None)
+
+
+class DeltaSparkTables(_TablesBase):
+    """The io.delta Spark extension, for sessions that have its jars (clusters, Databricks)."""
+
+    backend = "delta-spark"
+
+    def _delta(self, name):
+        from delta.tables import DeltaTable
+
+        if not self.exists(name):
+            raise TableNotFound(f"table {name} does not exist at {self.path(name)}")
+        return DeltaTable.forPath(self.spark, self.path(name))
+
+    def exists(self, name) -> bool:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.isDeltaTable(self.spark, self.path(name))
+
+    def version(self, name) -> int:
+        return int(self._delta(name).history(1).select("version").first()[0])
+
+    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None) -> int:
+        values = _partition_strings(partitions)
+        quoted = ", ".join(f"'{v}'" for v in values)
+        (frame.write.format("delta").mode("overwrite").partitionBy(partition_column)
+         .option("replaceWhere", f"{partition_column} IN ({quoted})")
+         .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
+        return self.version(name)
+
+    def append(self, name, frame, partition_column, metadata=None) -> int:
+        (frame.write.format("delta").mode("append").partitionBy(partition_column)
+         .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
+        return self.version(name)
+
+    def read(self, name, *, version=None, timestamp=None, partitions=None) -> DataFrame:
+        if not self.exists(name):
+            raise TableNotFound(f"table {name} does not exist at {self.path(name)}")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", int(version))
+        elif timestamp is not None:
+            reader = reader.option("timestampAsOf", _as_datetime(timestamp).isoformat())
+        frame = reader.load(self.path(name))
+        if partitions is not None:
+            column, _ = self.partitions(name)
+            frame = frame.where(F.col(column).cast("string").isin(_partition_strings(partitions)))
+        return frame
+
+    def history(self, name, limit=None) -> list[dict]:
+        rows = self._delta(name).history(limit).select(
+            "version", "timestamp", "operation", "userMetadata", "operationParameters").collect()
+        return [_history_row(r.version, int(r.timestamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000),
+                             r.operation, r.userMetadata, r.operationParameters) for r in rows]
+
+    def partitions(self, name) -> tuple[str, list[str]]:
+        detail = self._delta(name).detail().select("partitionColumns").first()
+        column = detail[0][0]
+        values = self.read(name).select(F.col(column).cast("string")).distinct().collect()
+        return column, _partition_strings(v[0] for v in values)
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when the io.delta extension is configured and its classes are on the session classpath."""
+    if "io.delta" not in spark.conf.get("spark.sql.extensions", ""):
+        return False
+    try:
+        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
+        return True
+    except Exception:
+        return False
+
+
+def open_tables(spark: SparkSession, root: str, backend: str = "auto") -> Tables:
+    """backend: auto (delta-spark when available, else delta-rs) | delta-rs | delta-spark."""
+    if backend not in ("auto", "delta-rs", "delta-spark"):
+        raise ValueError(f"unknown delta backend {backend!r}: use auto, delta-rs or delta-spark")
+    if backend == "delta-spark" or (backend == "auto" and delta_spark_available(spark)):
+        if not delta_spark_available(spark):
+            raise RuntimeError("delta backend 'delta-spark' needs the io.delta jars on the Spark classpath "
+                               "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.0.0); use 'delta-rs'")
+        return DeltaSparkTables(spark, root)
+    return DeltaRsTables(spark, root)
+
+
+def _nullable(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([field.with_nullable(True) for field in schema])
+
+
+def _delta_schema(arrow_schema: pa.Schema):
+    from deltalake import Schema
+
+    return Schema.from_arrow(arrow_schema)
+
+
+def _spark_schema(table) -> StructType:
+    return from_arrow_schema(pa.schema(table.schema().to_arrow()), prefer_timestamp_ntz=False)
+
+
+def _as_datetime(value: str | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def describe(tables: Tables, names: Sequence[str]) -> list[dict]:
+    """Version, partition count and last commit of each existing table (for printing)."""
+    out = []
+    for name in names:
+        if not tables.exists(name):
+            continue
+        column, values = tables.partitions(name)
+        last = tables.history(name, 1)[0]
+        out.append({"table": name, "version": tables.version(name), "partition_column": column,
+                    "partitions": len(values), "first": values[0] if values else None,
+                    "last": values[-1] if values else None, "last_commit": last["timestamp"]})
+    return out

@@ -1,0 +1,39 @@
+"""Build the SparkSession for jobs and tests: any master URL, UTC, Delta-compatible Parquet."""
+from __future__ import annotations
+
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+# Settings every recpipe session needs whatever the master: UTC day boundaries for the time rules,
+# Parquet timestamps Delta readers understand, and Arrow for pandas UDFs.
+REQUIRED_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+}
+
+DELTA_SPARK_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def build_session(spark_config: dict[str, Any], delta_backend: str = "auto") -> SparkSession:
+    """spark_config: {master, app_name, conf: {key: value}}. delta_backend 'delta-spark' adds the
+    io.delta extension settings (its jars must be on the classpath, e.g. --packages on a cluster)."""
+    builder = SparkSession.builder.appName(spark_config.get("app_name", "recpipe"))
+    if spark_config.get("master"):
+        builder = builder.master(str(spark_config["master"]))
+    conf = dict(REQUIRED_CONF)
+    if delta_backend == "delta-spark":
+        conf.update(DELTA_SPARK_CONF)
+    conf.update({str(k): str(v) for k, v in (spark_config.get("conf") or {}).items()})
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(spark_config.get("log_level", "WARN"))
+    return session

@@ -1,0 +1,38 @@
+"""Shared fixtures: one session-scoped local SparkSession, paths to the real data in ../shared."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ML100K_DIR = Path(os.environ.get("RECPIPE_ML100K", REPO_ROOT.parent / "shared" / "data" / "ml-100k"))
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    if not (ML100K_DIR / "u.data").exists():
+        pytest.skip(f"MovieLens 100K not found at {ML100K_DIR} (set RECPIPE_ML100K or place ../shared/data/ml-100k)")
+    return ML100K_DIR
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from jobs.spark_session import build_session
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "recpipe-tests",
+            "conf": {
+                "spark.sql.shuffle.partitions": "4",
+                "spark.default.parallelism": "4",
+                "spark.ui.enabled": "false",
+                "spark.sql.warehouse.dir": str(warehouse),
+            },
+        }
+    )
+    yield session
+    session.stop()
