@@ -1,0 +1,183 @@
+"""The `recpipe` command line: one sub-command per pipeline stage, plus `run` for all of them.
+
+User mistakes (bad dates, missing files or config keys, missing drops) print one line and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Callable
+
+from features.errors import PipelineInputError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as argparse does, but without the usage block
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="pipeline YAML (default: conf/demo.yaml)")
+    parser.add_argument("--master", help="Spark master URL, e.g. local[2], yarn, k8s://https://host:443")
+    parser.add_argument("--warehouse", help="root of the Delta tables (overrides paths.warehouse)")
+    parser.add_argument("--raw", help="root of the raw daily drops (overrides paths.raw)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra Spark setting, repeatable")
+    parser.add_argument("--spark-submit", action="store_true", help=argparse.SUPPRESS)
+
+
+def _add_dates(parser: argparse.ArgumentParser, single: bool = True) -> None:
+    if single:
+        parser.add_argument("--date", help="one day, YYYY-MM-DD")
+    parser.add_argument("--start", help="first day of a range, YYYY-MM-DD")
+    parser.add_argument("--end", help="last day of a range, YYYY-MM-DD")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recpipe", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    generate = commands.add_parser("generate-logs", help="write synthetic daily log drops")
+    generate.add_argument("--out", required=True, help="raw drops root to write")
+    generate.add_argument("--start-date", default="2026-01-01")
+    generate.add_argument("--days", type=int, default=30)
+    generate.add_argument("--users", type=int, default=5000)
+    generate.add_argument("--items", type=int, default=2000)
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--impressions-per-user-day", type=float, default=4.0)
+
+    movielens = commands.add_parser("import-movielens", help="turn a MovieLens directory into daily drops")
+    movielens.add_argument("path", help="ml-100k (u.data, u.item, u.user) or CSV layout (ratings.csv, movies.csv)")
+    movielens.add_argument("--out", required=True, help="raw drops root to write")
+
+    ingest = commands.add_parser("ingest", help="validate raw drops into the Delta tables")
+    _add_common(ingest)
+    _add_dates(ingest)
+    ingest.add_argument("--allow-missing", action="store_true", help="skip days whose events drop is missing")
+
+    run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
+    _add_common(run)
+    _add_dates(run, single=False)
+
+    tables = commands.add_parser("tables", help="list the pipeline tables with version and partitions")
+    _add_common(tables)
+    return parser
+
+
+def _overrides(args) -> dict:
+    extra = {}
+    for item in args.conf:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PipelineInputError(f"--conf expects KEY=VALUE, got '{item}'")
+        extra[f"spark.conf.{key}"] = value
+    return {"spark.master": args.master, "paths.warehouse": args.warehouse, "paths.raw": args.raw,
+            "dates.start": getattr(args, "start", None), "dates.end": getattr(args, "end", None), **extra}
+
+
+def _dates(args, config) -> list:
+    from jobs.config import date_range, get_key, parse_date
+
+    if getattr(args, "date", None):
+        if args.start or args.end:
+            raise PipelineInputError("give either --date or --start/--end, not both")
+        day = parse_date(args.date)
+        return [day]
+    return date_range(get_key(config, "dates.start"), get_key(config, "dates.end"))
+
+
+def _session(config, args):
+    from features.tables import open_tables
+    from jobs.config import get_key
+    from jobs.spark_session import build_session
+
+    spark_config = dict(config["spark"])
+    if args.spark_submit and not args.master:
+        spark_config.pop("master", None)  # spark-submit's --master wins
+    backend = get_key(config, "delta.backend", "auto")
+    spark = build_session(spark_config, backend)
+    return spark, open_tables(spark, get_key(config, "paths.warehouse"), backend)
+
+
+def cmd_generate_logs(args) -> int:
+    from features.synthetic_logs import generate_logs
+    from jobs.config import parse_date
+
+    if min(args.days, args.users, args.items) <= 0:
+        raise PipelineInputError("--days, --users and --items must be positive")
+    summary = generate_logs(args.out, start_date=parse_date(args.start_date, "--start-date"), days=args.days,
+                            users=args.users, items=args.items, seed=args.seed,
+                            impressions_per_user_day=args.impressions_per_user_day)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_import_movielens(args) -> int:
+    from features.movielens import import_movielens
+
+    print(json.dumps(import_movielens(args.path, args.out), indent=2, default=str))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from jobs.config import load_config
+    from jobs.ingest import format_summary, ingest
+
+    config = load_config(args.config, _overrides(args))
+    if args.allow_missing:
+        config.setdefault("ingest", {})["allow_missing_drops"] = True
+    dates = _dates(args, config)
+    spark, tables = _session(config, args)
+    started = time.time()
+    summary = ingest(spark, tables, config, dates)
+    print(f"ingested {dates[0]}..{dates[-1]} into {tables.root} in {time.time() - started:.1f}s")
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from jobs.config import load_config
+    from jobs.pipeline import run_pipeline
+
+    config = load_config(args.config, _overrides(args))
+    dates = _dates(args, config)
+    run_pipeline(config, dates, lambda: _session(config, args))
+    return 0
+
+
+def cmd_tables(args) -> int:
+    from features.tables import describe
+    from jobs.config import load_config
+    from jobs.pipeline import format_tables
+
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    print(format_tables(describe(tables, tables.names())))
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {
+    "generate-logs": cmd_generate_logs,
+    "import-movielens": cmd_import_movielens,
+    "ingest": cmd_ingest,
+    "run": cmd_run,
+    "tables": cmd_tables,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (PipelineInputError, FileNotFoundError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"recpipe {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

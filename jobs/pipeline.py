@@ -1,0 +1,61 @@
+"""`recpipe run`: every stage that exists, in order, for the configured date range.
+
+Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
+where drops arrive from outside) → ingest. Later stages (snapshot, samples, gbdt, train, export)
+add themselves here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Callable
+
+from features.errors import PipelineInputError
+from jobs.config import get_key
+
+
+def prepare_source(config: dict, dates: list[dt.date]) -> dict | None:
+    kind = get_key(config, "source.kind")
+    raw_root = get_key(config, "paths.raw")
+    if kind == "synthetic":
+        from features.synthetic_logs import generate_logs
+
+        options = get_key(config, "source.synthetic", {}) or {}
+        return generate_logs(raw_root, start_date=dates[0], days=len(dates), **options)
+    if kind == "movielens":
+        from features.movielens import import_movielens
+
+        path = get_key(config, "source.movielens_path")
+        if not path:
+            raise PipelineInputError("source.kind is movielens but source.movielens_path is not set")
+        return import_movielens(path, raw_root)
+    if kind == "raw":
+        return None
+    raise PipelineInputError(f"unknown source.kind '{kind}': use synthetic, movielens or raw")
+
+
+def format_tables(rows: list[dict]) -> str:
+    lines = [f"{'table':<20} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  last commit"]
+    for r in rows:
+        span = f"{r['first']}..{r['last']}" if r["first"] else "-"
+        when = r["last_commit"].strftime("%Y-%m-%d %H:%M:%S") if r["last_commit"] else "-"
+        lines.append(f"{r['table']:<20} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
+                     f"{span:<23}  {when}")
+    return "\n".join(lines)
+
+
+def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
+    from features.tables import describe
+    from jobs.ingest import format_summary, ingest
+
+    started = time.time()
+    print(f"[source] {get_key(config, 'source.kind')} → {get_key(config, 'paths.raw')}")
+    summary = prepare_source(config, dates)
+    if summary:
+        print("  " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
+    spark, tables = open_session()
+    print(f"[ingest] {dates[0]}..{dates[-1]} → {tables.root} ({tables.backend} backend)")
+    print(format_summary(ingest(spark, tables, config, dates)))
+    print("[tables]")
+    print(format_tables(describe(tables, tables.names())))
+    print(f"done in {time.time() - started:.1f}s")

@@ -1,0 +1,69 @@
+"""CLI mistakes: one line on stderr, exit code 2, no traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(tmp_path, **changes):
+    config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
+    config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
+    config["spark"]["master"] = "local[2]"
+    for key, value in changes.items():
+        config[key] = value
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ingest", "--date", "2026-13-01"], "invalid date '2026-13-01': use YYYY-MM-DD"),
+    (["ingest", "--start", "2026-01-05", "--end", "2026-01-01"], "end date 2026-01-01 is before start date 2026-01-05"),
+    (["ingest", "--date", "2026-01-01", "--start", "2026-01-01"], "give either --date or --start/--end"),
+    (["ingest", "--conf", "novalue"], "--conf expects KEY=VALUE"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
+    assert main([*argv, "--config", str(_config(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_config_file_and_missing_key(tmp_path, capsys):
+    assert main(["ingest", "--config", str(tmp_path / "nope.yaml"), "--date", "2026-01-01"]) == 2
+    assert f"config file not found: {tmp_path / 'nope.yaml'}" in capsys.readouterr().err
+    broken = yaml.safe_load(_config(tmp_path).read_text())
+    del broken["paths"]["warehouse"]
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    assert main(["ingest", "--config", str(tmp_path / "broken.yaml"), "--date", "2026-01-01"]) == 2
+    assert "is missing the key 'paths.warehouse'" in capsys.readouterr().err
+
+
+def test_missing_drop_exits_2_naming_the_path(spark, tmp_path, capsys):
+    assert main(["ingest", "--config", str(_config(tmp_path)), "--date", "2026-01-01"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(use --allow-missing to skip missing days)")
+    assert str(tmp_path / "raw" / "events" / "dt=2026-01-01") in err
+
+
+def test_missing_movielens_file_names_it(tmp_path, capsys):
+    (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n")
+    assert main(["import-movielens", str(tmp_path), "--out", str(tmp_path / "raw")]) == 2
+    assert "u.item" in capsys.readouterr().err
+
+
+def test_console_script_usage_error_has_no_traceback(tmp_path):
+    result = subprocess.run([str(Path(sys.executable).parent / "recpipe"), "ingest", "--config",
+                             str(_config(tmp_path)), "--start", "2026-02-30"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == "recpipe ingest: error: invalid start date '2026-02-30': use YYYY-MM-DD"
+    unknown = subprocess.run([str(Path(sys.executable).parent / "recpipe"), "frobnicate"], capture_output=True, text=True)
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
