@@ -26,7 +26,12 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 STAGING_DIR = "_staging"
-PartitionValue = "dt.date | str"
+MAX_RECORDS_PER_FILE = 2_000_000  # one file per date partition unless it is larger than this
+
+
+def _clustered(frame: DataFrame, partition_column: str) -> DataFrame:
+    """Rows of one date partition go to one writer task, so a day becomes one file (or a few big ones)."""
+    return frame.repartition(F.col(partition_column))
 
 
 class TableNotFound(FileNotFoundError):
@@ -141,7 +146,8 @@ class DeltaRsTables(_TablesBase):
         staging_uri = f"{table_path}/{run_dir}"
         arrow_schema = _nullable(to_arrow_schema(frame.schema, timezone="UTC"))
         try:
-            frame.write.mode("error").partitionBy(partition_column).parquet(staging_uri)
+            (_clustered(frame, partition_column).write.mode("error").partitionBy(partition_column)
+             .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staging_uri))
             staged = self._staged_files(fs, f"{table_dir}/{run_dir}")
             unexpected = sorted({part for part, _ in staged if values is not None and part not in values})
             if unexpected:
@@ -244,13 +250,13 @@ class DeltaSparkTables(_TablesBase):
     def replace_partitions(self, name, frame, partition_column, partitions, metadata=None) -> int:
         values = _partition_strings(partitions)
         quoted = ", ".join(f"'{v}'" for v in values)
-        (frame.write.format("delta").mode("overwrite").partitionBy(partition_column)
+        (_clustered(frame, partition_column).write.format("delta").mode("overwrite").partitionBy(partition_column)
          .option("replaceWhere", f"{partition_column} IN ({quoted})")
          .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
         return self.version(name)
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
-        (frame.write.format("delta").mode("append").partitionBy(partition_column)
+        (_clustered(frame, partition_column).write.format("delta").mode("append").partitionBy(partition_column)
          .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
         return self.version(name)
 

@@ -14,6 +14,7 @@ REQUIRED_CONF = {
     "spark.sql.sources.partitionOverwriteMode": "dynamic",
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.ui.showConsoleProgress": "false",
 }
 
 DELTA_SPARK_CONF = {

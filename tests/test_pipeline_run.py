@@ -56,3 +56,26 @@ def test_spark_submit_entry_point(spark, tmp_path):
     assert "ingested 2026-03-02..2026-03-02" in result.stdout
     assert tables.version("events") == version + 1
     assert tables.read("events").count() == rows  # rerun of one date: same content
+
+
+def test_movielens_100k_runs_through_ingest(spark, tmp_path, ml100k_dir, capsys):
+    config = yaml.safe_load((REPO / "conf" / "movielens.yaml").read_text())
+    config["source"]["movielens_path"] = str(ml100k_dir)
+    config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
+    path = tmp_path / "movielens.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(path)]) == 0
+
+    tables = open_tables(spark, str(tmp_path / "warehouse"), "delta-rs")
+    events = tables.read("events")
+    assert events.count() == 100_000
+    assert events.select("user_id").distinct().count() == 943
+    assert events.select("item_id").distinct().count() == 1682
+    assert tables.read("users").count() == 943
+    assert tables.read("items").count() == 1682
+    assert tables.read("events_quarantine").count() == 0
+    column, days = tables.partitions("events")
+    assert (column, days[0], days[-1]) == ("drop_date", "1997-09-20", "1998-04-22")
+    # one file per day partition, not one per task and day
+    from deltalake import DeltaTable
+    assert len(DeltaTable(tables.path("events")).file_uris()) == len(days)
