@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dates(ingest)
     ingest.add_argument("--allow-missing", action="store_true", help="skip days whose events drop is missing")
 
+    snapshot = commands.add_parser("snapshot", help="build daily aggregates and feature snapshots")
+    _add_common(snapshot)
+    _add_dates(snapshot)
+    snapshot.add_argument("--allow-missing", action="store_true", help="build days whose events drop is missing")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
     _add_dates(run, single=False)
@@ -139,6 +144,20 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_snapshot(args) -> int:
+    from jobs.build_snapshot import build_snapshots, format_summary
+    from jobs.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    dates = _dates(args, config)
+    spark, tables = _session(config, args)
+    started = time.time()
+    summary = build_snapshots(spark, tables, config, dates, allow_missing=args.allow_missing)
+    print(f"built snapshots {dates[0]}..{dates[-1]} in {tables.root} in {time.time() - started:.1f}s")
+    print(format_summary(summary))
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -164,6 +183,7 @@ COMMANDS: dict[str, Callable] = {
     "generate-logs": cmd_generate_logs,
     "import-movielens": cmd_import_movielens,
     "ingest": cmd_ingest,
+    "snapshot": cmd_snapshot,
     "run": cmd_run,
     "tables": cmd_tables,
 }

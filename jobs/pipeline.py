@@ -1,7 +1,7 @@
 """`recpipe run`: every stage that exists, in order, for the configured date range.
 
 Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
-where drops arrive from outside) → ingest. Later stages (snapshot, samples, gbdt, train, export)
+where drops arrive from outside) → ingest → snapshot. Later stages (samples, gbdt, train, export)
 add themselves here.
 """
 from __future__ import annotations
@@ -35,17 +35,18 @@ def prepare_source(config: dict, dates: list[dt.date]) -> dict | None:
 
 
 def format_tables(rows: list[dict]) -> str:
-    lines = [f"{'table':<20} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  last commit"]
+    lines = [f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  last commit"]
     for r in rows:
         span = f"{r['first']}..{r['last']}" if r["first"] else "-"
         when = r["last_commit"].strftime("%Y-%m-%d %H:%M:%S") if r["last_commit"] else "-"
-        lines.append(f"{r['table']:<20} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
+        lines.append(f"{r['table']:<24} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
                      f"{span:<23}  {when}")
     return "\n".join(lines)
 
 
 def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
+    from jobs import build_snapshot
     from jobs.ingest import format_summary, ingest
 
     started = time.time()
@@ -56,6 +57,8 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
     spark, tables = open_session()
     print(f"[ingest] {dates[0]}..{dates[-1]} → {tables.root} ({tables.backend} backend)")
     print(format_summary(ingest(spark, tables, config, dates)))
+    print(f"[snapshot] {dates[0]}..{dates[-1]}")
+    print(build_snapshot.format_summary(build_snapshot.build_snapshots(spark, tables, config, dates)))
     print("[tables]")
     print(format_tables(describe(tables, tables.names())))
     print(f"done in {time.time() - started:.1f}s")

@@ -36,3 +36,21 @@ def spark(tmp_path_factory):
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def ml100k_warehouse(spark, ml100k_dir, tmp_path_factory):
+    """MovieLens 100K through `recpipe run` once per session: import, ingest, snapshots of every day."""
+    import yaml
+
+    from features.tables import open_tables
+    from jobs.cli import main
+
+    root = tmp_path_factory.mktemp("ml100k")
+    config = yaml.safe_load((REPO_ROOT / "conf" / "movielens.yaml").read_text())
+    config["source"]["movielens_path"] = str(ml100k_dir)
+    config["paths"] = {"raw": str(root / "raw"), "warehouse": str(root / "warehouse")}
+    path = root / "movielens.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["run", "--config", str(path)]) == 0
+    return open_tables(spark, str(root / "warehouse"), "delta-rs")

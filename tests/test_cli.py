@@ -53,6 +53,11 @@ def test_missing_drop_exits_2_naming_the_path(spark, tmp_path, capsys):
     assert str(tmp_path / "raw" / "events" / "dt=2026-01-01") in err
 
 
+def test_snapshot_before_any_ingest_exits_2(spark, tmp_path, capsys):
+    assert main(["snapshot", "--config", str(_config(tmp_path)), "--date", "2026-01-01"]) == 2
+    assert "no events ingested yet" in capsys.readouterr().err
+
+
 def test_missing_movielens_file_names_it(tmp_path, capsys):
     (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n")
     assert main(["import-movielens", str(tmp_path), "--out", str(tmp_path / "raw")]) == 2

@@ -57,16 +57,18 @@ def test_spark_submit_entry_point(spark, tmp_path):
     assert tables.version("events") == version + 1
     assert tables.read("events").count() == rows  # rerun of one date: same content
 
+    snapshot_rows = tables.read("user_snapshot").orderBy("snapshot_date", "user_id").collect()
+    result = subprocess.run(
+        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+         str(REPO / "jobs" / "build_snapshot.py"), "--config", str(config), "--date", "2026-03-03"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "built snapshots 2026-03-03..2026-03-03" in result.stdout
+    assert tables.read("user_snapshot").orderBy("snapshot_date", "user_id").collect() == snapshot_rows
 
-def test_movielens_100k_runs_through_ingest(spark, tmp_path, ml100k_dir, capsys):
-    config = yaml.safe_load((REPO / "conf" / "movielens.yaml").read_text())
-    config["source"]["movielens_path"] = str(ml100k_dir)
-    config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
-    path = tmp_path / "movielens.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["run", "--config", str(path)]) == 0
 
-    tables = open_tables(spark, str(tmp_path / "warehouse"), "delta-rs")
+def test_movielens_100k_runs_through_ingest(ml100k_warehouse):
+    tables = ml100k_warehouse
     events = tables.read("events")
     assert events.count() == 100_000
     assert events.select("user_id").distinct().count() == 943

@@ -1,0 +1,205 @@
+"""Daily feature snapshots for a range of days, time-machine style.
+
+Snapshot D holds what was known at the end of day D (UTC): facts with event date <= D. It is built
+from the per-day aggregates of the last `max_window` days (windows are roll-ups, so the cost of a
+day does not grow with history) and from the previous day's snapshot, which carries the state that
+needs all history forward: first/last active day, the last N engaged items, attributes as of D.
+
+A range S..E is built in one pass: daily rows are exploded onto the snapshot days whose windows
+they fall in, and the carried state runs along a per-entity window ordered by day. Library code:
+DataFrames in, DataFrames out; jobs/build_snapshot.py reads and writes the tables.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from features.feature_spec import Feature, FeatureSpec
+
+MEASURES_EXTRA = ("engagements", "rating_count", "rating_sum", "rating_sq_sum")
+
+
+def _windows(spec: FeatureSpec) -> list[int]:
+    return sorted(set(spec.windows_days) | {f.window for f in spec.features if f.window})
+
+
+def date_frame(spark: SparkSession, dates: list[dt.date]) -> DataFrame:
+    return spark.createDataFrame([(d,) for d in dates], "snapshot_date date")
+
+
+def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.date, end: dt.date) -> DataFrame:
+    """For each (keys, snapshot_date in start..end) with activity in the longest window: every daily
+    measure summed over every window w (days D-w+1 .. D), as columns `<measure>_<w>d`."""
+    longest = spec.max_window
+    measures = [*spec.counters, *MEASURES_EXTRA]
+    rows = daily.where(F.col("event_date").between(F.lit(start - dt.timedelta(days=longest - 1)), F.lit(end)))
+    exploded = rows.withColumn("snapshot_date", F.explode(F.sequence(
+        F.greatest("event_date", F.lit(start)), F.least(F.date_add("event_date", longest - 1), F.lit(end)))))
+    age = F.datediff("snapshot_date", "event_date")
+    sums = [F.sum(F.when(age < w, F.coalesce(F.col(m), F.lit(0)))).alias(f"{m}_{w}d")
+            for w in _windows(spec) for m in measures]
+    return exploded.groupBy(*keys, "snapshot_date").agg(*sums)
+
+
+def ctr_priors(sums: DataFrame, spec: FeatureSpec) -> DataFrame:
+    """All-entity CTR of each window and day (the Bayesian prior), fallback when there are no impressions."""
+    priors = []
+    for w in _windows(spec):
+        clicks, impressions = F.sum(f"clicks_{w}d"), F.sum(f"impressions_{w}d")
+        priors.append(F.when(impressions > 0, clicks / impressions)
+                      .otherwise(F.lit(spec.ctr_prior_fallback)).alias(f"prior_{w}d"))
+    return sums.groupBy("snapshot_date").agg(*priors)
+
+
+def entity_grid(dates: DataFrame, keys: list[str], known_from: list[DataFrame]) -> DataFrame:
+    """One row per entity and snapshot day, from the first day the entity is known (keys, known_from)."""
+    known = reduce(DataFrame.unionByName, known_from).groupBy(*keys).agg(F.min("known_from").alias("known_from"))
+    return known.join(F.broadcast(dates), F.col("snapshot_date") >= F.col("known_from")).drop("known_from")
+
+
+def _running(keys: list[str]) -> Window:
+    return Window.partitionBy(*keys).orderBy("snapshot_date").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+
+
+def _attribute_features(spec: FeatureSpec, entity: str) -> list[Feature]:
+    return [f for f in spec.for_entity(entity) if f.kind == "attribute"]
+
+
+def attributes_as_of(grid: DataFrame, keys: list[str], spec: FeatureSpec, entity: str,
+                     dims: DataFrame, base: DataFrame) -> DataFrame:
+    """Adds `attrs`: the entity's row from the latest dimension drop <= D (or the previous snapshot's)."""
+    features = _attribute_features(spec, entity)
+    today = dims.select(*keys, F.col("drop_date").alias("snapshot_date"), F.struct(
+        *[F.col(f.source).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"))
+    previous = base.select(*keys, F.struct(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in features])
+                           .alias("_attrs_base"))
+    return (grid.join(today, [*keys, "snapshot_date"], "left").join(previous, keys, "left")
+            .withColumn("attrs", F.coalesce(F.last("_attrs_today", ignorenulls=True).over(_running(keys)),
+                                            F.col("_attrs_base")))
+            .drop("_attrs_today", "_attrs_base"))
+
+
+def feature_column(feature: Feature, spec: FeatureSpec) -> Column:
+    """The expression of one spec feature over the assembled frame (window sums, state, attrs)."""
+    w, kind = feature.window, feature.kind
+    if kind == "window_count":
+        value = F.coalesce(F.col(f"{feature.counter}_{w}d"), F.lit(0))
+    elif kind == "smoothed_ctr":
+        strength = F.lit(spec.ctr_prior_strength)
+        clicks = F.coalesce(F.col(f"clicks_{w}d"), F.lit(0))
+        impressions = F.coalesce(F.col(f"impressions_{w}d"), F.lit(0))
+        value = (clicks + strength * F.col(f"prior_{w}d")) / (impressions + strength)
+    elif kind in ("rating_mean", "rating_std"):
+        count = F.col(f"rating_count_{w}d")
+        mean = F.col(f"rating_sum_{w}d") / count
+        variance = F.greatest(F.col(f"rating_sq_sum_{w}d") / count - mean * mean, F.lit(0.0))
+        value = F.when(count > 0, mean if kind == "rating_mean" else F.sqrt(variance))
+    elif kind in ("first_date", "last_date"):
+        value = F.col(kind)
+    elif kind == "days_since_first":
+        value = F.datediff("snapshot_date", "first_date")
+    elif kind == "days_since_last":
+        value = F.datediff("snapshot_date", "last_date")
+    elif kind in ("last_items", "top_categories", "top_category_shares"):
+        value = F.coalesce(F.col(kind), F.array().cast(feature.dtype))
+    elif kind == "popularity_rank":
+        value = F.rank().over(Window.partitionBy("snapshot_date").orderBy(
+            F.desc(F.coalesce(F.col(f"engagements_{w}d"), F.lit(0)))))
+    elif kind == "attribute":
+        value = F.col("attrs")[feature.name]
+    elif kind == "days_since_release":
+        release = next(f for f in _attribute_features(spec, feature.entity) if f.source == "release_date")
+        value = F.datediff("snapshot_date", F.col("attrs")[release.name])
+    else:
+        raise ValueError(f"feature {feature.name}: unknown kind {kind}")
+    return value.cast(feature.dtype).alias(feature.name)
+
+
+def select_features(frame: DataFrame, spec: FeatureSpec, entity: str) -> DataFrame:
+    keys = spec.entities[entity]["key"]
+    return frame.select(*keys, *[feature_column(f, spec) for f in spec.for_entity(entity)], "snapshot_date")
+
+
+def _with_priors(frame: DataFrame, sums: DataFrame, spec: FeatureSpec) -> DataFrame:
+    return frame.join(F.broadcast(ctr_priors(sums, spec)), "snapshot_date", "left").fillna(
+        spec.ctr_prior_fallback, [f"prior_{w}d" for w in _windows(spec)])
+
+
+def item_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,
+                  base: DataFrame, dims: DataFrame) -> DataFrame:
+    """daily: item_daily for start-max_window+1..end; base: item_snapshot of start-1 (may be empty);
+    dims: items drops of start..end."""
+    keys = ["item_id"]
+    in_range = daily.where(F.col("event_date").between(F.lit(start), F.lit(end)))
+    grid = entity_grid(dates, keys, [
+        base.select(*keys, F.coalesce(F.col("item_first_seen_date"), F.lit(start)).alias("known_from")),
+        dims.select(*keys, F.col("drop_date").alias("known_from")),
+        in_range.select(*keys, F.col("event_date").alias("known_from")),
+    ])
+    sums = window_sums(daily, keys, spec, start, end)
+    frame = attributes_as_of(grid, keys, spec, "item", dims, base)
+    first_seen = base.select(*keys, F.col("item_first_seen_date").alias("_base_first"))
+    frame = (frame.join(first_seen, keys, "left")
+             .withColumn("first_date", F.coalesce("_base_first", F.min("snapshot_date").over(_running(keys))))
+             .join(sums, [*keys, "snapshot_date"], "left"))
+    return select_features(_with_priors(frame, sums, spec), spec, "item")
+
+
+def user_category_snapshot(spec: FeatureSpec, sums: DataFrame) -> DataFrame:
+    """sums: window_sums of user_category_daily. Rows for pairs with activity in the longest window."""
+    return select_features(_with_priors(sums, sums, spec), spec, "user_category")
+
+
+def top_categories(spec: FeatureSpec, category_sums: DataFrame) -> DataFrame:
+    """Per (user, day): the top-K categories by engagements in the window, and their shares."""
+    window = spec.feature("user_top_categories").window
+    engagements = F.col(f"engagements_{window}d")
+    ranked = (category_sums.where(engagements > 0).groupBy("user_id", "snapshot_date").agg(
+        F.sort_array(F.collect_list(F.struct(engagements.alias("n"), F.col("category"))), asc=False).alias("_ranked"),
+        F.sum(engagements).alias("_total")))
+    top = F.slice("_ranked", 1, spec.top_categories)
+    return ranked.select("user_id", "snapshot_date",
+                         F.transform(top, lambda c: c["category"]).alias("top_categories"),
+                         F.transform(top, lambda c: c["n"] / F.col("_total")).alias("top_category_shares"))
+
+
+def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,
+                  base: DataFrame, dims: DataFrame, category_sums: DataFrame) -> DataFrame:
+    """daily: user_daily for start-max_window+1..end; base: user_snapshot of start-1 (may be empty);
+    dims: users drops of start..end; category_sums: window_sums of user_category_daily."""
+    keys = ["user_id"]
+    running = _running(keys)
+    in_range = daily.where(F.col("event_date").between(F.lit(start), F.lit(end)))
+    grid = entity_grid(dates, keys, [
+        base.select(*keys, F.lit(start).alias("known_from")),
+        dims.select(*keys, F.col("drop_date").alias("known_from")),
+        in_range.select(*keys, F.col("event_date").alias("known_from")),
+    ])
+    # last N engaged items: the N most recent engaged days hold at least N items, so a bounded frame suffices
+    engaged_days = Window.partitionBy(*keys).orderBy("event_date").rowsBetween(-(spec.last_n_items - 1), 0)
+    recent = (in_range.where(F.size("last_items") > 0).select(
+        *keys, F.col("event_date").alias("snapshot_date"),
+        F.flatten(F.reverse(F.collect_list("last_items").over(engaged_days))).alias("_recent_items")))
+    activity = in_range.select(*keys, F.col("event_date").alias("snapshot_date"), F.lit(True).alias("_active"))
+    state = base.select(*keys, F.col("user_first_active_date").alias("_base_first"),
+                        F.col("user_last_active_date").alias("_base_last"),
+                        F.col("user_last_items").alias("_base_items"))
+    no_items = F.array().cast("array<bigint>")
+    frame = (attributes_as_of(grid, keys, spec, "user", dims, base)
+             .join(activity, [*keys, "snapshot_date"], "left")
+             .join(recent, [*keys, "snapshot_date"], "left")
+             .join(state, keys, "left")
+             .withColumn("first_date", F.coalesce("_base_first", F.min(
+                 F.when(F.col("_active"), F.col("snapshot_date"))).over(running)))
+             .withColumn("last_date", F.coalesce(F.max(
+                 F.when(F.col("_active"), F.col("snapshot_date"))).over(running), F.col("_base_last")))
+             .withColumn("last_items", F.slice(F.concat(
+                 F.coalesce(F.last("_recent_items", ignorenulls=True).over(running), no_items),
+                 F.coalesce(F.col("_base_items"), no_items)), 1, spec.last_n_items)))
+    sums = window_sums(daily, keys, spec, start, end)
+    frame = (frame.join(sums, [*keys, "snapshot_date"], "left")
+             .join(top_categories(spec, category_sums), [*keys, "snapshot_date"], "left"))
+    return select_features(_with_priors(frame, sums, spec), spec, "user")

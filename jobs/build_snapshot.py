@@ -1,0 +1,152 @@
+"""Build the daily aggregates and feature snapshots for one day or a range (backfill).
+
+    spark-submit jobs/build_snapshot.py --config conf/demo.yaml --date 2026-01-14
+    recpipe snapshot --config conf/demo.yaml --start 2026-01-01 --end 2026-01-14
+
+Tables written, each partition of the range replaced in one commit per table:
+    item_daily, user_daily, user_category_daily        (partitioned by event_date)
+    item_snapshot, user_snapshot, user_category_snapshot  (partitioned by snapshot_date)
+
+Late data policy: snapshot D uses every ingested event with event date <= D. Events for day d can
+arrive in drops up to d + allowed lateness (48 h), so building day D also rebuilds the
+`snapshot.rebuild_days` days before it (default: the lateness in days): the late events of those
+days, which arrived in drops up to D, are picked up in their own day's aggregates and in every later
+window and state. Older late data is picked up by rebuilding its range with --start/--end. The
+replaced snapshot versions stay readable by time travel: what was known then, and what is known now.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features import daily_aggregates as daily
+from features import snapshot
+from features.errors import PipelineInputError
+from features.feature_spec import FeatureSpec, load_spec
+from features.tables import Tables
+from jobs.config import get_key
+from jobs.run_info import new_run
+
+KEY_TYPES = {"user_id": "bigint", "item_id": "bigint", "category": "string"}
+
+
+def snapshot_ddl(spec: FeatureSpec, entity: str) -> str:
+    keys = [f"{k} {KEY_TYPES[k]}" for k in spec.entities[entity]["key"]]
+    return ", ".join([*keys, *(f"{f.name} {f.dtype}" for f in spec.for_entity(entity)), "snapshot_date date"])
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def _partitions(tables: Tables, name: str) -> set[dt.date]:
+    if not tables.exists(name):
+        return set()
+    return {dt.date.fromisoformat(v) for v in tables.partitions(name)[1]}
+
+
+def _read_existing(tables: Tables, name: str, days: list[dt.date], empty_ddl: str) -> DataFrame:
+    """The given day partitions of a table that may not exist yet (then: no rows, given schema)."""
+    if not tables.exists(name):
+        return tables.spark.createDataFrame([], empty_ddl)
+    return tables.read(name, partitions=sorted(_partitions(tables, name) & set(days)))
+
+
+def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0) -> list[dt.date]:
+    """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
+    back to the day after the latest existing snapshot (or the first ingested day) when the day before
+    has no snapshot to carry state from."""
+    ingested = _partitions(tables, "events")
+    if not ingested:
+        raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
+    start = max(dates[0] - dt.timedelta(days=rebuild_days), min(min(ingested), dates[0]))
+    built = _partitions(tables, "user_snapshot")
+    if start - dt.timedelta(days=1) not in built and min(ingested) < start:
+        earlier = [d for d in built if d < start]
+        carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
+        print(f"[snapshot] no snapshot for {start - dt.timedelta(days=1)} to carry state from: "
+              f"building from {carried_from}")
+        start = carried_from
+    days = _days(start, dates[-1])
+    missing = [d for d in days if d not in ingested]
+    if missing and not allow_missing:
+        raise PipelineInputError(
+            f"no events drop ingested for {missing[0]} (events partition drop_date={missing[0]} is missing at "
+            f"{tables.path('events')}); ingest it first or pass --allow-missing"
+            + (f" ({len(missing)} days missing)" if len(missing) > 1 else ""))
+    return days
+
+
+def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.date],
+                    allow_missing: bool = False) -> list[dict]:
+    spec = load_spec()
+    lateness = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
+    rebuild_days = int(get_key(config, "snapshot.rebuild_days", lateness))
+    days = plan_dates(tables, dates, allow_missing or bool(get_key(config, "ingest.allow_missing_drops", False)),
+                      rebuild_days)
+    start, end = days[0], days[-1]
+    history = _days(start - dt.timedelta(days=spec.max_window - 1), end)
+    versions = {name: tables.version(name) for name in ("events", "users", "items") if tables.exists(name)}
+    run = new_run("snapshot", partitions=[d.isoformat() for d in days], input_versions=versions)
+
+    drops = sorted(_partitions(tables, "events") & set(_days(start - dt.timedelta(days=1), end + dt.timedelta(days=lateness))))
+    events = (daily.with_event_date(tables.read("events", version=versions["events"], partitions=drops))
+              .where(F.col("event_date").between(F.lit(start), F.lit(end))))
+    empty_dims = {"users": "user_id bigint, age int, gender string, occupation string, zip_code string, drop_date date",
+                  "items": "item_id bigint, title string, category string, genres string, release_date date, "
+                           "price double, drop_date date"}
+    dims = {name: (tables.read(name, version=versions[name], partitions=days) if name in versions
+                   else spark.createDataFrame([], empty_dims[name])) for name in ("users", "items")}
+    base_day = [start - dt.timedelta(days=1)]
+    dates_frame = snapshot.date_frame(spark, days)
+    summary = []
+
+    def write(name: str, frame: DataFrame, column: str) -> None:
+        version = tables.replace_partitions(name, frame, column, days, run)
+        summary.append({"table": name, "version": version, "days": len(days),
+                        "rows": tables.read(name, version=version, partitions=days).count()})
+
+    write("item_daily", daily.entity_daily(events, spec, ["item_id"]), "event_date")
+    write("user_daily", daily.user_daily(events, spec), "event_date")
+    item_snap = snapshot.item_snapshot(
+        spec, dates_frame, start, end,
+        _read_existing(tables, "item_daily", history, "item_id bigint, event_date date"),
+        _read_existing(tables, "item_snapshot", base_day, snapshot_ddl(spec, "item")), dims["items"])
+    write("item_snapshot", item_snap, "snapshot_date")
+
+    categories = tables.read("item_snapshot", partitions=days).select(
+        "item_id", F.col("snapshot_date").alias("event_date"), F.col("item_category").alias("category"))
+    with_category = (events.join(categories, ["item_id", "event_date"], "left")
+                     .fillna({"category": spec.feature("item_category").default}))
+    write("user_category_daily", daily.user_category_daily(with_category, spec), "event_date")
+    category_sums = snapshot.window_sums(
+        _read_existing(tables, "user_category_daily", history, "user_id bigint, category string, event_date date"),
+        ["user_id", "category"], spec, start, end)
+    write("user_category_snapshot", snapshot.user_category_snapshot(spec, category_sums), "snapshot_date")
+
+    user_snap = snapshot.user_snapshot(
+        spec, dates_frame, start, end,
+        _read_existing(tables, "user_daily", history, "user_id bigint, event_date date"),
+        _read_existing(tables, "user_snapshot", base_day, snapshot_ddl(spec, "user")), dims["users"], category_sums)
+    write("user_snapshot", user_snap, "snapshot_date")
+    return summary
+
+
+def format_summary(rows: list[dict]) -> str:
+    lines = [f"{'table':<24} {'days':>5} {'rows':>10} {'version':>7}"]
+    lines += [f"{r['table']:<24} {r['days']:>5} {r['rows']:>10} {r['version']:>7}" for r in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from jobs.cli import main
+
+    sys.exit(main(["snapshot", "--spark-submit", *sys.argv[1:]]))
