@@ -36,6 +36,16 @@ class FeatureSpec:
     ctr_prior_fallback: float
     last_n_items: int
     top_categories: int
+    transforms: dict[str, dict]
+
+    @property
+    def snapshot_entities(self) -> list[str]:
+        """Entities with a daily aggregate and a snapshot table (not the per-event context)."""
+        return [name for name, details in self.entities.items() if "daily_table" in details]
+
+    def model_features(self) -> list[Feature]:
+        """Features that some model uses (non-empty roles), in spec order: what samples carry."""
+        return [f for f in self.features if f.roles]
 
     @property
     def max_window(self) -> int:
@@ -87,7 +97,7 @@ def parse_spec(doc: dict) -> FeatureSpec:
         interaction_events=tuple(doc["interaction_events"]), entities=dict(doc["entities"]),
         features=features, ctr_prior_strength=float(doc["ctr_prior_strength"]),
         ctr_prior_fallback=float(doc["ctr_prior_fallback"]), last_n_items=int(doc["last_n_items"]),
-        top_categories=int(doc["top_categories"]),
+        top_categories=int(doc["top_categories"]), transforms=dict(doc.get("transforms", {})),
     )
 
 

@@ -30,24 +30,35 @@ def date_frame(spark: SparkSession, dates: list[dt.date]) -> DataFrame:
     return spark.createDataFrame([(d,) for d in dates], "snapshot_date date")
 
 
-def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.date, end: dt.date) -> DataFrame:
+def entity_windows(spec: FeatureSpec, entity: str) -> list[int]:
+    """The windows an entity's features need (all spec windows for a feature expanded over them)."""
+    windows = {f.window for f in spec.for_entity(entity) if f.window}
+    if entity == "user":
+        windows.add(spec.feature("user_top_categories").window)  # computed from user×category sums
+    return sorted(windows)
+
+
+def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.date, end: dt.date,
+                windows: list[int] | None = None) -> DataFrame:
     """For each (keys, snapshot_date in start..end) with activity in the longest window: every daily
-    measure summed over every window w (days D-w+1 .. D), as columns `<measure>_<w>d`."""
-    longest = spec.max_window
+    measure summed over each window w (days D-w+1 .. D), as columns `<measure>_<w>d`. Materialized
+    (local checkpoint): the sums feed both the features and the day's CTR prior."""
+    windows = windows or _windows(spec)
+    longest = max(windows)
     measures = [*spec.counters, *MEASURES_EXTRA]
     rows = daily.where(F.col("event_date").between(F.lit(start - dt.timedelta(days=longest - 1)), F.lit(end)))
     exploded = rows.withColumn("snapshot_date", F.explode(F.sequence(
         F.greatest("event_date", F.lit(start)), F.least(F.date_add("event_date", longest - 1), F.lit(end)))))
     age = F.datediff("snapshot_date", "event_date")
     sums = [F.sum(F.when(age < w, F.coalesce(F.col(m), F.lit(0)))).alias(f"{m}_{w}d")
-            for w in _windows(spec) for m in measures]
-    return exploded.groupBy(*keys, "snapshot_date").agg(*sums)
+            for w in windows for m in measures]
+    return exploded.groupBy(*keys, "snapshot_date").agg(*sums).localCheckpoint()
 
 
 def ctr_priors(sums: DataFrame, spec: FeatureSpec) -> DataFrame:
     """All-entity CTR of each window and day (the Bayesian prior), fallback when there are no impressions."""
     priors = []
-    for w in _windows(spec):
+    for w in sorted(int(c.split("_")[-1][:-1]) for c in sums.columns if c.startswith("clicks_")):
         clicks, impressions = F.sum(f"clicks_{w}d"), F.sum(f"impressions_{w}d")
         priors.append(F.when(impressions > 0, clicks / impressions)
                       .otherwise(F.lit(spec.ctr_prior_fallback)).alias(f"prior_{w}d"))
@@ -124,8 +135,9 @@ def select_features(frame: DataFrame, spec: FeatureSpec, entity: str) -> DataFra
 
 
 def _with_priors(frame: DataFrame, sums: DataFrame, spec: FeatureSpec) -> DataFrame:
-    return frame.join(F.broadcast(ctr_priors(sums, spec)), "snapshot_date", "left").fillna(
-        spec.ctr_prior_fallback, [f"prior_{w}d" for w in _windows(spec)])
+    priors = ctr_priors(sums, spec)
+    return frame.join(F.broadcast(priors), "snapshot_date", "left").fillna(
+        spec.ctr_prior_fallback, [c for c in priors.columns if c.startswith("prior_")])
 
 
 def item_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,
@@ -139,7 +151,7 @@ def item_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.d
         dims.select(*keys, F.col("drop_date").alias("known_from")),
         in_range.select(*keys, F.col("event_date").alias("known_from")),
     ])
-    sums = window_sums(daily, keys, spec, start, end)
+    sums = window_sums(daily, keys, spec, start, end, entity_windows(spec, "item"))
     frame = attributes_as_of(grid, keys, spec, "item", dims, base)
     first_seen = base.select(*keys, F.col("item_first_seen_date").alias("_base_first"))
     frame = (frame.join(first_seen, keys, "left")
@@ -199,7 +211,7 @@ def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.d
              .withColumn("last_items", F.slice(F.concat(
                  F.coalesce(F.last("_recent_items", ignorenulls=True).over(running), no_items),
                  F.coalesce(F.col("_base_items"), no_items)), 1, spec.last_n_items)))
-    sums = window_sums(daily, keys, spec, start, end)
+    sums = window_sums(daily, keys, spec, start, end, entity_windows(spec, "user"))
     frame = (frame.join(sums, [*keys, "snapshot_date"], "left")
              .join(top_categories(spec, category_sums), [*keys, "snapshot_date"], "left"))
     return select_features(_with_priors(frame, sums, spec), spec, "user")

@@ -18,6 +18,7 @@ import uuid
 from typing import Any, Iterable, Protocol, Sequence
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
@@ -58,6 +59,7 @@ class Tables(Protocol):
              partitions: Iterable[Any] | None = None) -> DataFrame: ...
     def history(self, name: str, limit: int | None = None) -> list[dict]: ...
     def partitions(self, name: str) -> tuple[str, list[str]]: ...
+    def row_count(self, name: str, *, version: int | None = None, partitions: Iterable[Any] | None = None) -> int: ...
 
 
 class _TablesBase:
@@ -218,6 +220,19 @@ class DeltaRsTables(_TablesBase):
                                      entry.get("userMetadata"), entry.get("operationParameters")))
         return sorted(rows, key=lambda r: r["version"], reverse=True)
 
+    def row_count(self, name, *, version=None, partitions=None) -> int:
+        """Rows of a version (or some of its partitions), from the numRecords statistics in the log."""
+        table = self._delta(name, version)
+        column = table.metadata().partition_columns[0]
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return 0
+        if partitions is not None:
+            wanted = pa.array(_partition_strings(partitions), pa.string())
+            values = actions.column(f"partition.{column}").cast(pa.string())
+            actions = actions.filter(pa.compute.is_in(values, value_set=wanted))
+        return int(pa.compute.sum(actions.column("num_records")).as_py() or 0)
+
     def partitions(self, name) -> tuple[str, list[str]]:
         table = self._delta(name)
         column = table.metadata().partition_columns[0]
@@ -279,6 +294,9 @@ class DeltaSparkTables(_TablesBase):
             "version", "timestamp", "operation", "userMetadata", "operationParameters").collect()
         return [_history_row(r.version, int(r.timestamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000),
                              r.operation, r.userMetadata, r.operationParameters) for r in rows]
+
+    def row_count(self, name, *, version=None, partitions=None) -> int:
+        return self.read(name, version=version, partitions=partitions).count()
 
     def partitions(self, name) -> tuple[str, list[str]]:
         detail = self._delta(name).detail().select("partitionColumns").first()

@@ -112,7 +112,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     def write(name: str, frame: DataFrame, column: str) -> None:
         version = tables.replace_partitions(name, frame, column, days, run)
         summary.append({"table": name, "version": version, "days": len(days),
-                        "rows": tables.read(name, version=version, partitions=days).count()})
+                        "rows": tables.row_count(name, version=version, partitions=days)})
 
     write("item_daily", daily.entity_daily(events, spec, ["item_id"]), "event_date")
     write("user_daily", daily.user_daily(events, spec), "event_date")
@@ -129,7 +129,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     write("user_category_daily", daily.user_category_daily(with_category, spec), "event_date")
     category_sums = snapshot.window_sums(
         _read_existing(tables, "user_category_daily", history, "user_id bigint, category string, event_date date"),
-        ["user_id", "category"], spec, start, end)
+        ["user_id", "category"], spec, start, end, snapshot.entity_windows(spec, "user_category"))
     write("user_category_snapshot", snapshot.user_category_snapshot(spec, category_sums), "snapshot_date")
 
     user_snap = snapshot.user_snapshot(

@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dates(snapshot)
     snapshot.add_argument("--allow-missing", action="store_true", help="build days whose events drop is missing")
 
+    samples = commands.add_parser("samples", help="labels, point-in-time join, time split, fitted transforms")
+    _add_common(samples)
+    _add_dates(samples)
+    samples.add_argument("--allow-incomplete-labels", action="store_true",
+                         help="label the last day without the next day's clicks")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
     _add_dates(run, single=False)
@@ -158,6 +164,20 @@ def cmd_snapshot(args) -> int:
     return 0
 
 
+def cmd_samples(args) -> int:
+    from jobs.build_samples import build_samples, format_summary
+    from jobs.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    dates = _dates(args, config)
+    spark, tables = _session(config, args)
+    started = time.time()
+    manifest = build_samples(spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels)
+    print(f"built samples {dates[0]}..{dates[-1]} in {time.time() - started:.1f}s")
+    print(format_summary(manifest))
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -184,6 +204,7 @@ COMMANDS: dict[str, Callable] = {
     "import-movielens": cmd_import_movielens,
     "ingest": cmd_ingest,
     "snapshot": cmd_snapshot,
+    "samples": cmd_samples,
     "run": cmd_run,
     "tables": cmd_tables,
 }

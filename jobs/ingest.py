@@ -71,7 +71,7 @@ def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt
     finally:
         if parsed is not None:
             parsed.unpersist()
-    written = tables.read(table, version=version, partitions=dates).count()
+    written = tables.row_count(table, version=version, partitions=dates)
     rejected = tables.read(f"{table}_quarantine", version=quarantine_version, partitions=dates)
     reasons = {r["reason"]: r["count"] for r in rejected.groupBy("reason").count().orderBy(F.desc("count")).limit(10).collect()}
     return {"table": table, "drops": len(drops), "rows": written, "quarantined": sum(reasons.values()) if reasons else 0,

@@ -1,7 +1,7 @@
 """`recpipe run`: every stage that exists, in order, for the configured date range.
 
 Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
-where drops arrive from outside) → ingest → snapshot. Later stages (samples, gbdt, train, export)
+where drops arrive from outside) → ingest → snapshot → samples. Later stages (gbdt, train, export)
 add themselves here.
 """
 from __future__ import annotations
@@ -34,6 +34,13 @@ def prepare_source(config: dict, dates: list[dt.date]) -> dict | None:
     raise PipelineInputError(f"unknown source.kind '{kind}': use synthetic, movielens or raw")
 
 
+def samples_range(config: dict, dates: list[dt.date]) -> list[dt.date]:
+    """Days that can be labeled and joined in a run over `dates`: not the first (no snapshot of the day
+    before) and, for click labels, not the last (its clicks after midnight are in the next drop)."""
+    kind = get_key(config, "samples.kind", "click")
+    return dates[1:-1] if kind == "click" else dates[1:]
+
+
 def format_tables(rows: list[dict]) -> str:
     lines = [f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  last commit"]
     for r in rows:
@@ -46,7 +53,7 @@ def format_tables(rows: list[dict]) -> str:
 
 def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
-    from jobs import build_snapshot
+    from jobs import build_samples, build_snapshot
     from jobs.ingest import format_summary, ingest
 
     started = time.time()
@@ -59,6 +66,10 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
     print(format_summary(ingest(spark, tables, config, dates)))
     print(f"[snapshot] {dates[0]}..{dates[-1]}")
     print(build_snapshot.format_summary(build_snapshot.build_snapshots(spark, tables, config, dates)))
+    sample_days = samples_range(config, dates)
+    if sample_days:
+        print(f"[samples] {sample_days[0]}..{sample_days[-1]}")
+        print(build_samples.format_summary(build_samples.build_samples(spark, tables, config, sample_days)))
     print("[tables]")
     print(format_tables(describe(tables, tables.names())))
     print(f"done in {time.time() - started:.1f}s")

@@ -1,6 +1,8 @@
 """Build the SparkSession for jobs and tests: any master URL, UTC, Delta-compatible Parquet."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -26,6 +28,8 @@ DELTA_SPARK_CONF = {
 def build_session(spark_config: dict[str, Any], delta_backend: str = "auto") -> SparkSession:
     """spark_config: {master, app_name, conf: {key: value}}. delta_backend 'delta-spark' adds the
     io.delta extension settings (its jars must be on the classpath, e.g. --packages on a cluster)."""
+    # Python workers (pandas UDFs) run the same interpreter as the driver unless the cluster says otherwise
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(spark_config.get("app_name", "recpipe"))
     if spark_config.get("master"):
         builder = builder.master(str(spark_config["master"]))

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
+
+os.environ["TZ"] = "UTC"  # Python-side datetimes from Spark are naive local times: make local = UTC
+time.tzset()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K_DIR = Path(os.environ.get("RECPIPE_ML100K", REPO_ROOT.parent / "shared" / "data" / "ml-100k"))

@@ -120,3 +120,12 @@ def test_failed_write_leaves_the_table_unchanged(spark, tmp_path):
         tables.replace_partitions("t", failing, "day", [D1])
     assert tables.version("t") == version
     assert [r.id for r in tables.read("t").collect()] == [1]
+
+
+def test_row_count_by_version_and_partition(spark, tables):
+    tables.replace_partitions("t", _rows(spark, [(1, "a", 1.0, None, D1), (2, "b", 1.0, None, D2),
+                                                 (3, "c", 1.0, None, D2)]), "day", [D1, D2])
+    tables.replace_partitions("t", _rows(spark, []), "day", [D2])
+    assert tables.row_count("t") == 1
+    assert tables.row_count("t", version=tables.version("t") - 1) == 3
+    assert tables.row_count("t", version=tables.version("t") - 1, partitions=[D2, D3]) == 2

@@ -1,0 +1,131 @@
+"""Labeled events: impressions attributed to clicks, or ratings above a threshold, plus sampled negatives.
+
+Library code: DataFrames in, DataFrames out. Output columns of every labeler:
+    sample_id, event_id, user_id, item_id, event_time, event_date, device, page, position,
+    label (0/1), weight, is_sampled_negative
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+LABELED_COLUMNS = ["sample_id", "event_id", "user_id", "item_id", "event_time", "event_date", "device", "page",
+                   "position", "label", "weight", "is_sampled_negative"]
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    kind: str = "click"                   # click | rating
+    attribution_window_minutes: int = 30
+    rating_threshold: float = 4.0
+    negatives_per_positive: int = 0
+    negative_sampling: str = "popularity"  # popularity (count^0.75) | uniform
+    seed: int = 7
+    weight: str = "none"                  # none | dwell
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> "LabelConfig":
+        section = dict(section or {})
+        known = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
+        config = cls(**known)
+        if config.kind not in ("click", "rating"):
+            raise ValueError(f"samples.kind must be click or rating, not {config.kind!r}")
+        if config.negative_sampling not in ("popularity", "uniform"):
+            raise ValueError(f"samples.negative_sampling must be popularity or uniform, not {config.negative_sampling!r}")
+        return config
+
+
+def click_labels(events: DataFrame, first: dt.date, last: dt.date, config: LabelConfig) -> DataFrame:
+    """Impressions of days first..last; positive when the same user clicks the same item within the
+    attribution window after it (clicks after midnight count: `events` must hold the next day too)."""
+    impressions = events.where((F.col("event_type") == "impression")
+                               & F.col("event_date").between(F.lit(first), F.lit(last)))
+    clicks = events.where(F.col("event_type") == "click").select(
+        "user_id", "item_id", F.col("event_time").alias("click_time"), F.col("value").alias("dwell"))
+    window = F.expr(f"make_dt_interval(0, 0, {int(config.attribution_window_minutes)})")
+    attributed = impressions.join(
+        clicks, ["user_id", "item_id"], "left").where(
+        F.col("click_time").isNull()
+        | ((F.col("click_time") >= F.col("event_time")) & (F.col("click_time") <= F.col("event_time") + window)))
+    # the left join's non-matching clicks were filtered above; keep every impression exactly once
+    per_impression = attributed.groupBy("event_id").agg(
+        F.max(F.col("click_time").isNotNull().cast("int")).alias("label"), F.max("dwell").alias("dwell"))
+    labeled = impressions.join(per_impression, "event_id", "left").fillna({"label": 0})
+    weight = (F.when((F.col("label") == 1) & F.col("dwell").isNotNull(), F.greatest(F.lit(1.0), F.log1p("dwell")))
+              .otherwise(F.lit(1.0)) if config.weight == "dwell" else F.lit(1.0))
+    return labeled.select(F.col("event_id").alias("sample_id"), "event_id", "user_id", "item_id", "event_time",
+                          "event_date", "device", "page", "position", F.col("label").cast("int").alias("label"),
+                          weight.cast("double").alias("weight"), F.lit(False).alias("is_sampled_negative"))
+
+
+def rating_labels(events: DataFrame, first: dt.date, last: dt.date, config: LabelConfig) -> DataFrame:
+    ratings = events.where((F.col("event_type") == "rating") & F.col("value").isNotNull()
+                           & F.col("event_date").between(F.lit(first), F.lit(last)))
+    return ratings.select(F.col("event_id").alias("sample_id"), "event_id", "user_id", "item_id", "event_time",
+                          "event_date", "device", "page", "position",
+                          (F.col("value") >= config.rating_threshold).cast("int").alias("label"),
+                          F.lit(1.0).alias("weight"), F.lit(False).alias("is_sampled_negative"))
+
+
+def item_sampling_weights(item_counts: DataFrame, config: LabelConfig) -> pd.DataFrame:
+    """item_id and sampling weight (count^0.75 or 1). Collected to the driver: one row per item."""
+    rows = item_counts.select("item_id", "interactions").toPandas().sort_values("item_id", ignore_index=True)
+    rows["weight"] = rows["interactions"].astype(float) ** 0.75 if config.negative_sampling == "popularity" else 1.0
+    return rows[rows["weight"] > 0][["item_id", "weight"]].reset_index(drop=True)
+
+
+def sample_negatives(spark: SparkSession, positives: DataFrame, interacted: DataFrame, item_weights: pd.DataFrame,
+                     config: LabelConfig, oversample: tuple[int, ...] = (4, 64)) -> DataFrame:
+    """For each positive, `negatives_per_positive` items the user never interacted with (`interacted`:
+    user_id, item_id), drawn with the item weights. Deterministic: draws are seeded by (seed, event_id,
+    round). Runs on the executors (mapInPandas over a broadcast CDF). Heavy users whose first round of
+    k * oversample[0] draws hits too many of their own items get a second, larger round."""
+    k = config.negatives_per_positive
+    if k <= 0:
+        return positives.limit(0)
+    cdf = np.cumsum(item_weights["weight"].to_numpy(dtype=float))
+    cdf /= cdf[-1]
+    broadcast = spark.sparkContext.broadcast((item_weights["item_id"].to_numpy(dtype=np.int64), cdf))
+    seed = config.seed
+    known = interacted.select("user_id", "item_id").distinct()
+
+    def drawer(round_index: int, draws: int):
+        def draw(batches):
+            import zlib
+
+            items, cumulative = broadcast.value
+            for batch in batches:
+                parts = []
+                for event_id in batch["event_id"]:
+                    rng = np.random.default_rng([seed, zlib.crc32(event_id.encode()), round_index])
+                    picks = np.searchsorted(cumulative, rng.random(draws), side="right").clip(0, len(items) - 1)
+                    parts.append(pd.DataFrame({"event_id": event_id, "draw": np.arange(draws) + round_index * 1_000_000,
+                                               "item_id": items[picks]}))
+                yield pd.concat(parts) if parts else pd.DataFrame({"event_id": [], "draw": [], "item_id": []})
+        return draw
+
+    chosen = None
+    pending = positives.select("event_id", "user_id")
+    for round_index, factor in enumerate(oversample):
+        candidates = pending.select("event_id").mapInPandas(
+            drawer(round_index, k * factor), "event_id string, draw int, item_id bigint")
+        kept = (candidates.join(pending, "event_id").join(known, ["user_id", "item_id"], "left_anti")
+                .select("event_id", "item_id", "draw"))
+        chosen = kept if chosen is None else chosen.select("event_id", "item_id", "draw").unionByName(kept)
+        chosen = (chosen.dropDuplicates(["event_id", "item_id"])
+                  .withColumn("_n", F.row_number().over(Window.partitionBy("event_id").orderBy("draw")) - 1)
+                  .where(F.col("_n") < k).localCheckpoint())
+        full = chosen.groupBy("event_id").count().where(F.col("count") >= k).select("event_id")
+        pending = pending.join(full, "event_id", "left_anti")
+    return (positives.drop("item_id", "sample_id", "label", "weight", "is_sampled_negative")
+            .join(chosen.select("event_id", "item_id", "_n"), "event_id")
+            .withColumn("sample_id", F.concat("event_id", F.lit("-neg"), F.col("_n").cast("string")))
+            .withColumn("label", F.lit(0))
+            .withColumn("weight", F.lit(1.0))
+            .withColumn("is_sampled_negative", F.lit(True))
+            .select(*LABELED_COLUMNS))

@@ -1,0 +1,144 @@
+"""Build training samples: labels, point-in-time join with the snapshots of the day before, one-row-per-
+event check, quantile time split, fitted transforms, Parquet shards for TensorFlow.
+
+    spark-submit jobs/build_samples.py --config conf/demo.yaml --start 2026-01-02 --end 2026-01-13
+    recpipe samples --config conf/demo.yaml --start 2026-01-02 --end 2026-01-13
+
+Writes the Delta table `samples` (partitions event_date S..E replaced in one commit, with a `split`
+column) and, beside it, <warehouse>/_artifacts/samples/v<samples version>/:
+    manifest.json     input Delta versions, range, label config, cut points, row counts per split
+    transforms.json   transforms fitted on the train split (consumed by the TensorFlow models)
+    parquet/split=train|valid|test/*.parquet   shards for tf.data
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from features import labels as labeling
+from features.daily_aggregates import with_event_date
+from features.errors import PipelineInputError
+from features.feature_spec import load_spec
+from features.samples import check_one_row_per_event, point_in_time_join
+from features.split import SPLITS, assign_split, quantile_cut_points
+from features.tables import Tables
+from features.transforms import fit_transforms
+from jobs.build_snapshot import _days, _partitions
+from jobs.config import get_key
+from jobs.run_info import new_run
+
+
+def artifact_dir(tables: Tables, version: int) -> Path:
+    return Path(tables.root) / "_artifacts" / "samples" / f"v{version}"
+
+
+def write_json_atomically(path: Path, document: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w") as out:
+        json.dump(document, out, indent=2, sort_keys=True, default=str)
+    os.replace(temporary, path)
+
+
+def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomplete_labels: bool) -> None:
+    snapshots = _partitions(tables, "user_snapshot")
+    missing = [d for d in days if d - dt.timedelta(days=1) not in snapshots]
+    if missing:
+        day = missing[0] - dt.timedelta(days=1)
+        raise PipelineInputError(
+            f"samples of {missing[0]} need the snapshot of {day}, which is missing at {tables.path('user_snapshot')}: "
+            f"run recpipe snapshot --date {day} first")
+    after = days[-1] + dt.timedelta(days=1)
+    if kind == "click" and not allow_incomplete_labels and after not in _partitions(tables, "events"):
+        raise PipelineInputError(
+            f"click labels of {days[-1]} need the events drop of {after} (clicks after midnight), which is not "
+            f"ingested; ingest it or pass --allow-incomplete-labels")
+
+
+def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[dt.date],
+                  allow_incomplete_labels: bool = False) -> dict:
+    spec = load_spec()
+    section = get_key(config, "samples", {}) or {}
+    label_config = labeling.LabelConfig.from_config(section)
+    quantiles = [float(q) for q in section.get("split_quantiles", [0.8, 0.9])]
+    relative_error = float(section.get("quantile_relative_error", 0.001))
+    _check_inputs(tables, days, label_config.kind, allow_incomplete_labels)
+    start, end = days[0], days[-1]
+    versions = {name: tables.version(name) for name in
+                ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
+    run = new_run("samples", partitions=[d.isoformat() for d in days], input_versions=versions)
+
+    drops = sorted(_partitions(tables, "events") & set(_days(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
+    events = with_event_date(tables.read("events", version=versions["events"], partitions=drops)).where(
+        F.col("event_date").between(F.lit(start), F.lit(end + dt.timedelta(days=1))))
+    if label_config.kind == "click":
+        labeled = labeling.click_labels(events, start, end, label_config)
+    else:
+        labeled = labeling.rating_labels(events, start, end, label_config)
+        if label_config.negatives_per_positive > 0:
+            # never sample an item the user is known to have interacted with, at any time
+            interacted = tables.read("events", version=versions["events"]).select("user_id", "item_id")
+            popularity = (events.where(F.col("event_date") <= F.lit(end))
+                          .where(F.col("event_type").isin(list(spec.interaction_events)))
+                          .groupBy("item_id").agg(F.count(F.lit(1)).alias("interactions")))
+            negatives = labeling.sample_negatives(
+                spark, labeled.where("label = 1"), interacted,
+                labeling.item_sampling_weights(popularity, label_config), label_config)
+            labeled = labeled.unionByName(negatives)
+
+    snapshot_days = [d - dt.timedelta(days=1) for d in days]
+    joined = point_in_time_join(
+        labeled,
+        *(tables.read(name, version=versions[name], partitions=snapshot_days)
+          for name in ("user_snapshot", "item_snapshot", "user_category_snapshot")), spec)
+    joined = joined.persist()
+    try:
+        check_one_row_per_event(joined)
+        cut_points = quantile_cut_points(joined, quantiles, relative_error)
+        version = tables.replace_partitions("samples", assign_split(joined, cut_points), "event_date", days,
+                                            {**run, "cut_points": [c.isoformat() for c in cut_points]})
+    finally:
+        joined.unpersist()
+
+    samples = tables.read("samples", version=version, partitions=days)
+    counts = {row["split"]: {"rows": row["rows"], "positives": row["positives"]} for row in
+              samples.groupBy("split").agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).collect()}
+    transforms = fit_transforms(samples.where(F.col("split") == "train"), spec, relative_error)
+    target = artifact_dir(tables, version)
+    samples.write.mode("overwrite").partitionBy("split").parquet(str(target / "parquet"))
+    manifest = {**run, "samples_version": version, "range": [start.isoformat(), end.isoformat()],
+                "labels": label_config.__dict__, "split_quantiles": quantiles, "relative_error": relative_error,
+                "cut_points": [c.isoformat() for c in cut_points],
+                "splits": {s: counts.get(s, {"rows": 0, "positives": 0}) for s in SPLITS},
+                "features": [f.name for f in spec.model_features()]}
+    write_json_atomically(target / "transforms.json", {"samples_version": version, "fitted_on": "train",
+                                                       "train_rows": manifest["splits"]["train"]["rows"],
+                                                       "features": transforms})
+    write_json_atomically(target / "manifest.json", manifest)
+    return manifest
+
+
+def format_summary(manifest: dict) -> str:
+    lines = [f"samples v{manifest['samples_version']} {manifest['range'][0]}..{manifest['range'][1]}, "
+             f"cut points {', '.join(manifest['cut_points'])}",
+             f"{'split':<6} {'rows':>9} {'positives':>9} {'rate':>6}"]
+    for split, c in manifest["splits"].items():
+        rate = c["positives"] / c["rows"] if c["rows"] else 0.0
+        lines.append(f"{split:<6} {c['rows']:>9} {c['positives']:>9} {rate:>6.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from jobs.cli import main
+
+    sys.exit(main(["samples", "--spark-submit", *sys.argv[1:]]))

@@ -1,0 +1,182 @@
+"""Training samples: labels, point-in-time join, one row per event, time split, fitted transforms."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from features import raw_drops
+from features.errors import PipelineInputError
+from features.feature_spec import load_spec
+from features.labels import LabelConfig, click_labels
+from features.samples import check_one_row_per_event
+from features.split import assign_split, quantile_cut_points, rolling_splits
+from features.synthetic_logs import generate_logs
+from features.tables import open_tables
+from features.transforms import fit_transforms
+from jobs.build_samples import artifact_dir, build_samples
+from jobs.build_snapshot import build_snapshots
+from jobs.ingest import ingest
+
+UTC = dt.timezone.utc
+START = dt.date(2026, 4, 1)
+DAYS = [START + dt.timedelta(days=i) for i in range(6)]
+
+
+def _config(tmp_path, **samples):
+    return {"paths": {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")},
+            "ingest": {"allowed_lateness_hours": 48}, "samples": {"kind": "click", **samples}}
+
+
+@pytest.fixture(scope="module")
+def synthetic_samples(spark, tmp_path_factory):
+    """Six synthetic days ingested and snapshotted; samples of days 2..5 (day 6 holds their late clicks)."""
+    tmp_path = tmp_path_factory.mktemp("samples")
+    config = _config(tmp_path)
+    generate_logs(config["paths"]["raw"], start_date=START, days=len(DAYS), users=200, items=40, seed=5)
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS)
+    build_snapshots(spark, tables, config, DAYS)
+    manifest = build_samples(spark, tables, config, DAYS[1:-1])
+    return tables, manifest
+
+
+def _events(spark, rows):
+    frame = pd.DataFrame(rows, columns=["event_id", "event_type", "user_id", "item_id", "event_time", "value"])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    return (spark.createDataFrame(frame, "event_id string, event_type string, user_id long, item_id long, "
+                                         "event_time timestamp, value double")
+            .withColumn("device", F.lit("mobile")).withColumn("page", F.lit("home")).withColumn("position", F.lit(1))
+            .withColumn("event_date", F.to_date("event_time")))
+
+
+def test_click_attribution_window_crosses_midnight(spark):
+    events = _events(spark, [
+        ("i1", "impression", 1, 10, "2026-04-01T23:50:00Z", None),
+        ("c1", "click", 1, 10, "2026-04-02T00:10:00Z", 30.0),   # 20 min later, next day: positive
+        ("i2", "impression", 1, 11, "2026-04-01T10:00:00Z", None),
+        ("c2", "click", 1, 11, "2026-04-01T10:31:00Z", 5.0),    # 31 min later: too late
+        ("i3", "impression", 2, 10, "2026-04-01T10:00:00Z", None),
+        ("c3", "click", 2, 12, "2026-04-01T10:01:00Z", 5.0),    # another item
+        ("i4", "impression", 3, 10, "2026-04-01T10:00:00Z", None),
+        ("c4", "click", 3, 10, "2026-04-01T09:59:00Z", 5.0),    # before the impression
+        ("i5", "impression", 4, 10, "2026-04-02T08:00:00Z", None),  # not a labeled day
+    ])
+    labeled = click_labels(events, dt.date(2026, 4, 1), dt.date(2026, 4, 1), LabelConfig(weight="dwell"))
+    got = {r.event_id: (r.label, round(r.weight, 3)) for r in labeled.collect()}
+    assert got == {"i1": (1, 3.434), "i2": (0, 1.0), "i3": (0, 1.0), "i4": (0, 1.0)}
+
+
+def test_one_row_per_event_check_names_the_duplicates(spark):
+    frame = spark.createDataFrame([("a",), ("b",), ("b",), ("c",)], "sample_id string")
+    check_one_row_per_event(frame.where("sample_id != 'b'"))
+    with pytest.raises(PipelineInputError, match=r"duplicated sample_id: b \(2 rows\)"):
+        check_one_row_per_event(frame)
+
+
+def test_time_split_puts_no_test_event_before_the_cut(synthetic_samples):
+    tables, manifest = synthetic_samples
+    samples = tables.read("samples")
+    train_cut, valid_cut = (dt.datetime.fromisoformat(c).replace(tzinfo=None) for c in manifest["cut_points"])
+    bounds = {r.split: (r.first, r.last, r.n) for r in samples.groupBy("split").agg(
+        F.min("event_time").alias("first"), F.max("event_time").alias("last"), F.count("*").alias("n")).collect()}
+    assert bounds["train"][1] < train_cut <= bounds["valid"][0]
+    assert bounds["valid"][1] < valid_cut <= bounds["test"][0]
+    total = sum(b[2] for b in bounds.values())
+    assert abs(bounds["train"][2] / total - 0.8) < 0.01 and abs(bounds["test"][2] / total - 0.1) < 0.01
+    on_disk = json.loads((artifact_dir(tables, manifest["samples_version"]) / "manifest.json").read_text())
+    assert on_disk["cut_points"] == manifest["cut_points"]
+    assert on_disk["input_versions"]["events"] == tables.version("events")
+
+
+def test_every_sample_joins_the_snapshot_of_the_day_before(synthetic_samples):
+    tables, _ = synthetic_samples
+    samples = tables.read("samples")
+    assert samples.where(F.col("snapshot_date") != F.date_sub("event_date", 1)).count() == 0
+    assert samples.count() == samples.select("sample_id").distinct().count()
+    snapshot = tables.read("user_snapshot").select(
+        "user_id", "snapshot_date", F.col("user_clicks_7d").alias("expected"), F.col("user_ctr_7d").alias("ctr"))
+    joined = samples.where("user_in_snapshot").join(snapshot, ["user_id", "snapshot_date"])
+    assert joined.count() == samples.where("user_in_snapshot").count() > 0
+    assert joined.where((F.col("user_clicks_7d") != F.col("expected")) | (F.col("user_ctr_7d") != F.col("ctr"))).count() == 0
+    # features never see the labeled day itself: a click counted in user_clicks_1d happened the day before
+    spec = load_spec()
+    assert set(spec.feature(f.name).name for f in spec.model_features()) <= set(samples.columns)
+
+
+def test_missing_entities_get_defaults_and_an_indicator(synthetic_samples):
+    tables, _ = synthetic_samples
+    missing = tables.read("samples").where("NOT user_category_in_snapshot").first()
+    assert missing.user_category_clicks_30d == 0 and missing.user_category_rating_mean_30d is None
+    assert 0 < missing.user_category_ctr_30d < 1  # the prior
+
+
+def test_transforms_are_fitted_on_train_only(spark, synthetic_samples):
+    tables, manifest = synthetic_samples
+    samples = tables.read("samples", version=manifest["samples_version"])
+    saved = json.loads((artifact_dir(tables, manifest["samples_version"]) / "transforms.json").read_text())
+    spec = load_spec()
+    assert saved["features"] == json.loads(json.dumps(fit_transforms(samples.where("split = 'train'"), spec)))
+    # extreme values placed only in test rows do not move any boundary, mean or vocabulary
+    poisoned = samples.withColumn("item_price", F.when(F.col("split") == "test", F.lit(1e9)).otherwise(F.col("item_price")))
+    poisoned = poisoned.withColumn("user_age", F.when(F.col("split") == "test", F.lit(999)).otherwise(F.col("user_age")))
+    refit = fit_transforms(assign_split(poisoned, [dt.datetime.fromisoformat(c) for c in manifest["cut_points"]])
+                           .where("split = 'train'"), spec)
+    assert refit["item_price"] == saved["features"]["item_price"]
+    assert refit["user_age"] == saved["features"]["user_age"]
+    everything = fit_transforms(poisoned, spec)
+    assert everything["item_price"]["mean"] > saved["features"]["item_price"]["mean"]
+
+
+def test_parquet_shards_for_tensorflow(synthetic_samples):
+    import pyarrow.dataset as ds
+
+    tables, manifest = synthetic_samples
+    shards = ds.dataset(artifact_dir(tables, manifest["samples_version"]) / "parquet", partitioning="hive")
+    counts = shards.to_table(columns=["split"]).column("split").value_counts().to_pylist()
+    assert {c["values"]: c["counts"] for c in counts} == {s: manifest["splits"][s]["rows"] for s in ("train", "valid", "test")}
+
+
+def test_quantile_cut_points_are_exact_enough(spark):
+    times = [dt.datetime(2026, 1, 1, tzinfo=UTC) + dt.timedelta(minutes=i) for i in range(1000)]
+    frame = spark.createDataFrame([(t,) for t in times], "event_time timestamp")
+    cuts = quantile_cut_points(frame, [0.8, 0.9], 0.001)
+    assert abs((cuts[0] - times[800]).total_seconds()) <= 120 and abs((cuts[1] - times[900]).total_seconds()) <= 120
+    with pytest.raises(ValueError):
+        quantile_cut_points(frame, [0.9, 0.8])
+
+
+def test_rolling_splits():
+    days = [START + dt.timedelta(days=i) for i in range(5)]
+    splits = rolling_splits(days, train_days=3)
+    assert splits == [(days[0:3], [days[3]]), (days[1:4], [days[4]])]
+
+
+def test_samples_need_the_snapshot_of_the_day_before(spark, synthetic_samples, tmp_path):
+    tables, _ = synthetic_samples
+    with pytest.raises(PipelineInputError, match="need the snapshot of 2026-03-31"):
+        build_samples(spark, tables, _config(tmp_path), [DAYS[0]])
+    with pytest.raises(PipelineInputError, match="need the events drop of 2026-04-07"):
+        build_samples(spark, tables, _config(tmp_path), [DAYS[-1]])
+
+
+def test_negative_sampling_never_picks_an_interacted_item(spark, ml100k_warehouse, tmp_path):
+    tables = ml100k_warehouse
+    config = {"paths": {"warehouse": tables.root}, "samples": {
+        "kind": "rating", "negatives_per_positive": 3, "seed": 3, "split_quantiles": [0.8, 0.9]}}
+    days = [dt.date(1997, 12, 1) + dt.timedelta(days=i) for i in range(10)]
+    manifest = build_samples(spark, tables, config, days)
+    samples = tables.read("samples", version=manifest["samples_version"], partitions=days)
+    negatives = samples.where("is_sampled_negative")
+    positives = samples.where("label = 1 AND NOT is_sampled_negative")
+    assert negatives.where("label != 0").count() == 0
+    assert negatives.count() == 3 * positives.count()
+    interacted = tables.read("events").select("user_id", "item_id").distinct()
+    assert negatives.join(interacted, ["user_id", "item_id"]).count() == 0
+    again = build_samples(spark, tables, config, days)  # seeded: the same negatives
+    redo = tables.read("samples", version=again["samples_version"], partitions=days).where("is_sampled_negative")
+    assert sorted(map(tuple, redo.select("sample_id", "item_id").collect())) == \
+        sorted(map(tuple, negatives.select("sample_id", "item_id").collect()))
