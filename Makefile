@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test java bench clean
+.PHONY: demo test java clean bench-snapshot bench-feast
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -26,3 +26,15 @@ $(INSTALLED): setup.cfg pyproject.toml constraints.txt
 
 clean:
 	rm -rf warehouse warehouse-movielens data spark-warehouse
+
+# Point-in-time join vs Feast (issue 4 benchmark). Feast lives in its own venv: it is a benchmark-only
+# dependency and its pins would fight the pipeline's. Needs bench/out/snapshot-synthetic (bench-snapshot).
+bench-snapshot: java $(INSTALLED)
+	$(BIN)/python bench/snapshot_bench.py --source movielens
+	$(BIN)/python bench/snapshot_bench.py --source synthetic --days 200 --users 6500 --items 3000
+
+bench-feast: java $(INSTALLED)
+	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && .venv-feast/bin/pip install --quiet 'feast==0.67.0' 'pandas<3')
+	$(BIN)/python bench/pit_join_vs_feast.py prepare
+	.venv-feast/bin/python bench/pit_join_vs_feast.py feast
+	$(BIN)/python bench/pit_join_vs_feast.py compare

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--allow-incomplete-labels", action="store_true",
                          help="label the last day without the next day's clicks")
 
+    gbdt = commands.add_parser("gbdt", help="train XGBoost on the samples and write leaf features")
+    _add_common(gbdt)
+    gbdt.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
     _add_dates(run, single=False)
@@ -178,6 +182,19 @@ def cmd_samples(args) -> int:
     return 0
 
 
+def cmd_gbdt(args) -> int:
+    from jobs.config import load_config
+    from jobs.train_gbdt import format_summary, train_gbdt
+
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    started = time.time()
+    summary = train_gbdt(spark, tables, config, args.samples_version)
+    print(f"trained gbdt in {time.time() - started:.1f}s")
+    print(format_summary(summary))
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -205,6 +222,7 @@ COMMANDS: dict[str, Callable] = {
     "ingest": cmd_ingest,
     "snapshot": cmd_snapshot,
     "samples": cmd_samples,
+    "gbdt": cmd_gbdt,
     "run": cmd_run,
     "tables": cmd_tables,
 }

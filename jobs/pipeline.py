@@ -1,7 +1,7 @@
 """`recpipe run`: every stage that exists, in order, for the configured date range.
 
 Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
-where drops arrive from outside) → ingest → snapshot → samples. Later stages (gbdt, train, export)
+where drops arrive from outside) → ingest → snapshot → samples → gbdt. Later stages (train, export)
 add themselves here.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def format_tables(rows: list[dict]) -> str:
 
 def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
-    from jobs import build_samples, build_snapshot
+    from jobs import build_samples, build_snapshot, train_gbdt
     from jobs.ingest import format_summary, ingest
 
     started = time.time()
@@ -70,6 +70,8 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
     if sample_days:
         print(f"[samples] {sample_days[0]}..{sample_days[-1]}")
         print(build_samples.format_summary(build_samples.build_samples(spark, tables, config, sample_days)))
+        print("[gbdt]")
+        print(train_gbdt.format_summary(train_gbdt.train_gbdt(spark, tables, config)))
     print("[tables]")
     print(format_tables(describe(tables, tables.names())))
     print(f"done in {time.time() - started:.1f}s")

@@ -1,0 +1,120 @@
+"""GBDT leaf features: XGBoost trained on Spark, leaves computed on the executors.
+
+Dense inputs are the spec's features with the `gbdt` role: numerics as float, string categoricals as
+codes of their fitted vocabulary (unseen → len(vocabulary), missing → NaN). Leaf node ids returned by
+`predict(pred_leaf=True)` are mapped to compact per-tree indices with vocabularies built from the model
+(features.gbdt_trees), the same tables the in-graph TensorFlow encoder evaluates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from features.feature_spec import FeatureSpec
+
+
+@dataclass(frozen=True)
+class DenseFeature:
+    name: str
+    vocabulary: tuple[str, ...] | None = None  # string features: code = index in it, unseen = its length
+
+    def column(self) -> Column:
+        value = F.col(self.name)
+        if self.vocabulary is None:
+            code = value.cast("double")
+        else:
+            position = F.array_position(F.array(*[F.lit(v) for v in self.vocabulary]), value.cast("string"))
+            code = F.when(position == 0, F.lit(float(len(self.vocabulary)))).otherwise((position - 1).cast("double"))
+        return F.coalesce(code, F.lit(float("nan"))).alias(self.name)
+
+
+def dense_features(spec: FeatureSpec, transforms: dict) -> list[DenseFeature]:
+    """The GBDT's inputs, in order: every `gbdt`-role scalar feature; strings coded by their vocabulary."""
+    dense = []
+    for feature in spec.model_features():
+        if "gbdt" not in feature.roles or feature.dtype.startswith("array"):
+            continue
+        if feature.dtype == "string":
+            fitted = transforms.get(feature.name, {})
+            if fitted.get("transform") != "vocabulary":
+                raise ValueError(f"gbdt feature {feature.name} is a string without a fitted vocabulary")
+            dense.append(DenseFeature(feature.name, tuple(str(v) for v in fitted["values"])))
+        else:
+            dense.append(DenseFeature(feature.name))
+    return dense
+
+
+def dense_frame(samples: DataFrame, features: list[DenseFeature], keep: list[str]) -> DataFrame:
+    return samples.select(*keep, *[f.column() for f in features])
+
+
+def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], params: dict):
+    """SparkXGBClassifier on the train rows, early stopping on the valid rows (column `is_valid`).
+    The inputs travel as one array<double> column (xgboost 3.2's list-of-columns path fails with a
+    validation indicator)."""
+    from xgboost.spark import SparkXGBClassifier
+
+    assembled = train_and_valid.withColumn("features", F.array(*[F.col(f.name) for f in features]))
+    estimator = SparkXGBClassifier(
+        features_col="features", label_col="label", weight_col="weight",
+        validation_indicator_col="is_valid", missing=float("nan"),
+        num_workers=int(params.get("num_workers", 1)), n_estimators=int(params.get("n_estimators", 100)),
+        max_depth=int(params.get("max_depth", 5)), learning_rate=float(params.get("learning_rate", 0.1)),
+        early_stopping_rounds=int(params.get("early_stopping_rounds", 10)), eval_metric="logloss",
+        tree_method="hist", random_state=int(params.get("seed", 7)))
+    booster = estimator.fit(assembled).get_booster()
+    best = booster.best_iteration if booster.attr("best_iteration") is not None else None
+    return booster[: best + 1] if best is not None else booster
+
+
+def leaves_and_scores(spark: SparkSession, frame: DataFrame, features: list[DenseFeature], booster,
+                      trees_json: dict, keep: list[str]) -> DataFrame:
+    """Executors score every row: compact leaf indices (array<int>) and the booster's probability."""
+    import xgboost as xgb
+
+    from features.gbdt_trees import from_json, leaf_indices_from_pred_leaf
+
+    shared = spark.sparkContext.broadcast((bytes(booster.save_raw("ubj")), trees_json))
+    names = [f.name for f in features]
+    key_types = {field.name: field.dataType.simpleString() for field in frame.schema.fields if field.name in keep}
+
+    def score(batches):
+        raw, tables_json = shared.value
+        model = xgb.Booster()
+        model.load_model(bytearray(raw))
+        tables = from_json(tables_json)
+        for batch in batches:
+            matrix = xgb.DMatrix(batch[names].to_numpy(dtype=np.float32), missing=np.nan)
+            leaves = leaf_indices_from_pred_leaf(model.predict(matrix, pred_leaf=True), tables)
+            out = batch[keep].copy()
+            out["gbdt_leaves"] = list(leaves.astype(np.int32))
+            out["gbdt_probability"] = model.predict(matrix).astype(float)
+            yield out
+
+    schema = ", ".join([f"{k} {key_types[k]}" for k in keep] + ["gbdt_leaves array<int>", "gbdt_probability double"])
+    return frame.mapInPandas(score, schema)
+
+
+def binary_metrics(scored: DataFrame, probability: str = "gbdt_probability") -> dict:
+    """AUC and logloss of a probability column against `label` (one pass + the pyspark.ml evaluator)."""
+    from pyspark.ml.evaluation import BinaryClassificationEvaluator
+
+    clipped = F.least(F.greatest(F.col(probability), F.lit(1e-15)), F.lit(1 - 1e-15))
+    row = scored.agg(F.count(F.lit(1)).alias("rows"), F.avg("label").alias("rate"),
+                     F.avg(-(F.col("label") * F.log(clipped) + (1 - F.col("label")) * F.log(1 - clipped))).alias("logloss"),
+                     F.avg(probability).alias("mean_prediction")).first()
+    auc = BinaryClassificationEvaluator(rawPredictionCol=probability, labelCol="label").evaluate(
+        scored.select(F.col(probability).cast("double"), F.col("label").cast("double")))
+    return {"rows": row["rows"], "positive_rate": row["rate"], "auc": auc, "logloss": row["logloss"],
+            "mean_prediction": row["mean_prediction"]}
+
+
+def importance(booster, features: list[DenseFeature]) -> pd.DataFrame:
+    gain = booster.get_score(importance_type="gain")
+    return pd.DataFrame({"feature": [f.name for f in features],
+                         "gain": [float(gain.get(f.name, gain.get(f"f{i}", 0.0))) for i, f in enumerate(features)]}
+                        ).sort_values("gain", ascending=False, ignore_index=True)

@@ -1,0 +1,83 @@
+"""GBDT leaves on MovieLens 100K: Spark-side leaves, xgboost's pred_leaf and the in-graph encoder agree."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xgboost as xgb
+from pyspark.sql import functions as F
+
+from features import gbdt
+from features.feature_spec import load_spec
+from features.gbdt_trees import from_json, leaf_indices_from_pred_leaf
+from jobs.build_samples import artifact_dir
+from jobs.train_gbdt import gbdt_artifact_dir, latest_samples_version
+
+
+@pytest.fixture(scope="module")
+def trained(ml100k_warehouse):
+    """`recpipe run` on ml-100k trained the GBDT on the samples it built (rating >= 4 labels)."""
+    tables = ml100k_warehouse
+    version = latest_samples_version(tables)
+    target = gbdt_artifact_dir(tables, version)
+    transforms = json.loads((artifact_dir(tables, version) / "transforms.json").read_text())["features"]
+    booster = xgb.Booster()
+    booster.load_model(str(target / "booster.json"))
+    trees = json.loads((target / "trees.json").read_text())
+    return tables, version, target, booster, trees, gbdt.dense_features(load_spec(), transforms)
+
+
+def _dense(tables, version, features, where):
+    samples = tables.read("samples", version=version).where(where)
+    return gbdt.dense_frame(samples, features, ["sample_id", "split"]).toPandas().set_index("sample_id")
+
+
+def test_leaves_match_pred_leaf_and_the_in_graph_encoder(trained):
+    from training.leaf_encoder import GBDTLeafEncoder
+
+    tables, version, _, booster, trees, features = trained
+    dense = _dense(tables, version, features, "split IN ('valid', 'test')")
+    assert len(dense) > 15_000
+    matrix = dense[[f.name for f in features]].to_numpy(dtype=np.float32)
+    assert np.isnan(matrix).any()  # ml-100k has missing features (no rating yet, unknown user-category)
+    expected = leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
+                                           from_json(trees))
+    in_graph = GBDTLeafEncoder(trees)(matrix).numpy()
+    assert np.array_equal(in_graph, expected)
+    spark_side = (tables.read("gbdt_leaves").where("split IN ('valid', 'test')").select("sample_id", "gbdt_leaves")
+                  .toPandas().set_index("sample_id").loc[dense.index, "gbdt_leaves"])
+    assert np.array_equal(np.stack(spark_side.to_numpy()), expected)
+
+
+def test_unseen_categories_and_missing_values(trained):
+    from training.leaf_encoder import GBDTLeafEncoder
+
+    tables, version, _, booster, trees, features = trained
+    samples = (tables.read("samples", version=version).where("split = 'test'").limit(500)
+               .withColumn("item_category", F.lit("Not-a-genre"))
+               .withColumn("context_device", F.lit(None).cast("string"))
+               .withColumn("user_age", F.when(F.col("user_id") % 2 == 0, F.lit(None)).otherwise(F.col("user_age"))))
+    dense = gbdt.dense_frame(samples, features, ["sample_id"]).toPandas()
+    category = next(f for f in features if f.name == "item_category")
+    assert (dense["item_category"] == len(category.vocabulary)).all()  # the unseen code
+    matrix = dense[[f.name for f in features]].to_numpy(dtype=np.float32)
+    expected = leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
+                                           from_json(trees))
+    assert np.array_equal(GBDTLeafEncoder(trees)(matrix).numpy(), expected)
+
+
+def test_artifacts_and_baseline_metrics(trained):
+    tables, version, target, booster, trees, features = trained
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["samples_version"] == version and metrics["trees"] == booster.num_boosted_rounds()
+    assert 0.6 < metrics["metrics"]["test"]["auc"] < 1.0  # rating >= 4 is learnable from the snapshots
+    assert metrics["metrics"]["test"]["rows"] == tables.read("samples", version=version).where("split = 'test'").count()
+    inputs = json.loads((target / "features.json").read_text())["inputs"]
+    assert [i["name"] for i in inputs] == [f.name for f in features]
+    gains = json.loads((target / "importance.json").read_text())["gain"]
+    assert {g["feature"] for g in gains} == {f.name for f in features} and gains[0]["gain"] > 0
+    leaves = tables.read("gbdt_leaves")
+    assert leaves.count() == tables.read("samples", version=version).count()
+    widths = leaves.select(F.size("gbdt_leaves").alias("n")).distinct().collect()
+    assert [w.n for w in widths] == [trees["n_trees"]]
