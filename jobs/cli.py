@@ -138,61 +138,51 @@ def cmd_import_movielens(args) -> int:
     return 0
 
 
-def cmd_ingest(args) -> int:
+def _stage(args, verb: str, work: Callable, formatter: Callable, dated: bool = True) -> int:
+    """The shape every stage command shares: config, dates, session, run, print what was written."""
     from jobs.config import load_config
-    from jobs.ingest import format_summary, ingest
 
     config = load_config(args.config, _overrides(args))
-    if args.allow_missing:
-        config.setdefault("ingest", {})["allow_missing_drops"] = True
-    dates = _dates(args, config)
+    dates = _dates(args, config) if dated else None
     spark, tables = _session(config, args)
     started = time.time()
-    summary = ingest(spark, tables, config, dates)
-    print(f"ingested {dates[0]}..{dates[-1]} into {tables.root} in {time.time() - started:.1f}s")
-    print(format_summary(summary))
+    result = work(spark, tables, config, dates)
+    span = f" {dates[0]}..{dates[-1]}" if dates else ""
+    print(f"{verb}{span} in {tables.root} in {time.time() - started:.1f}s")
+    print(formatter(result))
     return 0
+
+
+def cmd_ingest(args) -> int:
+    from jobs.ingest import format_summary, ingest
+
+    def work(spark, tables, config, dates):
+        if args.allow_missing:
+            config = {**config, "ingest": {**(config.get("ingest") or {}), "allow_missing_drops": True}}
+        return ingest(spark, tables, config, dates)
+
+    return _stage(args, "ingested", work, format_summary)
 
 
 def cmd_snapshot(args) -> int:
     from jobs.build_snapshot import build_snapshots, format_summary
-    from jobs.config import load_config
 
-    config = load_config(args.config, _overrides(args))
-    dates = _dates(args, config)
-    spark, tables = _session(config, args)
-    started = time.time()
-    summary = build_snapshots(spark, tables, config, dates, allow_missing=args.allow_missing)
-    print(f"built snapshots {dates[0]}..{dates[-1]} in {tables.root} in {time.time() - started:.1f}s")
-    print(format_summary(summary))
-    return 0
+    return _stage(args, "built snapshots", lambda spark, tables, config, dates: build_snapshots(
+        spark, tables, config, dates, allow_missing=args.allow_missing), format_summary)
 
 
 def cmd_samples(args) -> int:
     from jobs.build_samples import build_samples, format_summary
-    from jobs.config import load_config
 
-    config = load_config(args.config, _overrides(args))
-    dates = _dates(args, config)
-    spark, tables = _session(config, args)
-    started = time.time()
-    manifest = build_samples(spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels)
-    print(f"built samples {dates[0]}..{dates[-1]} in {time.time() - started:.1f}s")
-    print(format_summary(manifest))
-    return 0
+    return _stage(args, "built samples", lambda spark, tables, config, dates: build_samples(
+        spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels), format_summary)
 
 
 def cmd_gbdt(args) -> int:
-    from jobs.config import load_config
     from jobs.train_gbdt import format_summary, train_gbdt
 
-    config = load_config(args.config, _overrides(args))
-    spark, tables = _session(config, args)
-    started = time.time()
-    summary = train_gbdt(spark, tables, config, args.samples_version)
-    print(f"trained gbdt in {time.time() - started:.1f}s")
-    print(format_summary(summary))
-    return 0
+    return _stage(args, "trained gbdt", lambda spark, tables, config, dates: train_gbdt(
+        spark, tables, config, args.samples_version), format_summary, dated=False)
 
 
 def cmd_run(args) -> int:

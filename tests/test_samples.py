@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from features import raw_drops
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.labels import LabelConfig, click_labels
