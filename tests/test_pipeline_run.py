@@ -66,6 +66,17 @@ def test_spark_submit_entry_point(spark, tmp_path):
     assert "built snapshots 2026-03-03..2026-03-03" in result.stdout
     assert tables.read("user_snapshot").orderBy("snapshot_date", "user_id").collect() == snapshot_rows
 
+    for script, arguments, expected in (
+            ("build_samples.py", ["--start", "2026-03-02", "--end", "2026-03-02"], "built samples 2026-03-02..2026-03-02"),
+            ("train_gbdt.py", [], "trained gbdt in")):
+        result = subprocess.run(
+            [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+             str(REPO / "jobs" / script), "--config", str(config), *arguments],
+            capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert expected in result.stdout
+    assert tables.version("gbdt_leaves") == 1  # once by `recpipe run`, once by spark-submit
+
 
 def test_movielens_100k_runs_through_ingest(ml100k_warehouse):
     tables = ml100k_warehouse
