@@ -350,6 +350,13 @@ def _as_datetime(value: str | dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+def partition_dates(tables: Tables, name: str) -> set[dt.date]:
+    """The date partitions a table holds now (empty when the table does not exist yet)."""
+    if not tables.exists(name):
+        return set()
+    return {dt.date.fromisoformat(v) for v in tables.partitions(name)[1]}
+
+
 def describe(tables: Tables, names: Sequence[str]) -> list[dict]:
     """Version, partition count and last commit of each existing table (for printing)."""
     out = []

@@ -31,10 +31,9 @@ from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.samples import check_one_row_per_event, point_in_time_join
 from features.split import SPLITS, assign_split, quantile_cut_points
-from features.tables import Tables
+from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
-from jobs.build_snapshot import _days, _partitions
-from jobs.config import get_key
+from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
 
@@ -51,7 +50,7 @@ def write_json_atomically(path: Path, document: dict) -> None:
 
 
 def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomplete_labels: bool) -> None:
-    snapshots = _partitions(tables, "user_snapshot")
+    snapshots = partition_dates(tables, "user_snapshot")
     missing = [d for d in days if d - dt.timedelta(days=1) not in snapshots]
     if missing:
         day = missing[0] - dt.timedelta(days=1)
@@ -59,7 +58,7 @@ def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomple
             f"samples of {missing[0]} need the snapshot of {day}, which is missing at {tables.path('user_snapshot')}: "
             f"run recpipe snapshot --date {day} first")
     after = days[-1] + dt.timedelta(days=1)
-    if kind == "click" and not allow_incomplete_labels and after not in _partitions(tables, "events"):
+    if kind == "click" and not allow_incomplete_labels and after not in partition_dates(tables, "events"):
         raise PipelineInputError(
             f"click labels of {days[-1]} need the events drop of {after} (clicks after midnight), which is not "
             f"ingested; ingest it or pass --allow-incomplete-labels")
@@ -78,7 +77,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
                 ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
     run = new_run("samples", partitions=[d.isoformat() for d in days], input_versions=versions)
 
-    drops = sorted(_partitions(tables, "events") & set(_days(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
+    drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
     events = with_event_date(tables.read("events", version=versions["events"], partitions=drops)).where(
         F.col("event_date").between(F.lit(start), F.lit(end + dt.timedelta(days=1))))
     if label_config.kind == "click":

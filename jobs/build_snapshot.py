@@ -31,8 +31,9 @@ from features import daily_aggregates as daily
 from features import snapshot
 from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
-from features.tables import Tables
-from jobs.config import get_key
+from features.schemas import load_schema
+from features.tables import Tables, partition_dates
+from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
 KEY_TYPES = {"user_id": "bigint", "item_id": "bigint", "category": "string"}
@@ -43,39 +44,29 @@ def snapshot_ddl(spec: FeatureSpec, entity: str) -> str:
     return ", ".join([*keys, *(f"{f.name} {f.dtype}" for f in spec.for_entity(entity)), "snapshot_date date"])
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
-    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def _partitions(tables: Tables, name: str) -> set[dt.date]:
-    if not tables.exists(name):
-        return set()
-    return {dt.date.fromisoformat(v) for v in tables.partitions(name)[1]}
-
-
 def _read_existing(tables: Tables, name: str, days: list[dt.date], empty_ddl: str) -> DataFrame:
     """The given day partitions of a table that may not exist yet (then: no rows, given schema)."""
     if not tables.exists(name):
         return tables.spark.createDataFrame([], empty_ddl)
-    return tables.read(name, partitions=sorted(_partitions(tables, name) & set(days)))
+    return tables.read(name, partitions=sorted(partition_dates(tables, name) & set(days)))
 
 
 def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0) -> list[dt.date]:
     """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
     back to the day after the latest existing snapshot (or the first ingested day) when the day before
     has no snapshot to carry state from."""
-    ingested = _partitions(tables, "events")
+    ingested = partition_dates(tables, "events")
     if not ingested:
         raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
     start = max(dates[0] - dt.timedelta(days=rebuild_days), min(min(ingested), dates[0]))
-    built = _partitions(tables, "user_snapshot")
+    built = partition_dates(tables, "user_snapshot")
     if start - dt.timedelta(days=1) not in built and min(ingested) < start:
         earlier = [d for d in built if d < start]
         carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
         print(f"[snapshot] no snapshot for {start - dt.timedelta(days=1)} to carry state from: "
               f"building from {carried_from}")
         start = carried_from
-    days = _days(start, dates[-1])
+    days = date_range(start, dates[-1])
     missing = [d for d in days if d not in ingested]
     if missing and not allow_missing:
         raise PipelineInputError(
@@ -93,18 +84,16 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     days = plan_dates(tables, dates, allow_missing or bool(get_key(config, "ingest.allow_missing_drops", False)),
                       rebuild_days)
     start, end = days[0], days[-1]
-    history = _days(start - dt.timedelta(days=spec.max_window - 1), end)
+    history = date_range(start - dt.timedelta(days=spec.max_window - 1), end)
     versions = {name: tables.version(name) for name in ("events", "users", "items") if tables.exists(name)}
     run = new_run("snapshot", partitions=[d.isoformat() for d in days], input_versions=versions)
 
-    drops = sorted(_partitions(tables, "events") & set(_days(start - dt.timedelta(days=1), end + dt.timedelta(days=lateness))))
+    drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=lateness))))
     events = (daily.with_event_date(tables.read("events", version=versions["events"], partitions=drops))
               .where(F.col("event_date").between(F.lit(start), F.lit(end))))
-    empty_dims = {"users": "user_id bigint, age int, gender string, occupation string, zip_code string, drop_date date",
-                  "items": "item_id bigint, title string, category string, genres string, release_date date, "
-                           "price double, drop_date date"}
     dims = {name: (tables.read(name, version=versions[name], partitions=days) if name in versions
-                   else spark.createDataFrame([], empty_dims[name])) for name in ("users", "items")}
+                   else spark.createDataFrame([], f"{load_schema(name).spark_ddl()}, drop_date date"))
+            for name in ("users", "items")}
     base_day = [start - dt.timedelta(days=1)]
     dates_frame = snapshot.date_frame(spark, days)
     summary = []

@@ -11,7 +11,6 @@ gbdt_probability; partitions of the samples replaced) and <warehouse>/_artifacts
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ from features.gbdt_trees import to_json, tree_tables_from_booster
 from features.tables import Tables
 from jobs.build_samples import artifact_dir as samples_artifact_dir
 from jobs.build_samples import write_json_atomically
-from jobs.config import get_key
+from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
 KEEP = ["sample_id", "event_date", "split", "label"]
@@ -56,8 +55,7 @@ def train_gbdt(spark: SparkSession, tables: Tables, config: dict, samples_versio
     manifest = json.loads((source / "manifest.json").read_text())
     transforms = json.loads((source / "transforms.json").read_text())["features"]
     params = dict(get_key(config, "gbdt", {}) or {})
-    days = [dt.date.fromisoformat(manifest["range"][0]) + dt.timedelta(days=i) for i in range(
-        (dt.date.fromisoformat(manifest["range"][1]) - dt.date.fromisoformat(manifest["range"][0])).days + 1)]
+    days = date_range(*manifest["range"])
     run = new_run("gbdt", samples_version=version, input_versions={"samples": version})
 
     features = gbdt.dense_features(spec, transforms)
