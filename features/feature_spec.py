@@ -26,6 +26,18 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class Cross:
+    """A wide-part feature cross: the categorical indices of `features`, hashed together into `num_bins`."""
+    features: tuple[str, ...]
+    num_bins: int
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        return "_x_".join(self.features)
+
+
+@dataclass(frozen=True)
 class FeatureSpec:
     windows_days: tuple[int, ...]
     counters: dict[str, str]
@@ -37,6 +49,7 @@ class FeatureSpec:
     last_n_items: int
     top_categories: int
     transforms: dict[str, dict]
+    crosses: tuple[Cross, ...] = ()
 
     @property
     def snapshot_entities(self) -> list[str]:
@@ -92,12 +105,20 @@ def parse_spec(doc: dict) -> FeatureSpec:
     unknown = sorted({f.entity for f in features} - set(doc["entities"]))
     if unknown:
         raise ValueError(f"feature spec uses undeclared entities {unknown}")
+    crosses = tuple(Cross(tuple(c["features"]), int(c.get("num_bins", 10000)), str(c.get("description", "")))
+                    for c in doc.get("crosses", []))
+    model_features = {f.name: f for f in features if f.roles}
+    for cross in crosses:
+        unusable = [n for n in cross.features if n not in model_features or not model_features[n].transform]
+        if len(cross.features) < 2 or unusable:
+            raise ValueError(f"cross {cross.name} needs two or more model features with a transform (not {unusable})")
     return FeatureSpec(
         windows_days=tuple(doc["windows_days"]), counters=dict(doc["counters"]),
         interaction_events=tuple(doc["interaction_events"]), entities=dict(doc["entities"]),
         features=features, ctr_prior_strength=float(doc["ctr_prior_strength"]),
         ctr_prior_fallback=float(doc["ctr_prior_fallback"]), last_n_items=int(doc["last_n_items"]),
         top_categories=int(doc["top_categories"]), transforms=dict(doc.get("transforms", {})),
+        crosses=crosses,
     )
 
 

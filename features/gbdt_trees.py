@@ -130,6 +130,25 @@ def tree_tables_from_booster(booster: Any) -> TreeTables:
     return tables
 
 
+def leaf_values_from_booster(booster: Any) -> tuple[list[list[float]], float]:
+    """Each tree's leaf values in compact leaf order (ascending leaf node id, as `leaf_index`) and the
+    base margin, so that margin = base_margin + sum of the reached leaves' values. GBDT+LR starts its
+    leaf weights from these: before any LR step it predicts exactly what the booster predicts."""
+    if hasattr(booster, "get_booster"):
+        booster = booster.get_booster()
+    model = json.loads(bytes(booster.save_raw("json")))
+    values = []
+    for tree in _tree_list(model):
+        left, conditions = np.asarray(tree["left_children"]), np.asarray(tree["split_conditions"], np.float64)
+        tables = _parse_tree(tree, len(values), int(model["learner"]["learner_model_param"]["num_feature"]))
+        values.append(conditions[np.flatnonzero(tables["is_leaf"])].tolist())  # a leaf's split_condition is its value
+        assert len(values[-1]) == tables["n_leaves"] and (left[tables["is_leaf"]] == -1).all()
+    base_score = float(str(model["learner"]["learner_model_param"]["base_score"]).strip("[]"))
+    objective = model["learner"]["objective"]["name"]
+    base_margin = float(np.log(base_score / (1 - base_score))) if objective.startswith(("binary:logistic", "reg:logistic")) else base_score
+    return values, base_margin
+
+
 def _parse_tree(tree: dict, number: int, n_features: int) -> dict:
     param = tree["tree_param"]
     if int(param.get("size_leaf_vector", "1")) > 1:

@@ -13,10 +13,7 @@ column) and, beside it, <warehouse>/_artifacts/samples/v<samples version>/:
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
@@ -33,20 +30,13 @@ from features.samples import check_one_row_per_event, point_in_time_join
 from features.split import SPLITS, assign_split, quantile_cut_points
 from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
+from jobs.artifacts import samples_dir, write_json_atomically
 from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
 
 def artifact_dir(tables: Tables, version: int) -> Path:
-    return Path(tables.root) / "_artifacts" / "samples" / f"v{version}"
-
-
-def write_json_atomically(path: Path, document: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "w") as out:
-        json.dump(document, out, indent=2, sort_keys=True, default=str)
-    os.replace(temporary, path)
+    return samples_dir(tables.root, version)
 
 
 def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomplete_labels: bool) -> None:

@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(gbdt)
     gbdt.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
 
+    train = commands.add_parser("train", help="train the TensorFlow ranking models on the samples")
+    _add_common(train)
+    train.add_argument("--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)")
+    train.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+
+    evaluate = commands.add_parser("evaluate", help="compare the trained models and baselines on the test split")
+    _add_common(evaluate)
+    evaluate.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
     _add_dates(run, single=False)
@@ -185,6 +194,25 @@ def cmd_gbdt(args) -> int:
         spark, tables, config, args.samples_version), format_summary, dated=False)
 
 
+def cmd_train(args) -> int:
+    from jobs.config import load_config
+    from jobs.train_models import format_summary, resolve_models, train_models
+
+    config = load_config(args.config, _overrides(args))
+    models = resolve_models(config, args.model)
+    print(format_summary(train_models(config, models, args.samples_version)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from jobs.config import load_config
+    from jobs.evaluate_models import evaluate, format_summary
+
+    config = load_config(args.config, _overrides(args))
+    print(format_summary(evaluate(config, args.samples_version)))
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -213,6 +241,8 @@ COMMANDS: dict[str, Callable] = {
     "snapshot": cmd_snapshot,
     "samples": cmd_samples,
     "gbdt": cmd_gbdt,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
     "run": cmd_run,
     "tables": cmd_tables,
 }

@@ -1,7 +1,8 @@
 """`recpipe run`: every stage that exists, in order, for the configured date range.
 
 Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
-where drops arrive from outside) → ingest → snapshot → samples → gbdt. Later stages (train, export)
+where drops arrive from outside) → ingest → snapshot → samples → gbdt → train (the models listed in
+training.models) → evaluate (comparison table with baselines and quality bars). Later stages (export)
 add themselves here.
 """
 from __future__ import annotations
@@ -53,7 +54,7 @@ def format_tables(rows: list[dict]) -> str:
 
 def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
-    from jobs import build_samples, build_snapshot, train_gbdt
+    from jobs import build_samples, build_snapshot, evaluate_models, train_gbdt, train_models
     from jobs.ingest import format_summary, ingest
 
     started = time.time()
@@ -72,6 +73,12 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
         print(build_samples.format_summary(build_samples.build_samples(spark, tables, config, sample_days)))
         print("[gbdt]")
         print(train_gbdt.format_summary(train_gbdt.train_gbdt(spark, tables, config)))
+        models = train_models.resolve_models(config, "all")
+        if models:
+            print(f"[train] {', '.join(models)}")
+            print(train_models.format_summary(train_models.train_models(config, models)))
+            print("[evaluate]")
+            print(evaluate_models.format_summary(evaluate_models.evaluate(config)))
     print("[tables]")
     print(format_tables(describe(tables, tables.names())))
     print(f"done in {time.time() - started:.1f}s")

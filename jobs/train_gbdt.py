@@ -26,8 +26,9 @@ from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.gbdt_trees import to_json, tree_tables_from_booster
 from features.tables import Tables
+from jobs import artifacts
+from jobs.artifacts import gbdt_dir, write_json_atomically
 from jobs.build_samples import artifact_dir as samples_artifact_dir
-from jobs.build_samples import write_json_atomically
 from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
@@ -35,15 +36,11 @@ KEEP = ["sample_id", "event_date", "split", "label"]
 
 
 def gbdt_artifact_dir(tables: Tables, samples_version: int) -> Path:
-    return Path(tables.root) / "_artifacts" / "gbdt" / f"v{samples_version}"
+    return gbdt_dir(tables.root, samples_version)
 
 
 def latest_samples_version(tables: Tables) -> int:
-    root = Path(tables.root) / "_artifacts" / "samples"
-    versions = sorted(int(p.name[1:]) for p in root.glob("v*") if (p / "manifest.json").exists()) if root.exists() else []
-    if not versions:
-        raise PipelineInputError(f"no samples built yet under {root}: run recpipe samples first")
-    return versions[-1]
+    return artifacts.latest_samples_version(tables.root)
 
 
 def train_gbdt(spark: SparkSession, tables: Tables, config: dict, samples_version: int | None = None) -> dict:

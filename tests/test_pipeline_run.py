@@ -20,6 +20,7 @@ def _tiny_config(tmp_path) -> Path:
     config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
     config["dates"] = {"start": "2026-03-01", "end": "2026-03-03"}
     config["source"]["synthetic"] = {"users": 150, "items": 40, "seed": 3, "impressions_per_user_day": 3.0}
+    config["training"] = {"max_epochs": 1, "verbose": 0}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -30,6 +31,11 @@ def test_run_generates_ingests_and_prints_the_tables(spark, tmp_path, capsys):
     out = capsys.readouterr().out
     for name in ("events", "events_quarantine", "users", "items"):
         assert f"\n{name} " in out
+    # train and evaluate: every model and baseline in the printed comparison table
+    assert "[train] lr, gbdt_lr, wide_deep, deepfm" in out and "[evaluate]" in out
+    table = out.split("[evaluate]")[1]
+    for name in ("lr", "gbdt_lr", "wide_deep", "deepfm", "baseline: item popularity", "baseline: xgboost"):
+        assert f"\n{name} " in table
     tables = open_tables(spark, str(tmp_path / "warehouse"), "delta-rs")
     _, partitions = tables.partitions("events")
     assert partitions == ["2026-03-01", "2026-03-02", "2026-03-03"]

@@ -1,0 +1,134 @@
+"""Train the TensorFlow ranking models on the samples' Parquet shards (no Spark needed).
+
+    recpipe train --config conf/demo.yaml --model deepfm      (or lr, gbdt_lr, wide_deep, all)
+    python jobs/train_models.py --config conf/demo.yaml --model all
+
+Reads <warehouse>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.json) and, for gbdt_lr,
+<warehouse>/_artifacts/gbdt/v<N>/; writes <warehouse>/_artifacts/models/<model>/v<N>/:
+    model.keras      the trained model (raw features in, probability out; preprocessing in the graph)
+    summary.json     parameters, data versions, epochs, best valid AUC, examples/s
+    history.json     per-epoch loss/AUC on train and valid (learning curves)
+    checkpoints/     best model so far          tensorboard/   logs for `tensorboard --logdir`
+The directory is built beside its final place and renamed in: a rerun replaces it whole.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # started as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from features.errors import PipelineInputError
+from features.feature_spec import load_spec
+from jobs import artifacts
+from jobs.config import get_key
+from jobs.run_info import new_run
+
+MODEL_NAMES = ("lr", "gbdt_lr", "wide_deep", "deepfm")
+TRAINING_DEFAULTS = {"batch_size": 1024, "shuffle_buffer": 65536, "chunk_rows": 32768, "max_epochs": 10,
+                     "early_stopping_patience": 2, "seed": 7, "verbose": 2, "models": list(MODEL_NAMES)}
+
+
+def resolve_models(config: dict, requested: str | None) -> list[str]:
+    names = list(training_config(config)["models"]) if requested in (None, "all") else [requested]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        raise PipelineInputError(f"unknown model '{unknown[0]}': choose one of {', '.join(MODEL_NAMES)} or all")
+    return names
+
+
+def training_config(config: dict) -> dict:
+    return {**TRAINING_DEFAULTS, **(get_key(config, "training", {}) or {})}
+
+
+def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt: bool) -> dict:
+    version = artifacts.latest_samples_version(warehouse) if samples_version is None else samples_version
+    source = artifacts.samples_dir(warehouse, version)
+    hint = "run recpipe samples first"
+    loaded = {"version": version, "source": source,
+              "manifest": artifacts.read_json(source / "manifest.json", hint),
+              "transforms": artifacts.read_json(source / "transforms.json", hint)["features"], "gbdt": None}
+    if needs_gbdt:
+        trees = artifacts.gbdt_dir(warehouse, version)
+        hint = f"run recpipe gbdt --samples-version {version} first"
+        loaded["gbdt"] = {"trees": artifacts.read_json(trees / "trees.json", hint),
+                          "features": artifacts.read_json(trees / "features.json", hint),
+                          "metrics": artifacts.read_json(trees / "metrics.json", hint)}
+        loaded["gbdt"]["leaf_values"], loaded["gbdt"]["base_margin"] = _leaf_values(trees / "booster.json")
+    return loaded
+
+
+def _leaf_values(path: Path) -> tuple[list[list[float]], float]:
+    import xgboost as xgb
+
+    from features.gbdt_trees import leaf_values_from_booster
+
+    booster = xgb.Booster()
+    booster.load_model(str(path))
+    return leaf_values_from_booster(booster)
+
+
+def train_one(name: str, config: dict, inputs: dict) -> dict:
+    import keras
+
+    from training.dataset import make_dataset
+    from training.feature_layers import FeatureEncoders
+    from training.inputs import model_inputs
+    from training.models import build_model
+    from training.train import compile_model, fit
+
+    spec, training = load_spec(), training_config(config)
+    params = dict((get_key(config, "models", {}) or {}).get(name) or {})
+    seed = int(training["seed"])
+    keras.utils.set_random_seed(seed)
+    shards = inputs["source"] / "parquet"
+    batch_size = int(training["batch_size"])
+    train = make_dataset(shards, "train", model_inputs(spec), batch_size, int(training["shuffle_buffer"]), seed,
+                         int(training["chunk_rows"]))
+    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch_size, chunk_rows=int(training["chunk_rows"]))
+    model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params)
+
+    warehouse = get_key(config, "paths.warehouse")
+    target = artifacts.model_dir(warehouse, name, inputs["version"])
+    staged = artifacts.staging_dir(target)
+    print(f"[train {name}] samples v{inputs['version']}, {model.count_params():,} parameters")
+    result = fit(model, train, valid, staged, training)
+    model.save(staged / "model.keras")
+    manifest = inputs["manifest"]
+    run = new_run("train", model=name, samples_version=inputs["version"],
+                  input_versions={"samples": inputs["version"], **manifest.get("input_versions", {})})
+    summary = {**run, "params": params, "training": {k: v for k, v in training.items() if k != "models"},
+               "parameters": model.count_params(), "cut_points": manifest["cut_points"],
+               "splits": manifest["splits"], **{k: v for k, v in result.items() if k != "history"}}
+    if inputs["gbdt"] is not None:
+        summary["gbdt_run"] = inputs["gbdt"]["metrics"].get("run_id")
+    artifacts.write_json_atomically(staged / "summary.json", summary)
+    artifacts.write_json_atomically(staged / "history.json", result["history"])
+    artifacts.replace_dir(staged, target)
+    return summary
+
+
+def train_models(config: dict, models: list[str], samples_version: int | None = None) -> dict:
+    warehouse = get_key(config, "paths.warehouse")
+    inputs = load_training_inputs(warehouse, samples_version, needs_gbdt="gbdt_lr" in models)
+    started = time.time()
+    trained = {name: train_one(name, config, inputs) for name in models}
+    return {"samples_version": inputs["version"], "seconds": time.time() - started, "models": trained}
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"models on samples v{result['samples_version']}",
+             f"{'model':<10} {'params':>10} {'epochs':>6} {'best':>4} {'valid auc':>9} {'examples/s':>10}"]
+    for name, s in result["models"].items():
+        rate = f"{s['train_examples_per_second']:.0f}" if s["train_examples_per_second"] else "-"
+        lines.append(f"{name:<10} {s['parameters']:>10,} {s['epochs']:>6} {s['best_epoch']:>4} "
+                     f"{s['best_val_auc']:>9.4f} {rate:>10}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from jobs.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

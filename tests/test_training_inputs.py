@@ -1,0 +1,154 @@
+"""The models' inputs: Arrow → numpy conversion, the tf.data pipeline, preprocessing layers, FM term."""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+from features.feature_spec import parse_spec
+from training.dataset import make_dataset, shuffled_batches
+from training.feature_layers import FeatureEncoders
+from training.inputs import ModelInput, arrow_to_arrays, model_inputs
+from training.layers import fm_interaction
+
+SPEC = parse_spec({
+    "windows_days": [1], "counters": {}, "interaction_events": [], "ctr_prior_strength": 1, "ctr_prior_fallback": 0.1,
+    "last_n_items": 3, "top_categories": 2,
+    "entities": {"context": {"key": []}, "user": {"key": ["user_id"]}},
+    "crosses": [{"features": ["device", "last_items"], "num_bins": 97}, {"features": ["device", "age"], "num_bins": 50}],
+    "features": [
+        {"name": "device", "entity": "context", "kind": "event_column", "dtype": "string", "transform": "vocabulary", "roles": ["wide"]},
+        {"name": "position", "entity": "context", "kind": "event_column", "dtype": "int", "transform": "vocabulary", "roles": ["wide"]},
+        {"name": "item", "entity": "context", "kind": "event_column", "dtype": "long", "transform": "hashing", "roles": ["deep"]},
+        {"name": "age", "entity": "user", "kind": "attribute", "dtype": "int", "transform": "quantile_buckets", "roles": ["wide"]},
+        {"name": "rating", "entity": "user", "kind": "rating_mean", "dtype": "double", "transform": "normalize", "roles": ["deep"]},
+        {"name": "clicks", "entity": "user", "kind": "window_count", "dtype": "long", "transform": "log1p", "roles": ["deep"]},
+        {"name": "last_items", "entity": "user", "kind": "last_items", "dtype": "array<long>", "transform": "hashing", "roles": ["wide"]},
+        {"name": "top_categories", "entity": "user", "kind": "top_categories", "dtype": "array<string>", "transform": "vocabulary", "roles": ["deep"]},
+        {"name": "first_date", "entity": "user", "kind": "first_date", "dtype": "date", "roles": []},
+    ]})
+TRANSFORMS = {
+    "device": {"transform": "vocabulary", "values": ["mobile", "tv"]},
+    "position": {"transform": "vocabulary", "values": [0, -1, 2]},
+    "item": {"transform": "hashing", "num_bins": 100},
+    "age": {"transform": "quantile_buckets", "boundaries": [20.0, 30.0]},
+    "rating": {"transform": "normalize", "mean": 3.0, "std": 2.0},
+    "clicks": {"transform": "log1p", "mean": 1.0, "std": 0.5},
+    "last_items": {"transform": "hashing", "num_bins": 50},
+    "top_categories": {"transform": "vocabulary", "values": ["Drama", "Comedy"]},
+}
+ROWS = pa.table({
+    "device": ["mobile", None, "tablet"], "position": pa.array([-1, 2, 7], pa.int32()),
+    "item": pa.array([5, 6, None], pa.int64()), "age": pa.array([19, 30, None], pa.int32()),
+    "rating": [5.0, None, 3.0], "clicks": pa.array([0, 3, None], pa.int64()),
+    "last_items": pa.array([[4, 5, 6, 7], [], None], pa.list_(pa.int64())),
+    "top_categories": pa.array([["Drama"], ["Western", "Comedy"], None], pa.list_(pa.string())),
+})
+
+
+def test_inputs_follow_the_spec_and_fill_nulls_and_pad_lists():
+    inputs = {i.name: i for i in model_inputs(SPEC)}
+    assert "first_date" not in inputs  # no model role, no input
+    assert inputs["age"] == ModelInput("age", "float32") and inputs["position"] == ModelInput("position", "int64")
+    assert inputs["last_items"] == ModelInput("last_items", "int64", 3)
+    assert inputs["top_categories"] == ModelInput("top_categories", "string", 2)
+    arrays = arrow_to_arrays(ROWS, list(inputs.values()))
+    assert arrays["device"].tolist() == ["mobile", "", "tablet"]
+    assert arrays["item"].tolist() == [5, 6, -1]
+    assert arrays["age"][:2].tolist() == [19.0, 30.0] and math.isnan(arrays["age"][2])
+    assert arrays["last_items"].tolist() == [[4, 5, 6], [-1, -1, -1], [-1, -1, -1]]  # truncated to last_n_items
+    assert arrays["top_categories"].tolist() == [["Drama", ""], ["Western", "Comedy"], ["", ""]]
+
+
+def _encoded(outputs):
+    encoders = FeatureEncoders(SPEC, TRANSFORMS)
+    model = keras.Model(encoders.inputs, outputs(encoders))
+    arrays = arrow_to_arrays(ROWS, model_inputs(SPEC))
+    return model({k: tf.constant(v) for k, v in arrays.items()})
+
+
+def test_categorical_views_lookup_hash_and_bucket():
+    device, position, age, top = _encoded(lambda e: [e.categorical(n).index for n in
+                                                       ("device", "position", "age", "top_categories")])
+    assert device.numpy().tolist() == [1, 0, 0]  # index 0 = out of vocabulary (also the missing "")
+    assert position.numpy().tolist() == [2, 3, 0]  # -1 is a real value here, not IntegerLookup's OOV token
+    assert age.numpy().tolist() == [0, 2, 3]  # < 20, [30, inf), missing → its own bucket
+    assert top.numpy().tolist() == [[1, 0], [0, 2], [0, 0]]
+    encoders = FeatureEncoders(SPEC, TRANSFORMS)
+    assert [encoders.categorical(n).cardinality for n in ("device", "position", "age", "item")] == [3, 4, 4, 100]
+
+
+def test_numeric_views_normalize_with_a_missing_indicator():
+    rating, clicks = _encoded(lambda e: [e.numeric("rating"), e.numeric("clicks")])
+    np.testing.assert_allclose(rating.numpy(), [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(clicks.numpy()[:2, 0], [(0 - 1.0) / 0.5, (math.log1p(3) - 1.0) / 0.5], atol=1e-5)
+    assert clicks.numpy()[2].tolist() == [0.0, 1.0]
+
+
+def test_list_cross_is_element_wise_and_keeps_the_mask():
+    def outputs(encoders):
+        cross = encoders.cross(SPEC.crosses[0])
+        return [cross.index, cross.mask, encoders.cross(SPEC.crosses[1]).index]
+
+    index, mask, scalar_cross = _encoded(outputs)
+    assert index.shape == (3, 3) and mask.numpy().tolist() == [[True] * 3, [False] * 3, [False] * 3]
+    assert len(set(index.numpy()[0].tolist())) == 3  # mobile x 4, mobile x 5, mobile x 6
+    assert scalar_cross.shape == (3,) and all(0 <= v < 50 for v in scalar_cross.numpy())
+
+
+def test_fm_interaction_equals_the_pairwise_sum():
+    fields = np.random.default_rng(1).normal(size=(4, 5, 3)).astype(np.float32)
+    expected = [sum(fields[b, i] @ fields[b, j] for i in range(5) for j in range(i + 1, 5)) for b in range(4)]
+    np.testing.assert_allclose(np.asarray(fm_interaction(tf.constant(fields))).ravel(), expected, rtol=1e-5)
+
+
+def test_shuffle_buffer_emits_every_row_once_in_mixed_order():
+    parts = [({"x": np.arange(i, i + 100)}, np.zeros(100, np.float32), np.ones(100, np.float32)) for i in range(0, 1000, 100)]
+    batches = list(shuffled_batches(iter(parts), buffer_rows=300, batch_size=64, rng=np.random.default_rng(0)))
+    seen = np.concatenate([b[0]["x"] for b in batches])
+    assert sorted(seen.tolist()) == list(range(1000))
+    assert all(len(b[1]) == 64 for b in batches[:-1])
+    assert not np.array_equal(seen, np.arange(1000))
+    assert abs(float(np.corrcoef(np.arange(1000), seen)[0, 1])) < 0.95  # rows travel across record batches
+
+
+@pytest.fixture
+def shards(tmp_path):
+    root = tmp_path / "parquet"
+    for split, (start, rows) in {"train": (0, 5000), "valid": (5000, 700)}.items():
+        (root / f"split={split}").mkdir(parents=True)
+        for shard in range(2):
+            ids = np.arange(start + shard * rows // 2, start + (shard + 1) * rows // 2)
+            table = ROWS.take(ids % 3).append_column("label", pa.array(ids % 2, pa.int32())).append_column(
+                "weight", pa.array([None if i % 5 == 0 else 2.0 for i in ids], pa.float64())).append_column(
+                "user_id", pa.array(ids, pa.int64()))
+            pq.write_table(table, root / f"split={split}" / f"part-{shard}.parquet")
+    return root
+
+
+def test_dataset_streams_each_split_once_per_epoch_with_weights(shards):
+    inputs = model_inputs(SPEC)
+    train = make_dataset(shards, "train", inputs, batch_size=256, shuffle_buffer=1000, seed=3, chunk_rows=500,
+                         extra={"user_id": tf.int64})
+    epochs = [np.concatenate([f["user_id"].numpy() for f, _, _ in train]) for _ in range(2)]
+    assert sorted(epochs[0].tolist()) == list(range(5000)) == sorted(epochs[1].tolist())
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+    features, label, weight = next(iter(train))
+    assert features["last_items"].shape == (256, 3) and features["device"].dtype == tf.string
+    ids = features["user_id"].numpy()
+    np.testing.assert_array_equal(label.numpy(), ids % 2)
+    np.testing.assert_array_equal(weight.numpy(), np.where(ids % 5 == 0, 1.0, 2.0))  # missing weight → 1
+    valid = make_dataset(shards, "valid", inputs, batch_size=512, extra={"user_id": tf.int64})
+    assert np.concatenate([f["user_id"].numpy() for f, _, _ in valid]).tolist() == list(range(5000, 5700))
+
+
+def test_missing_split_names_the_path(tmp_path):
+    from features.errors import PipelineInputError
+
+    with pytest.raises(PipelineInputError, match="split=test"):
+        make_dataset(tmp_path, "test", model_inputs(SPEC))

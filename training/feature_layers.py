@@ -1,0 +1,126 @@
+"""Preprocessing inside the model, built from the feature spec and the fitted-transforms artifact.
+
+`FeatureEncoders` owns the raw Keras inputs (named as in the spec, see training.inputs) and gives the
+model builders three views of a feature, each built once and shared by every part that uses it:
+
+    categorical(name)  integer index in [0, cardinality) (+ a mask for list features):
+                       vocabulary → StringLookup / IntegerLookup (index 0 = out of vocabulary),
+                       hashing → Hashing, quantile_buckets → Discretization (+1 bucket for missing)
+    numeric(name)      normalize / log1p → Normalization of x or log1p(max(x, 0)), missing → 0, plus
+                       a missing indicator: float32 [batch, 2]
+    cross(cross)       HashedCrossing over the categorical indices of a spec cross (list features
+                       cross element by element and keep their mask)
+    gbdt_matrix(...)   the XGBoost input matrix (float32, NaN = missing, strings as vocabulary codes)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+from features.feature_spec import Cross, FeatureSpec
+from training.inputs import ModelInput, model_inputs
+
+_NO_OOV_TOKEN = int(np.iinfo(np.int64).min)  # IntegerLookup reserves its oov_token (-1 by default): -1 is a real value
+
+
+@dataclass
+class Categorical:
+    index: keras.KerasTensor  # int [batch] or [batch, length]
+    cardinality: int
+    mask: keras.KerasTensor | None = None  # bool [batch, length] for list features
+
+
+class FeatureEncoders:
+    def __init__(self, spec: FeatureSpec, transforms: dict):
+        self.spec = spec
+        self.transforms = transforms
+        self.model_inputs: dict[str, ModelInput] = {i.name: i for i in model_inputs(spec)}
+        missing = sorted(n for n, f in ((f.name, f) for f in spec.model_features()) if f.transform and n not in transforms)
+        if missing:
+            raise ValueError(f"the transforms artifact has no fitted parameters for {missing}: rebuild the samples")
+        self.inputs = {name: keras.Input(shape=i.shape, dtype=i.dtype, name=name) for name, i in self.model_inputs.items()}
+        self._categorical: dict[str, Categorical] = {}
+        self._numeric: dict[str, keras.KerasTensor] = {}
+
+    def names(self, role: str) -> list[str]:
+        return [f.name for f in self.spec.model_features() if role in f.roles]
+
+    def is_categorical(self, name: str) -> bool:
+        return self.transforms[name]["transform"] in ("vocabulary", "hashing", "quantile_buckets")
+
+    def categorical(self, name: str) -> Categorical:
+        if name not in self._categorical:
+            self._categorical[name] = self._build_categorical(name)
+        return self._categorical[name]
+
+    def _build_categorical(self, name: str) -> Categorical:
+        raw, fitted, spec_input = self.inputs[name], self.transforms[name], self.model_inputs[name]
+        kind = fitted["transform"]
+        if kind == "vocabulary":
+            if spec_input.dtype == "string":
+                values = [str(v) for v in fitted["values"]]
+                layer = keras.layers.StringLookup(vocabulary=values or ["<none>"], num_oov_indices=1, name=f"{name}_lookup")
+            else:
+                values = [int(v) for v in fitted["values"]]
+                layer = keras.layers.IntegerLookup(vocabulary=np.array(values or [_NO_OOV_TOKEN + 1], np.int64),
+                                                   num_oov_indices=1, oov_token=_NO_OOV_TOKEN, name=f"{name}_lookup")
+            index, cardinality = layer(raw), len(values) + 1
+        elif kind == "hashing":
+            cardinality = int(fitted["num_bins"])
+            index = keras.layers.Hashing(num_bins=cardinality, name=f"{name}_hash")(raw)
+        elif kind == "quantile_buckets":
+            boundaries = [float(b) for b in fitted["boundaries"]]
+            buckets = keras.layers.Discretization(bin_boundaries=boundaries, name=f"{name}_buckets")(raw)
+            index = ops.where(ops.isnan(raw), len(boundaries) + 1, ops.cast(buckets, "int32"))
+            cardinality = len(boundaries) + 2
+        else:
+            raise ValueError(f"feature {name} ({kind}) has no categorical view")
+        mask = None
+        if spec_input.length is not None:
+            mask = ops.not_equal(raw, spec_input.missing)
+        return Categorical(ops.cast(index, "int32"), cardinality, mask)
+
+    def numeric(self, name: str) -> keras.KerasTensor:
+        """float32 [batch, 2]: the normalized value (0 when missing) and a missing indicator."""
+        if name not in self._numeric:
+            fitted, raw = self.transforms[name], self.inputs[name]
+            value = ops.log1p(ops.maximum(raw, 0.0)) if fitted["transform"] == "log1p" else raw
+            std = float(fitted["std"]) or 1.0
+            scaled = keras.layers.Normalization(mean=float(fitted["mean"]), variance=std * std, name=f"{name}_norm")(
+                ops.expand_dims(value, -1))
+            missing = ops.expand_dims(ops.isnan(raw), -1)
+            self._numeric[name] = ops.concatenate(
+                [ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1)
+        return self._numeric[name]
+
+    def cross(self, cross: Cross) -> Categorical:
+        parts = [self.categorical(n) for n in cross.features]
+        length = max((self.model_inputs[n].length or 0) for n in cross.features)
+        if not length:
+            index = keras.layers.HashedCrossing(cross.num_bins, name=f"cross_{cross.name}")(
+                tuple(ops.cast(p.index, "int64") for p in parts))
+            return Categorical(ops.cast(index, "int32"), cross.num_bins)
+        # list x scalar: repeat scalars along the list, cross element by element, keep the list's mask
+        flat = [ops.reshape(ops.cast(p.index if p.mask is not None else ops.repeat(ops.expand_dims(p.index, -1), length, -1),
+                                     "int64"), (-1,)) for p in parts]
+        index = keras.layers.HashedCrossing(cross.num_bins, name=f"cross_{cross.name}")(tuple(flat))
+        masks = [p.mask for p in parts if p.mask is not None]
+        mask = masks[0] if len(masks) == 1 else ops.all(ops.stack(masks, -1), axis=-1)
+        return Categorical(ops.reshape(ops.cast(index, "int32"), (-1, length)), cross.num_bins, mask)
+
+    def gbdt_matrix(self, gbdt_inputs: list[dict]) -> keras.KerasTensor:
+        """The GBDT's dense input, column for column as features/gbdt.py feeds XGBoost (features.json)."""
+        columns = []
+        for column in gbdt_inputs:
+            raw = self.inputs[column["name"]]
+            if column.get("vocabulary") is None:
+                columns.append(ops.cast(raw, "float32"))
+                continue
+            vocabulary = [str(v) for v in column["vocabulary"]]
+            index = keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1,
+                                              name=f"{column['name']}_gbdt_code")(raw)
+            columns.append(ops.cast(ops.where(ops.equal(index, 0), len(vocabulary), index - 1), "float32"))
+        return ops.stack(columns, axis=-1)

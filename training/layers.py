@@ -1,0 +1,59 @@
+"""Building blocks the model files share: linear (wide) logits, field embeddings, FM interactions, MLP."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from training.feature_layers import Categorical
+
+
+def _masked_sum(values, mask):
+    """values [batch, length, d] with mask [batch, length] → [batch, d] (padding contributes nothing)."""
+    return ops.sum(values * ops.expand_dims(ops.cast(mask, values.dtype), -1), axis=1)
+
+
+def linear_logit(categoricals: dict[str, Categorical], numerics: dict[str, keras.KerasTensor], name: str,
+                 l2: float = 0.0):
+    """Logistic regression over one-hot categoricals (a 1-wide embedding = the weight of each one-hot
+    column; list features sum their active columns) and dense numeric columns, plus a bias."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    terms = []
+    for field, c in categoricals.items():
+        weights = keras.layers.Embedding(c.cardinality, 1, embeddings_initializer="zeros",
+                                         embeddings_regularizer=regularizer, name=f"{name}_{field}")(c.index)
+        terms.append(_masked_sum(weights, c.mask) if c.mask is not None else weights)
+    if numerics:
+        dense = ops.concatenate(list(numerics.values()), axis=-1)
+        terms.append(keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_numeric")(dense))
+    bias = keras.layers.Dense(1, name=f"{name}_bias")(ops.ones_like(terms[0]))  # a learned constant
+    return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
+
+
+def embed(c: Categorical, dim: int, name: str, l2: float = 0.0):
+    """[batch, dim] embedding of one field; list features take the mean over their unmasked values."""
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    vectors = keras.layers.Embedding(c.cardinality, dim, embeddings_regularizer=regularizer, name=name)(c.index)
+    if c.mask is None:
+        return vectors
+    count = ops.maximum(ops.sum(ops.cast(c.mask, "float32"), axis=1, keepdims=True), 1.0)
+    return _masked_sum(vectors, c.mask) / count
+
+
+def fm_interaction(fields):
+    """Pairwise FM term over field vectors [batch, fields, k]: 0.5 * sum_k((sum_f v)^2 - sum_f v^2) → [batch, 1]."""
+    square_of_sum = ops.square(ops.sum(fields, axis=1))
+    sum_of_squares = ops.sum(ops.square(fields), axis=1)
+    return 0.5 * ops.sum(square_of_sum - sum_of_squares, axis=1, keepdims=True)
+
+
+def mlp(x, hidden_units: list[int], dropout: float, name: str):
+    for i, units in enumerate(hidden_units):
+        x = keras.layers.Dense(units, activation="relu", name=f"{name}_dense_{i}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{name}_dropout_{i}")(x)
+    return keras.layers.Dense(1, name=f"{name}_logit")(x)
+
+
+def probability(logits: list) -> keras.KerasTensor:
+    logit = logits[0] if len(logits) == 1 else keras.layers.Add(name="logit")(logits)
+    return keras.layers.Activation("sigmoid", name="probability")(logit)

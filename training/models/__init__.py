@@ -1,0 +1,13 @@
+"""The four ranking models, one file each; `build_model(name, ...)` picks one by its config name."""
+from __future__ import annotations
+
+from training.models import deepfm, gbdt_lr, lr, wide_deep
+
+BUILDERS = {"lr": lr.build, "gbdt_lr": gbdt_lr.build, "wide_deep": wide_deep.build, "deepfm": deepfm.build}
+MODEL_NAMES = tuple(BUILDERS)
+
+
+def build_model(name: str, encoders, params: dict, gbdt: dict | None = None):
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model '{name}': choose one of {', '.join(MODEL_NAMES)}")
+    return BUILDERS[name](encoders, params, gbdt)

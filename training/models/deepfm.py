@@ -1,0 +1,34 @@
+"""DeepFM (Guo et al., 2017): FM and a deep MLP over the same field embeddings, summed into one logit.
+
+Every `fm` feature is a field. Categorical fields (vocabularies, hash bins, quantile buckets) look up a
+k-dim vector; numeric fields (normalize/log1p) scale a learned vector by the value (missing has its own
+vector). logit = bias + first-order terms + pairwise FM interactions + MLP(concatenated fields).
+"""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from training.feature_layers import FeatureEncoders
+from training.layers import embed, fm_interaction, linear_logit, mlp, probability
+
+
+def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
+    k = int(params.get("embedding_dim", 8))
+    l2 = float(params.get("l2", 0.0))
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    vectors, categoricals, numerics = [], {}, {}
+    for field in encoders.names("fm"):
+        if encoders.is_categorical(field):
+            c = categoricals[field] = encoders.categorical(field)
+            vectors.append(embed(c, k, f"field_{field}", l2))  # list fields: mean of their values' vectors
+        else:
+            numerics[field] = encoders.numeric(field)
+            vectors.append(keras.layers.Dense(k, use_bias=False, kernel_regularizer=regularizer,
+                                              name=f"field_{field}")(numerics[field]))
+    fields = ops.stack(vectors, axis=1)  # [batch, fields, k], shared by the FM and the deep part
+    first_order = linear_logit(categoricals, numerics, "first_order", l2=l2)
+    deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.get("hidden_units", [256, 128, 64])),
+               float(params.get("dropout", 0.3)), "deep")
+    logits = [first_order, fm_interaction(fields), deep]
+    return keras.Model(encoders.inputs, probability(logits), name="deepfm")

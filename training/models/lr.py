@@ -1,0 +1,34 @@
+"""LR: logistic regression over the wide features (one-hots, bucketized numerics, crosses).
+
+FTRL with L1 (`optimizer: ftrl`, `l1`) keeps the weights sparse, as for the wide part of Wide&Deep.
+"""
+from __future__ import annotations
+
+import keras
+
+from training.feature_layers import FeatureEncoders
+from training.layers import linear_logit, probability
+
+
+def wide_logit(encoders: FeatureEncoders, params: dict, name: str = "wide"):
+    """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features)
+    plus the spec's crosses: all (`crosses: true`, the default), none (`false`) or a list of cross names."""
+    categoricals, numerics = {}, {}
+    for feature in encoders.names("wide"):
+        if encoders.is_categorical(feature):
+            categoricals[feature] = encoders.categorical(feature)
+        else:
+            numerics[feature] = encoders.numeric(feature)
+    chosen = params.get("crosses", True)
+    crosses = {c.name: c for c in encoders.spec.crosses}
+    names = list(crosses) if chosen is True else list(chosen or [])
+    unknown = [n for n in names if n not in crosses]
+    if unknown:
+        raise ValueError(f"unknown cross {unknown[0]}: the spec has {', '.join(crosses)}")
+    for name in names:
+        categoricals[name] = encoders.cross(crosses[name])
+    return linear_logit(categoricals, numerics, name, l2=float(params.get("l2", 0.0)))
+
+
+def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
+    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)]), name="lr")

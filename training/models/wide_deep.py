@@ -1,0 +1,28 @@
+"""Wide&Deep (Cheng et al., 2016), trained jointly: one logit = wide (LR over one-hots and crosses)
++ deep (embeddings of the `deep` categoricals and normalized numerics into a ReLU MLP)."""
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from training.feature_layers import FeatureEncoders
+from training.layers import embed, mlp, probability
+from training.models.lr import wide_logit
+
+
+def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0):
+    parts = []
+    for feature in encoders.names("deep"):
+        if encoders.is_categorical(feature):
+            c = encoders.categorical(feature)
+            parts.append(embed(c, min(embedding_dim, c.cardinality), f"deep_embedding_{feature}", l2))
+        else:
+            parts.append(encoders.numeric(feature))
+    return ops.concatenate(parts, axis=-1)
+
+
+def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
+    deep = deep_input(encoders, int(params.get("embedding_dim", 16)), float(params.get("l2", 0.0)))
+    deep_logit = mlp(deep, list(params.get("hidden_units", [256, 128, 64])), float(params.get("dropout", 0.3)), "deep")
+    logits = [wide_logit(encoders, params), deep_logit]
+    return keras.Model(encoders.inputs, probability(logits), name="wide_deep")

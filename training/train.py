@@ -1,0 +1,75 @@
+"""Compile and fit one model: early stopping on valid AUC, best-model checkpoint, TensorBoard logs.
+
+The caller (jobs/train_models.py) builds the datasets and the model and decides where files go.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import keras
+
+OPTIMIZERS = ("adam", "adagrad", "ftrl", "sgd")
+
+
+def optimizer(params: dict) -> keras.optimizers.Optimizer:
+    name = str(params.get("optimizer", "adam")).lower()
+    rate = float(params.get("learning_rate", 0.001))
+    if name == "adam":
+        return keras.optimizers.Adam(rate)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(rate)
+    if name == "ftrl":  # FTRL-Proximal with L1: sparse wide weights (McMahan et al., 2013)
+        return keras.optimizers.Ftrl(rate, l1_regularization_strength=float(params.get("l1", 0.0)),
+                                     l2_regularization_strength=float(params.get("ftrl_l2", 0.0)))
+    raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
+
+
+def compile_model(model: keras.Model, params: dict) -> keras.Model:
+    model.compile(optimizer=optimizer(params), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
+    return model
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Training examples per second of each epoch (time in fit, validation excluded)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size, self.rates = batch_size, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started, self.batches = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.batches == 1:
+            self.first_batch = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        if hasattr(self, "started") and self.batches > 1:
+            self.rates.append((self.batches - 1) * self.batch_size / (time.perf_counter() - self.first_batch))
+
+
+def fit(model: keras.Model, train, valid, out_dir: Path, training: dict) -> dict:
+    """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput."""
+    patience = int(training.get("early_stopping_patience", 2))
+    throughput = _Throughput(int(training.get("batch_size", 1024)))
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")),
+        throughput,
+    ]
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    history = model.fit(train, validation_data=valid, epochs=int(training.get("max_epochs", 10)),
+                        callbacks=callbacks, verbose=int(training.get("verbose", 2)))
+    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
+    best = max(range(len(logs["val_auc"])), key=lambda i: logs["val_auc"][i])
+    return {"history": logs, "best_epoch": best + 1, "epochs": len(logs["val_auc"]),
+            "best_val_auc": logs["val_auc"][best], "seconds": time.perf_counter() - started,
+            "train_examples_per_second": sorted(throughput.rates)[len(throughput.rates) // 2] if throughput.rates else None}
