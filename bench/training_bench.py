@@ -30,11 +30,16 @@ from training.train import compile_model, fit  # noqa: E402
 
 
 def pipeline_rate(dataset, epochs: int) -> float:
-    rows, started = 0, time.perf_counter()
+    """Rows/s after the first batch of each epoch, measured like training throughput (training.train)."""
+    rows, seconds = 0, 0.0
     for _ in range(epochs):
-        for _, label, _ in dataset:
+        iterator = iter(dataset)
+        next(iterator)
+        started = time.perf_counter()
+        for _, label, _ in iterator:
             rows += int(label.shape[0])
-    return rows / (time.perf_counter() - started)
+        seconds += time.perf_counter() - started
+    return rows / seconds
 
 
 def main() -> None:

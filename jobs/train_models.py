@@ -13,6 +13,7 @@ The directory is built beside its final place and renamed in: a rerun replaces i
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,9 @@ def train_one(name: str, config: dict, inputs: dict) -> dict:
 
     spec, training = load_spec(), training_config(config)
     params = dict((get_key(config, "models", {}) or {}).get(name) or {})
+    train_split = inputs["manifest"]["splits"]["train"]
+    rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
+    params.setdefault("initial_bias", math.log(rate / (1 - rate)))  # the logit of the train positive rate
     seed = int(training["seed"])
     keras.utils.set_random_seed(seed)
     shards = inputs["source"] / "parquet"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from training.metrics import binary_metrics, calibration_curve, gauc, normalized_entropy, pr_points, roc_points
+from training.metrics import binary_metrics, calibration_curve, gauc, pr_points, roc_points
 from training.report import format_table, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -34,11 +34,12 @@ def test_models_beat_the_baselines_and_the_quality_bars_are_reported(evaluated):
     assert results["baseline: global rate"]["auc"] == 0.5
     assert results["baseline: global rate"]["normalized_entropy"] == pytest.approx(1.0)  # NE of the background rate
     popularity = results["baseline: item popularity"]["auc"]
-    for model in MODELS:  # the bar is +0.05; the measured margins are in README (0.047 to 0.060)
-        assert results[model]["auc"] >= popularity + 0.03, (model, results[model]["auc"], popularity)
+    for model in MODELS:  # the bar is +0.05 (met with 0.055 to 0.063 in README); slack for thread nondeterminism
+        assert results[model]["auc"] >= popularity + 0.04, (model, results[model]["auc"], popularity)
         assert results[model]["normalized_entropy"] < 0.95
         assert 0.85 < results[model]["calibration"] < 1.15
         assert results[model]["gauc_users"] > 50 and 0.6 < results[model]["gauc"] < 1.0
+    assert results["gbdt_lr"]["auc"] >= results["lr"]["auc"] - 0.01
     assert max(results[m]["auc"] for m in MODELS) >= results["baseline: xgboost"]["auc"] - 0.005
     bars = {bar["bar"]: bar for bar in metrics["quality_bars"]}
     assert len(bars) == len(MODELS) + 2

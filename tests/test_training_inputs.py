@@ -65,10 +65,10 @@ def test_inputs_follow_the_spec_and_fill_nulls_and_pad_lists():
     assert arrays["top_categories"].tolist() == [["Drama", ""], ["Western", "Comedy"], ["", ""]]
 
 
-def _encoded(outputs):
+def _encoded(outputs, rows=ROWS):
     encoders = FeatureEncoders(SPEC, TRANSFORMS)
     model = keras.Model(encoders.inputs, outputs(encoders))
-    arrays = arrow_to_arrays(ROWS, model_inputs(SPEC))
+    arrays = arrow_to_arrays(rows, model_inputs(SPEC))
     return model({k: tf.constant(v) for k, v in arrays.items()})
 
 
@@ -87,6 +87,8 @@ def test_numeric_views_normalize_with_a_missing_indicator():
     rating, clicks = _encoded(lambda e: [e.numeric("rating"), e.numeric("clicks")])
     np.testing.assert_allclose(rating.numpy(), [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], atol=1e-6)
     np.testing.assert_allclose(clicks.numpy()[:2, 0], [(0 - 1.0) / 0.5, (math.log1p(3) - 1.0) / 0.5], atol=1e-5)
+    far = _encoded(lambda e: [e.numeric("rating")], rows=ROWS.set_column(4, "rating", pa.array([1e6, -1e6, 3.0])))
+    np.testing.assert_allclose(far.numpy()[:, 0], [5.0, -5.0, 0.0])  # clipped at 5 standard deviations
     assert clicks.numpy()[2].tolist() == [0.0, 1.0]
 
 
@@ -114,7 +116,7 @@ def test_shuffle_buffer_emits_every_row_once_in_mixed_order():
     assert sorted(seen.tolist()) == list(range(1000))
     assert all(len(b[1]) == 64 for b in batches[:-1])
     assert not np.array_equal(seen, np.arange(1000))
-    assert abs(float(np.corrcoef(np.arange(1000), seen)[0, 1])) < 0.95  # rows travel across record batches
+    assert len(set(seen[:64] // 100)) >= 3  # the first batch already mixes three record batches
 
 
 @pytest.fixture

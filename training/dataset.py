@@ -2,10 +2,10 @@
 
 Never the whole split in memory: a generator reads record batches (`chunk_rows` rows) from the shards
 of one split (`<samples artifact>/parquet/split=<split>/*.parquet`) and converts them with
-`training.inputs.arrow_to_arrays`. For training, rows pass a shuffle buffer of `shuffle_buffer` rows
-(a random permutation of the buffer is emitted in batches, the rest stays to mix with the next record
-batches) and the shard order is reshuffled every epoch (seeded). The buffer works on whole numpy
-columns: tf.data's own unbatch → shuffle → batch costs ~10x more per row with ~80 feature tensors.
+`training.inputs.arrow_to_arrays`. For training, rows pass a shuffle buffer: record batches are
+gathered until `shuffle_buffer` rows are held, and a random permutation of them is emitted in batches;
+the shard order is reshuffled every epoch (seeded). The buffer works on whole numpy columns: tf.data's
+own unbatch → shuffle → batch costs ~10x more per row with ~80 feature tensors.
 tf.data then prefetches the batches while the model trains.
 
 Elements are `(features, label, weight)`; `extra` columns (e.g. user_id for GAUC) can be added to the
@@ -55,25 +55,24 @@ def _take(part: tuple, rows) -> tuple:
 
 
 def shuffled_batches(parts: Iterator[tuple], buffer_rows: int, batch_size: int, rng: np.random.Generator):
-    """Streaming shuffle: fill the buffer, emit a random permutation of everything above `buffer_rows`
-    in whole batches, keep the rest; at the end emit what is left. Each row is emitted exactly once."""
+    """Windowed shuffle: gather record batches until `buffer_rows` rows are held, emit a random
+    permutation of them in whole batches, carry the last partial batch into the next window; at the end
+    emit what is left. Each row is emitted exactly once and copied twice (gather, permute)."""
     pending, held = [], 0
     for part in parts:
         pending.append(part)
         held += len(part[1])
-        if held < buffer_rows + batch_size:
+        if held < buffer_rows:
             continue
-        merged = _concat(pending)
-        order = rng.permutation(held)
-        emit = (held - buffer_rows) // batch_size * batch_size
+        merged = _take(_concat(pending), rng.permutation(held))
+        emit = held // batch_size * batch_size
         for start in range(0, emit, batch_size):
-            yield _take(merged, order[start:start + batch_size])
-        pending, held = [_take(merged, order[emit:])], held - emit
+            yield _take(merged, slice(start, start + batch_size))
+        pending, held = [_take(merged, slice(emit, held))], held - emit
     if held:
-        merged = _concat(pending)
-        order = rng.permutation(held)
+        merged = _take(_concat(pending), rng.permutation(held))
         for start in range(0, held, batch_size):
-            yield _take(merged, order[start:start + batch_size])
+            yield _take(merged, slice(start, start + batch_size))
 
 
 def _signature(inputs: list[ModelInput], extra: dict[str, tf.DType]):
@@ -102,13 +101,11 @@ def make_dataset(parquet_root: str | Path, split: str, inputs: list[ModelInput],
 
     def generate():
         epoch = next(epochs)
-        if shuffle_buffer > 0:
-            yield from shuffled_batches(converted(epoch), shuffle_buffer, batch_size,
-                                        np.random.default_rng([seed, epoch, 1]))
+        if shuffle_buffer > 0:  # shuffled blocks of whole batches: few, large elements cross into TensorFlow
+            block = max(1, 8192 // batch_size) * batch_size
+            yield from shuffled_batches(converted(epoch), shuffle_buffer, block, np.random.default_rng([seed, epoch, 1]))
         else:
             yield from converted(epoch)
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(inputs, extra))
-    if shuffle_buffer <= 0:
-        dataset = dataset.rebatch(batch_size)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)

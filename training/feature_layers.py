@@ -6,8 +6,9 @@ model builders three views of a feature, each built once and shared by every par
     categorical(name)  integer index in [0, cardinality) (+ a mask for list features):
                        vocabulary → StringLookup / IntegerLookup (index 0 = out of vocabulary),
                        hashing → Hashing, quantile_buckets → Discretization (+1 bucket for missing)
-    numeric(name)      normalize / log1p → Normalization of x or log1p(max(x, 0)), missing → 0, plus
-                       a missing indicator: float32 [batch, 2]
+    numeric(name)      normalize / log1p → Normalization of x or log1p(max(x, 0)), clipped to ±5 standard
+                       deviations (a rare count can be 30 sd out and would dominate FM products),
+                       missing → 0, plus a missing indicator: float32 [batch, 2]
     cross(cross)       HashedCrossing over the categorical indices of a spec cross (list features
                        cross element by element and keep their mask)
     gbdt_matrix(...)   the XGBoost input matrix (float32, NaN = missing, strings as vocabulary codes)
@@ -23,6 +24,7 @@ from keras import ops
 from features.feature_spec import Cross, FeatureSpec
 from training.inputs import ModelInput, model_inputs
 
+NUMERIC_CLIP = 5.0  # standard deviations
 _NO_OOV_TOKEN = int(np.iinfo(np.int64).min)  # IntegerLookup reserves its oov_token (-1 by default): -1 is a real value
 
 
@@ -91,6 +93,7 @@ class FeatureEncoders:
             std = float(fitted["std"]) or 1.0
             scaled = keras.layers.Normalization(mean=float(fitted["mean"]), variance=std * std, name=f"{name}_norm")(
                 ops.expand_dims(value, -1))
+            scaled = ops.clip(scaled, -NUMERIC_CLIP, NUMERIC_CLIP)
             missing = ops.expand_dims(ops.isnan(raw), -1)
             self._numeric[name] = ops.concatenate(
                 [ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1)

@@ -54,6 +54,11 @@ def mlp(x, hidden_units: list[int], dropout: float, name: str):
     return keras.layers.Dense(1, name=f"{name}_logit")(x)
 
 
-def probability(logits: list) -> keras.KerasTensor:
-    logit = logits[0] if len(logits) == 1 else keras.layers.Add(name="logit")(logits)
+def probability(logits: list, initial_bias: float = 0.0) -> keras.KerasTensor:
+    """sigmoid(sum of the logits + a global bias). The bias starts at `initial_bias` — the logit of the
+    train positive rate, set by the trainer — so a 4% CTR model does not spend its first epochs
+    walking the bias from 0 to -3.2 (and ends calibrated)."""
+    bias = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(initial_bias),
+                              name="global_bias")(ops.zeros_like(logits[0]))
+    logit = keras.layers.Add(name="logit")([*logits, bias])
     return keras.layers.Activation("sigmoid", name="probability")(logit)

@@ -5,6 +5,7 @@ The caller (jobs/train_models.py) builds the datasets and the model and decides 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -66,6 +67,7 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training: dict) -> dict
     ]
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    warnings.filterwarnings("ignore", message=".*(shuffle=True. was passed|input ran out of data)")  # tf.data: expected
     history = model.fit(train, validation_data=valid, epochs=int(training.get("max_epochs", 10)),
                         callbacks=callbacks, verbose=int(training.get("verbose", 2)))
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}

@@ -12,6 +12,8 @@ from keras import ops
 from training.feature_layers import FeatureEncoders
 from training.layers import embed, fm_interaction, linear_logit, mlp, probability
 
+FIELD_INITIALIZER = keras.initializers.RandomUniform(-0.05, 0.05)  # keras.layers.Embedding's default
+
 
 def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
     k = int(params.get("embedding_dim", 8))
@@ -24,11 +26,13 @@ def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> 
             vectors.append(embed(c, k, f"field_{field}", l2))  # list fields: mean of their values' vectors
         else:
             numerics[field] = encoders.numeric(field)
-            vectors.append(keras.layers.Dense(k, use_bias=False, kernel_regularizer=regularizer,
-                                              name=f"field_{field}")(numerics[field]))
+            # initialized like an embedding row: glorot-sized vectors would make the random FM products of
+            # the numeric fields swamp the logit before training starts
+            vectors.append(keras.layers.Dense(k, use_bias=False, kernel_initializer=FIELD_INITIALIZER,
+                                              kernel_regularizer=regularizer, name=f"field_{field}")(numerics[field]))
     fields = ops.stack(vectors, axis=1)  # [batch, fields, k], shared by the FM and the deep part
     first_order = linear_logit(categoricals, numerics, "first_order", l2=l2)
     deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.get("hidden_units", [256, 128, 64])),
                float(params.get("dropout", 0.3)), "deep")
     logits = [first_order, fm_interaction(fields), deep]
-    return keras.Model(encoders.inputs, probability(logits), name="deepfm")
+    return keras.Model(encoders.inputs, probability(logits, float(params.get("initial_bias", 0.0))), name="deepfm")

@@ -36,11 +36,11 @@ def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> 
                                           embeddings_regularizer=keras.regularizers.L2(leaf_l2) if leaf_l2 else None)(
         leaves + offsets)
     logits = [ops.sum(leaf_weights, axis=1)]  # one active leaf per tree: the LR over the one-hot leaf vector
-    logits.append(keras.layers.Dense(1, bias_initializer=keras.initializers.Constant(margin), name="bias")(
-        ops.zeros_like(logits[0])))
     if params.get("wide", False):
         logits.append(wide_logit(encoders, params, "raw"))
     elif params.get("raw_categoricals", False):
         categoricals = {f: encoders.categorical(f) for f in encoders.names("wide") if encoders.is_categorical(f)}
         logits.append(linear_logit(categoricals, {}, "raw", l2=l2))
-    return keras.Model(encoders.inputs, probability(logits), name="gbdt_lr")
+    # started from the trees, the global bias starts at the booster's base margin instead of the train rate
+    initial_bias = margin if params.get("init_from_gbdt", True) else float(params.get("initial_bias", 0.0))
+    return keras.Model(encoders.inputs, probability(logits, initial_bias), name="gbdt_lr")

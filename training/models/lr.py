@@ -31,4 +31,4 @@ def wide_logit(encoders: FeatureEncoders, params: dict, name: str = "wide"):
 
 
 def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
-    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)]), name="lr")
+    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)], float(params.get("initial_bias", 0.0))), name="lr")

@@ -25,4 +25,4 @@ def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> 
     deep = deep_input(encoders, int(params.get("embedding_dim", 16)), float(params.get("l2", 0.0)))
     deep_logit = mlp(deep, list(params.get("hidden_units", [256, 128, 64])), float(params.get("dropout", 0.3)), "deep")
     logits = [wide_logit(encoders, params), deep_logit]
-    return keras.Model(encoders.inputs, probability(logits), name="wide_deep")
+    return keras.Model(encoders.inputs, probability(logits, float(params.get("initial_bias", 0.0))), name="wide_deep")
