@@ -3,3 +3,7 @@
 
 class PipelineInputError(Exception):
     """Bad or missing input (a missing drop, a bad date range, an unknown name)."""
+
+
+class PublishRefused(PipelineInputError):
+    """The publish gate or the export parity check said no: nothing was published (exit code 3)."""

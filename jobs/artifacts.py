@@ -58,13 +58,16 @@ def write_json_atomically(path: Path, document: dict) -> None:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(handle, "w") as out:
         json.dump(document, out, indent=2, sort_keys=True, default=str)
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600; readers (TF Serving, analysts) may be other users
     os.replace(temporary, path)
 
 
 def staging_dir(target: Path) -> Path:
     """A fresh directory beside `target` to build it in; publish with `replace_dir`."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-"))
+    staged.chmod(0o755)  # mkdtemp creates 0700
+    return staged
 
 
 def replace_dir(staged: Path, target: Path) -> None:

@@ -2,8 +2,8 @@
 
 Stages: source (synthetic logs or a MovieLens import into the raw drops root; skipped for kind 'raw',
 where drops arrive from outside) → ingest → snapshot → samples → gbdt → train (the models listed in
-training.models) → evaluate (comparison table with baselines and quality bars). Later stages (export)
-add themselves here.
+training.models) → evaluate (comparison table with baselines and quality bars) → export (SavedModels
+published behind the gate).
 """
 from __future__ import annotations
 
@@ -43,18 +43,19 @@ def samples_range(config: dict, dates: list[dt.date]) -> list[dt.date]:
 
 
 def format_tables(rows: list[dict]) -> str:
-    lines = [f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  last commit"]
+    lines = [f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  {'rows':>10}  "
+             f"last commit"]
     for r in rows:
         span = f"{r['first']}..{r['last']}" if r["first"] else "-"
         when = r["last_commit"].strftime("%Y-%m-%d %H:%M:%S") if r["last_commit"] else "-"
         lines.append(f"{r['table']:<24} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
-                     f"{span:<23}  {when}")
+                     f"{span:<23}  {r['rows']:>10}  {when} ({r['last_job'] or '-'})")
     return "\n".join(lines)
 
 
 def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
-    from jobs import build_samples, build_snapshot, evaluate_models, train_gbdt, train_models
+    from jobs import build_samples, build_snapshot, evaluate_models, export_model, train_gbdt, train_models
     from jobs.ingest import format_summary, ingest
 
     started = time.time()
@@ -67,6 +68,7 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
     print(format_summary(ingest(spark, tables, config, dates)))
     print(f"[snapshot] {dates[0]}..{dates[-1]}")
     print(build_snapshot.format_summary(build_snapshot.build_snapshots(spark, tables, config, dates)))
+    refused: list[str] = []
     sample_days = samples_range(config, dates)
     if sample_days:
         print(f"[samples] {sample_days[0]}..{sample_days[-1]}")
@@ -79,6 +81,12 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
             print(train_models.format_summary(train_models.train_models(config, models)))
             print("[evaluate]")
             print(evaluate_models.format_summary(evaluate_models.evaluate(config)))
+            print(f"[export] → {export_model.export_config(config)['root']}")
+            exported = export_model.export_models(config, models)
+            print(export_model.format_summary(exported))
+            refused = exported["refused"]
     print("[tables]")
     print(format_tables(describe(tables, tables.names())))
     print(f"done in {time.time() - started:.1f}s")
+    if refused:  # everything else ran; the refusal is the run's result
+        raise export_model.PublishRefused(f"{len(refused)} model(s) not published: {refused[0]}")

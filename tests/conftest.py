@@ -54,6 +54,7 @@ def ml100k_warehouse(spark, ml100k_dir, tmp_path_factory):
     config = yaml.safe_load((REPO_ROOT / "conf" / "movielens.yaml").read_text())
     config["source"]["movielens_path"] = str(ml100k_dir)
     config["paths"] = {"raw": str(root / "raw"), "warehouse": str(root / "warehouse")}
+    config["export"]["root"] = str(root / "serving")
     path = root / "movielens.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["run", "--config", str(path)]) == 0

@@ -21,6 +21,7 @@ def _tiny_config(tmp_path) -> Path:
     config["dates"] = {"start": "2026-03-01", "end": "2026-03-03"}
     config["source"]["synthetic"] = {"users": 150, "items": 40, "seed": 3, "impressions_per_user_day": 3.0}
     config["training"] = {"max_epochs": 1, "verbose": 0}
+    config["export"] = {**config["export"], "root": str(tmp_path / "serving"), "auc_floor": 0.0, "max_auc_drop": 1.0}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -36,6 +37,8 @@ def test_run_generates_ingests_and_prints_the_tables(spark, tmp_path, capsys):
     table = out.split("[evaluate]")[1]
     for name in ("lr", "gbdt_lr", "wide_deep", "deepfm", "baseline: item popularity", "baseline: xgboost"):
         assert f"\n{name} " in table
+    for name in ("lr", "gbdt_lr", "wide_deep", "deepfm"):  # and every model published for TF Serving
+        assert (tmp_path / "serving" / name / "1" / "saved_model.pb").exists()
     tables = open_tables(spark, str(tmp_path / "warehouse"), "delta-rs")
     _, partitions = tables.partitions("events")
     assert partitions == ["2026-03-01", "2026-03-02", "2026-03-03"]
