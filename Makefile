@@ -4,13 +4,27 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test java clean bench-snapshot bench-feast
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
+
+.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
 
-test: java $(INSTALLED)
+test: java $(INSTALLED) $(AIRFLOW_INSTALLED)
 	$(BIN)/pytest
+
+# Airflow in a virtualenv of its own: its pins never meet Spark's or TensorFlow's (and the Spark
+# provider's pyspark-client would overwrite pyspark's files in a shared environment).
+airflow: $(AIRFLOW_INSTALLED)
+
+$(AIRFLOW_INSTALLED): airflow_dags/constraints-airflow.txt
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c airflow_dags/constraints-airflow.txt \
+	  apache-airflow==3.3.2 apache-airflow-providers-standard==1.21.0
+	touch $@
 
 java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
@@ -25,7 +39,7 @@ $(INSTALLED): setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf warehouse warehouse-movielens data spark-warehouse
+	rm -rf warehouse warehouse-movielens data spark-warehouse export export-movielens airflow-home
 
 # Point-in-time join vs Feast (issue 4 benchmark). Feast lives in its own venv: it is a benchmark-only
 # dependency and its pins would fight the pipeline's. Needs bench/out/snapshot-synthetic (bench-snapshot).
@@ -38,3 +52,11 @@ bench-feast: java $(INSTALLED)
 	$(BIN)/python bench/pit_join_vs_feast.py prepare
 	.venv-feast/bin/python bench/pit_join_vs_feast.py feast
 	$(BIN)/python bench/pit_join_vs_feast.py compare
+
+# Training throughput per model vs tf.data alone, and SavedModel latency (issues 6 and 7). Need the
+# MovieLens warehouse and exports: .venv/bin/recpipe run --config conf/movielens.yaml
+bench-training: java $(INSTALLED)
+	$(BIN)/python bench/training_bench.py --config conf/movielens.yaml
+
+bench-serving: java $(INSTALLED)
+	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml

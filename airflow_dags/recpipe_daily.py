@@ -1,0 +1,121 @@
+"""recpipe_daily: one run per logical date D, when the log drop of D has arrived.
+
+    wait_for_drop → ingest → snapshot → samples → gbdt → train.{wide_deep, gbdt_lr, deepfm} → compare → export
+
+Every task runs a jobs/ entry point of the pipeline's own virtualenv (spark-submit for the Spark jobs,
+python for the TensorFlow ones), so this file imports nothing heavy and Airflow lives in a venv of its
+own (`make airflow`). Each task is idempotent for its logical date: ingest and snapshot replace D's
+partitions, samples replace their date window, gbdt/train/compare are keyed by the samples version,
+and export does not publish a training run twice.
+
+Airflow Variables (read at run time, never at parse time):
+    recpipe_home           the project checkout (jobs/, conf/); default /opt/recpipe
+    recpipe_venv           the pipeline virtualenv; default <recpipe_home>/.venv
+    recpipe_alert_webhook  optional URL; the failure callback POSTs a JSON line to it
+DAG params (trigger form or `airflow dags test --conf`): config, spark_master, data_start,
+samples_window_days.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pendulum
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+log = logging.getLogger(__name__)
+
+HOME = "{{ var.value.get('recpipe_home', '/opt/recpipe') }}"
+VENV = "{{ var.value.get('recpipe_venv', var.value.get('recpipe_home', '/opt/recpipe') ~ '/.venv') }}"
+SPARK_SUBMIT = f"cd {HOME} && {VENV}/bin/spark-submit --master '{{{{ params.spark_master }}}}'"
+PYTHON = f"cd {HOME} && {VENV}/bin/python"
+CONFIG = "--config '{{ params.config }}'"
+ENV = {"PYSPARK_PYTHON": f"{VENV}/bin/python", "PYSPARK_DRIVER_PYTHON": f"{VENV}/bin/python"}
+# samples of the days before D (D's own clicks can land after midnight, in D+1's drop): a window of
+# samples_window_days ending on D-1, never before the day after the first day of data
+SAMPLES_START = ("{{ [macros.ds_add(ds, -params.samples_window_days), macros.ds_add(params.data_start, 1)] | max }}")
+SAMPLES_END = "{{ macros.ds_add(ds, -1) }}"
+TRAINED_MODELS = ("wide_deep", "gbdt_lr", "deepfm")
+EXIT_REFUSED = 3  # recpipe export: the quality gate said no; nothing was published
+
+
+def notify_failure(context) -> None:
+    """Failure hook: one structured log line, and a POST to recpipe_alert_webhook when it is set."""
+    from airflow.sdk import Variable
+
+    ti = context["task_instance"]
+    message = {"dag": ti.dag_id, "task": ti.task_id, "logical_date": str(context.get("logical_date")),
+               "try": ti.try_number, "error": str(context.get("exception"))[:500]}
+    log.error("recpipe task failed: %s", json.dumps(message))
+    url = Variable.get("recpipe_alert_webhook", default=None)
+    if url:
+        import urllib.request
+
+        request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except OSError as error:  # an alert that cannot be delivered must not hide the task's own failure
+            log.warning("could not deliver the failure alert: %s", error)
+
+
+default_args = {
+    "owner": "recpipe",
+    "retries": 2,
+    "retry_delay": dt.timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": dt.timedelta(hours=1),
+    "on_failure_callback": notify_failure,
+}
+
+with DAG(
+    dag_id="recpipe_daily",
+    description="daily feature snapshots, samples, GBDT and ranking models, published for TF Serving",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=True,  # backfills: one run per missed day, in order (max_active_runs=1)
+    max_active_runs=1,
+    dagrun_timeout=dt.timedelta(hours=12),
+    default_args=default_args,
+    params={
+        "config": Param("conf/demo.yaml", type="string", description="pipeline YAML, relative to recpipe_home"),
+        "spark_master": Param("local[2]", type="string", description="spark-submit --master"),
+        "data_start": Param("2026-01-01", type="string", description="first day with a log drop"),
+        "samples_window_days": Param(14, type="integer", minimum=1, description="days of samples per training"),
+    },
+    tags=["recpipe"],
+    doc_md=__doc__,
+) as dag:
+
+    @task.sensor(task_id="wait_for_drop", poke_interval=300, timeout=6 * 3600, mode="reschedule")
+    def wait_for_drop(params=None, ds=None) -> bool:
+        """True once <paths.raw>/events/dt=D/_SUCCESS exists (the drop is complete)."""
+        from pathlib import Path
+
+        import yaml
+        from airflow.sdk import Variable
+
+        home = Path(Variable.get("recpipe_home", default="/opt/recpipe"))
+        config = yaml.safe_load((home / params["config"]).read_text())
+        marker = home / config["paths"]["raw"] / "events" / f"dt={ds}" / "_SUCCESS"
+        log.info("waiting for %s", marker)
+        return marker.exists()
+
+    ingest = BashOperator(task_id="ingest", env=ENV, append_env=True,
+                          bash_command=f"{SPARK_SUBMIT} jobs/ingest.py {CONFIG} --date {{{{ ds }}}}")
+    snapshot = BashOperator(task_id="snapshot", env=ENV, append_env=True, depends_on_past=True,
+                            bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}")
+    samples = BashOperator(task_id="samples", env=ENV, append_env=True, bash_command=(
+        f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}"))
+    gbdt = BashOperator(task_id="gbdt", env=ENV, append_env=True,
+                        bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG}")
+    with TaskGroup("train", tooltip="the TensorFlow models, in parallel") as train:
+        for model in TRAINED_MODELS:
+            BashOperator(task_id=model, bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model}")
+    compare = BashOperator(task_id="compare", bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG}")
+    export = BashOperator(task_id="export", skip_on_exit_code=EXIT_REFUSED, bash_command=(
+        f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)}"))
+
+    wait_for_drop() >> ingest >> snapshot >> samples >> gbdt >> train >> compare >> export

@@ -1,0 +1,112 @@
+"""The Airflow DAG, in Airflow's own virtualenv (make airflow): it imports cleanly and thinly, its graph
+is the pipeline's, and a real `airflow dags test` runs every task to success on tiny synthetic logs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
+pytestmark = pytest.mark.skipif(not (AIRFLOW_BIN / "airflow").exists(),
+                                reason="Airflow's virtualenv is missing: run make airflow (make test does)")
+
+INSPECT = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("recpipe_daily")
+print(json.dumps({
+    "errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+    "heavy_modules": sorted(m for m in ("pyspark", "tensorflow", "keras", "xgboost", "pyarrow", "deltalake")
+                            if m in sys.modules),
+    "schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
+    "params": sorted(dag.params.keys()),
+    "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "retries": t.retries,
+                          "depends_on_past": t.depends_on_past, "backoff": t.retry_exponential_backoff,
+                          "callback": bool(t.on_failure_callback), "type": type(t).__name__}
+              for t in dag.tasks},
+}))
+"""
+
+
+def _airflow_env(home: Path) -> dict:
+    return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW_VAR_RECPIPE_HOME": str(REPO), "AIRFLOW_VAR_RECPIPE_VENV": sys.prefix}
+
+
+def _airflow_json(arguments: list[str], env: dict) -> str:
+    result = subprocess.run([str(AIRFLOW_BIN / "airflow"), *arguments], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return next(line for line in result.stdout.splitlines() if line.startswith("["))
+
+
+def test_dag_imports_thinly_with_the_pipeline_graph(tmp_path):
+    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", INSPECT, str(REPO / "airflow_dags")],
+                            capture_output=True, text=True, env=_airflow_env(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    dag = json.loads(result.stdout.strip().splitlines()[-1])
+    assert dag["errors"] == {} and dag["heavy_modules"] == []
+    assert (dag["schedule"], dag["catchup"], dag["max_active_runs"]) == ("@daily", True, 1)
+    assert {"config", "spark_master", "data_start", "samples_window_days"} <= set(dag["params"])
+    tasks = dag["tasks"]
+    upstream = {name: t["upstream"] for name, t in tasks.items()}
+    assert upstream == {
+        "wait_for_drop": [], "ingest": ["wait_for_drop"], "snapshot": ["ingest"], "samples": ["snapshot"],
+        "gbdt": ["samples"], "train.wide_deep": ["gbdt"], "train.gbdt_lr": ["gbdt"], "train.deepfm": ["gbdt"],
+        "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"], "export": ["compare"]}
+    assert tasks["snapshot"]["depends_on_past"] and not tasks["ingest"]["depends_on_past"]
+    assert all(t["retries"] == 2 and t["backoff"] and t["callback"] for t in tasks.values())
+
+
+def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spark: the suite's session first
+    config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
+    config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
+    config["dates"] = {"start": "2026-03-01", "end": "2026-03-03"}
+    config["training"] = {"max_epochs": 1, "verbose": 0}
+    config["export"] = {"root": str(tmp_path / "serving"), "auc_floor": 0.0, "max_auc_drop": 1.0}
+    config["spark"]["conf"]["spark.driver.memory"] = "1g"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "3",
+                 "--users", "300", "--items", "60", "--seed", "11"]) == 0
+    # the days before the logical date already ran (state rolls forward from them)
+    assert main(["ingest", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
+    assert main(["snapshot", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
+
+    env = _airflow_env(tmp_path / "airflow-home")
+    migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
+                             env=env, timeout=600)
+    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    conf = {"config": str(path), "spark_master": "local[2]", "data_start": "2026-03-01", "samples_window_days": 14}
+    run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "recpipe_daily", "2026-03-03",
+                          "--conf", json.dumps(conf)], capture_output=True, text=True, env=env, timeout=1800)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    runs = json.loads(_airflow_json(["dags", "list-runs", "recpipe_daily", "-o", "json"], env))
+    assert [(r["logical_date"][:10], r["state"]) for r in runs] == [("2026-03-03", "success")]
+    states = json.loads(_airflow_json(["tasks", "states-for-dag-run", "recpipe_daily", runs[0]["run_id"],
+                                       "-o", "json"], env))
+    assert {s["task_id"]: s["state"] for s in states} == {task: "success" for task in (
+        "wait_for_drop", "ingest", "snapshot", "samples", "gbdt", "train.wide_deep", "train.gbdt_lr",
+        "train.deepfm", "compare", "export")}
+
+    from jobs import artifacts
+    from jobs.export_model import published_versions
+
+    warehouse = tmp_path / "warehouse"
+    version = artifacts.latest_samples_version(warehouse)
+    manifest = json.loads((artifacts.samples_dir(warehouse, version) / "manifest.json").read_text())
+    assert manifest["range"] == ["2026-03-02", "2026-03-02"]
+    evaluation = json.loads((artifacts.evaluation_dir(warehouse, version) / "metrics.json").read_text())
+    assert set(evaluation["models"]) == {"wide_deep", "gbdt_lr", "deepfm"}
+    for model in ("wide_deep", "gbdt_lr", "deepfm"):
+        assert published_versions(tmp_path / "serving" / model) == [1]
