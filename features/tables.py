@@ -367,5 +367,6 @@ def describe(tables: Tables, names: Sequence[str]) -> list[dict]:
         last = tables.history(name, 1)[0]
         out.append({"table": name, "version": tables.version(name), "partition_column": column,
                     "partitions": len(values), "first": values[0] if values else None,
-                    "last": values[-1] if values else None, "last_commit": last["timestamp"]})
+                    "last": values[-1] if values else None, "rows": tables.row_count(name),
+                    "last_commit": last["timestamp"], "last_job": last["metadata"].get("job")})
     return out

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Callable
 
-from features.errors import PipelineInputError
+from features.errors import PipelineInputError, PublishRefused
 
 EXIT_USAGE = 2
+EXIT_REFUSED = 3  # the publish gate or the parity check refused: nothing was published
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,12 +85,47 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
     evaluate.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
 
+    export = commands.add_parser("export", help="SavedModel for TF Serving, published behind the quality gate")
+    _add_common(export)
+    export.add_argument("--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)")
+    export.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    export.add_argument("--force", action="store_true", help="publish even if the quality gate says no")
+
+    predict = commands.add_parser("predict", help="answer a TF Serving REST request body with a SavedModel")
+    predict.add_argument("--model-dir", required=True, help="a SavedModel directory, e.g. export/deepfm/3")
+    predict.add_argument("--request", required=True, help="JSON file: {'instances': [...]} or {'inputs': {...}}")
+    predict.add_argument("--signature", help="signature name (default: the request's signature_name or serving_default)")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
     _add_dates(run, single=False)
 
-    tables = commands.add_parser("tables", help="list the pipeline tables with version and partitions")
+    tables = commands.add_parser("tables", help="list the pipeline tables with version, partitions, rows, last commit")
     _add_common(tables)
+
+    history = commands.add_parser("history", help="the commits of one table and the runs that made them")
+    _add_common(history)
+    history.add_argument("table", help="a table name, e.g. user_snapshot")
+    history.add_argument("--limit", type=int, default=20, help="newest commits to show (default 20)")
+
+    sql = commands.add_parser("sql", help="Spark SQL over every pipeline table, optionally as of the past")
+    _add_common(sql)
+    sql.add_argument("query", help='e.g. "SELECT snapshot_date, count(*) FROM user_snapshot GROUP BY 1"')
+    sql.add_argument("--as-of-version", action="append", default=[], metavar="[TABLE=]N",
+                     help="read TABLE (or, without TABLE=, every table that has it) at Delta version N; repeatable")
+    sql.add_argument("--as-of-timestamp", metavar="T", help="read every table as it was at T (ISO 8601, UTC if no zone)")
+    sql.add_argument("--view", action="append", default=[], metavar="NAME=TABLE@N",
+                     help="also register TABLE at Delta version N as view NAME (compare versions); repeatable")
+    sql.add_argument("--out", help="write the whole result to FILE.parquet or FILE.csv instead of printing")
+    sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+
+    register = commands.add_parser("register", help="create metastore tables (delta-spark clusters)")
+    _add_common(register)
+    register.add_argument("--database", default="recpipe")
+    register.add_argument("--dry-run", action="store_true", help="print the statements only")
+
+    docs = commands.add_parser("docs", help="regenerate docs/features.md from schemas/features.yaml")
+    docs.add_argument("--out", default=None, help="output file (default: docs/features.md of the checkout)")
     return parser
 
 
@@ -213,6 +250,37 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from jobs.config import load_config
+    from jobs.export_model import export_models, format_summary, resolve_export_models
+
+    config = load_config(args.config, _overrides(args))
+    result = export_models(config, resolve_export_models(config, args.model), args.samples_version, args.force)
+    print(format_summary(result))
+    for refusal in result["refused"]:
+        print(f"recpipe export: refused: {refusal}", file=sys.stderr)
+    return EXIT_REFUSED if result["refused"] else 0
+
+
+def cmd_predict(args) -> int:
+    from pathlib import Path
+
+    model_dir, request = Path(args.model_dir), Path(args.request)
+    if not (model_dir / "saved_model.pb").exists():
+        raise PipelineInputError(f"no SavedModel at {model_dir} (saved_model.pb missing)")
+    try:
+        body = json.loads(request.read_text())
+    except json.JSONDecodeError as error:
+        raise PipelineInputError(f"request {request} is not valid JSON: {error}") from None
+    from training.serving_requests import RequestError, predict
+
+    try:
+        print(json.dumps(predict(str(model_dir), body, args.signature)))
+    except RequestError as error:
+        raise PipelineInputError(f"bad request {request}: {error}") from None
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -234,6 +302,63 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_history(args) -> int:
+    from jobs.analyst import format_history
+    from jobs.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    if not tables.exists(args.table):
+        raise PipelineInputError(f"no table {args.table} under {tables.root}; tables: {', '.join(tables.names())}")
+    print(format_history(args.table, tables.history(args.table, args.limit)))
+    return 0
+
+
+def cmd_sql(args) -> int:
+    from jobs.analyst import parse_versions, parse_views, run_sql
+    from jobs.config import load_config
+
+    if args.as_of_version and args.as_of_timestamp:
+        raise PipelineInputError("give either --as-of-version or --as-of-timestamp, not both")
+    versions, views = parse_versions(args.as_of_version), parse_views(args.view)
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    print(run_sql(spark, tables, args.query, versions, args.as_of_timestamp, args.out, args.limit, views))
+    return 0
+
+
+def cmd_register(args) -> int:
+    from features.sql_views import register_statements
+    from jobs.config import load_config
+
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    statements = register_statements(tables, args.database)
+    if args.dry_run:
+        print(";\n".join(statements) + ";")
+        return 0
+    if tables.backend != "delta-spark":
+        raise PipelineInputError(f"register needs the delta-spark backend (this session uses {tables.backend}: no "
+                                 f"Delta jars); use --dry-run to print the statements, or recpipe sql")
+    for statement in statements:
+        spark.sql(statement)
+    print(f"registered {len(statements) - 1} tables in database {args.database}")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    from pathlib import Path
+
+    from features.data_dictionary import render
+    from features.feature_spec import load_spec
+
+    out = Path(args.out) if args.out else Path(__file__).resolve().parents[1] / "docs" / "features.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(load_spec()))
+    print(f"wrote {out}")
+    return 0
+
+
 COMMANDS: dict[str, Callable] = {
     "generate-logs": cmd_generate_logs,
     "import-movielens": cmd_import_movielens,
@@ -243,15 +368,25 @@ COMMANDS: dict[str, Callable] = {
     "gbdt": cmd_gbdt,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "predict": cmd_predict,
     "run": cmd_run,
     "tables": cmd_tables,
+    "history": cmd_history,
+    "sql": cmd_sql,
+    "register": cmd_register,
+    "docs": cmd_docs,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines are not for users
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except PublishRefused as refusal:
+        print(f"recpipe {args.command}: refused: {refusal}", file=sys.stderr)
+        return EXIT_REFUSED
     except (PipelineInputError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"recpipe {args.command}: error: {message}", file=sys.stderr)

@@ -1,0 +1,68 @@
+"""The pipeline's Delta tables as Spark SQL views under stable names, optionally as of the past.
+
+    views = register_views(tables)                                   # latest versions
+    views = register_views(tables, as_of_timestamp="2026-01-05T00:00:00Z")   # each table as it was then
+    views = register_views(tables, as_of_versions={"user_snapshot": 3})      # one table at version 3
+    views = register_views(tables, pinned={"before": ("user_snapshot", 3)})   # plus a view of version 3
+    spark.sql("SELECT snapshot_date, count(*) FROM user_snapshot GROUP BY 1")
+
+A view is a lazy read of the file list of that version (features.tables), so registering every table
+costs one log read each and no data. On clusters with delta-spark, `register_statements` gives the
+CREATE TABLE ... USING DELTA LOCATION statements that make the same names permanent in a metastore.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from features.errors import PipelineInputError
+from features.tables import Tables
+
+
+def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
+                   as_of_timestamp: str | dt.datetime | None = None,
+                   pinned: dict[str, tuple[str, int]] | None = None) -> dict[str, int]:
+    """Create or replace a temporary view per table (and per `pinned` view name: a table at a version,
+    to compare two versions in one query); returns {view name: Delta version read}."""
+    as_of_versions = dict(as_of_versions or {})
+    names = tables.names()
+    unknown = sorted((set(as_of_versions) | {t for t, _ in (pinned or {}).values()}) - set(names))
+    if unknown:
+        raise PipelineInputError(f"no table {unknown[0]} under {tables.root}; tables: {', '.join(names)}")
+    registered = {}
+    for name in names:
+        version = as_of_versions.get(name)
+        if version is not None and not 0 <= version <= tables.version(name):
+            raise PipelineInputError(f"{name} has versions 0..{tables.version(name)}, not {version}")
+        try:
+            frame = tables.read(name, version=version, timestamp=None if version is not None else as_of_timestamp)
+        except (ValueError, OSError) as error:  # e.g. a timestamp before the table's first commit
+            if as_of_timestamp is None:
+                raise
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"note: {name} skipped, it did not exist at {as_of_timestamp} ({message})")
+            continue
+        frame.createOrReplaceTempView(name)
+        registered[name] = version if version is not None else _version_at(tables, name, as_of_timestamp)
+    for view, (name, version) in (pinned or {}).items():
+        if not 0 <= version <= tables.version(name):
+            raise PipelineInputError(f"{name} has versions 0..{tables.version(name)}, not {version}")
+        tables.read(name, version=version).createOrReplaceTempView(view)
+        registered[view] = version
+    return registered
+
+
+def _version_at(tables: Tables, name: str, timestamp) -> int:
+    if timestamp is None:
+        return tables.version(name)
+    moment = timestamp if isinstance(timestamp, dt.datetime) else dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.timezone.utc)
+    return max(h["version"] for h in tables.history(name) if h["timestamp"] is not None and h["timestamp"] <= moment)
+
+
+def register_statements(tables: Tables, database: str) -> list[str]:
+    """Metastore DDL for every pipeline table (delta-spark: the tables then answer `VERSION AS OF`)."""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
+    statements += [f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{tables.path(name)}'"
+                   for name in tables.names()]
+    return statements

@@ -1,0 +1,101 @@
+"""What `recpipe history` and `recpipe sql` print or write (the SQL views live in features.sql_views)."""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+
+from features.errors import PipelineInputError
+from features.sql_views import register_views
+from features.tables import Tables
+
+
+def format_history(table: str, commits: list[dict]) -> str:
+    lines = [f"history of {table} (newest first)",
+             f"{'version':>7}  {'committed (UTC)':<19}  {'operation':<10}  {'job':<9}  {'run':<12}  partitions / inputs"]
+    for c in commits:
+        meta = c["metadata"]
+        when = c["timestamp"].strftime("%Y-%m-%d %H:%M:%S") if c["timestamp"] else "-"
+        scope = meta.get("partitions") or meta.get("range") or ""
+        if isinstance(scope, list) and len(scope) > 3:
+            scope = f"{scope[0]}..{scope[-1]} ({len(scope)})"
+        inputs = meta.get("input_versions")
+        detail = f"{scope}" + (f"  inputs {inputs}" if inputs else "")
+        lines.append(f"{c['version']:>7}  {when:<19}  {str(c['operation'] or '-'):<10}  {str(meta.get('job', '-')):<9}  "
+                     f"{str(meta.get('run_id', '-')):<12}  {detail}")
+    return "\n".join(lines)
+
+
+def parse_versions(values: list[str]) -> dict[str, int] | int | None:
+    """['3'] → 3 (every table); ['user_snapshot=3', 'samples=1'] → per table."""
+    if not values:
+        return None
+    per_table, everywhere = {}, None
+    for value in values:
+        table, sep, number = value.rpartition("=")
+        if not number.strip().isdigit():
+            raise PipelineInputError(f"--as-of-version expects N or TABLE=N, got '{value}'")
+        if sep:
+            per_table[table.strip()] = int(number)
+        else:
+            everywhere = int(number)
+    if everywhere is not None and per_table:
+        raise PipelineInputError("give --as-of-version either as N (every table) or as TABLE=N, not both")
+    return everywhere if everywhere is not None else per_table
+
+
+def parse_views(values: list[str]) -> dict[str, tuple[str, int]]:
+    """['before=user_snapshot@3'] → {'before': ('user_snapshot', 3)}."""
+    views = {}
+    for value in values:
+        view, sep, target = value.partition("=")
+        table, at, number = target.rpartition("@")
+        if not (sep and at and view.isidentifier() and number.isdigit()):
+            raise PipelineInputError(f"--view expects NAME=TABLE@VERSION, got '{value}'")
+        views[view] = (table, int(number))
+    return views
+
+
+def run_sql(spark: SparkSession, tables: Tables, query: str, versions: dict[str, int] | int | None = None,
+            timestamp: str | None = None, out: str | None = None, limit: int = 50,
+            pinned: dict[str, tuple[str, int]] | None = None) -> str:
+    if isinstance(versions, int):  # every table that has this version
+        versions = {name: versions for name in tables.names() if tables.version(name) >= versions}
+    registered = register_views(tables, versions or {}, timestamp, pinned)
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # the one-line error below says it
+    try:
+        result = spark.sql(query)
+    except Exception as error:  # AnalysisException, ParseException: the analyst's query, not our bug
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineInputError(f"query failed: {first}") from None
+    read = ", ".join(f"{name} v{version}" for name, version in sorted(registered.items()))
+    if out:
+        rows = write_result(result, Path(out))
+        return f"wrote {rows} rows to {out} (read {read})"
+    shown = result.limit(limit + 1).toPandas()  # never more than `limit` rows travel to the driver
+    more = f"\n... more than {limit} rows (use --limit or --out)" if len(shown) > limit else ""
+    text = shown.head(limit).to_string(index=False) if len(shown) else "(no rows)"
+    return f"{text}{more}\n(read {read})"
+
+
+def write_result(result: DataFrame, out: Path) -> int:
+    """One Parquet or CSV file, written by Spark (one task), then moved into place."""
+    kind = out.suffix.lower().lstrip(".")
+    if kind not in ("parquet", "csv"):
+        raise PipelineInputError(f"--out must end in .parquet or .csv, got {out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        frame = result.coalesce(1).cache()
+        rows = frame.count()
+        writer = frame.write.mode("overwrite")
+        (writer.option("header", True).csv if kind == "csv" else writer.parquet)(str(staging / "result"))
+        part = next((staging / "result").glob(f"part-*.{kind}" if kind == "csv" else "part-*.parquet"))
+        part.replace(out)
+        frame.unpersist()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rows
