@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving
+.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving bench-soak
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -60,3 +60,7 @@ bench-training: java $(INSTALLED)
 
 bench-serving: java $(INSTALLED)
 	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml
+
+# 60 daily runs with injected faults vs a fault-free run (issue 10); prints what it checked.
+bench-soak: java $(INSTALLED)
+	$(BIN)/python bench/soak.py --days 60

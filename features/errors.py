@@ -7,3 +7,8 @@ class PipelineInputError(Exception):
 
 class PublishRefused(PipelineInputError):
     """The publish gate or the export parity check said no: nothing was published (exit code 3)."""
+
+
+class QualityCheckFailed(Exception):
+    """A data quality check of severity `error` failed: the job's tables and the `quality` rows are
+    committed, but nothing downstream may use those days until a rerun passes (exit code 4)."""

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from features.schemas import SPARK_TYPE_NAMES, TableSchema
 
 CORRUPT_COLUMN = "_corrupt_record"
+NOT_UTF8_COLUMN = "_not_utf8"  # the line's bytes are not UTF-8 (e.g. a compressed or binary file named .jsonl)
 QUARANTINE_COLUMNS = ["drop_date", "source_file", "raw_record", "reason"]
 
 
@@ -27,12 +28,15 @@ class DropWindow:
 
 def parse_raw_lines(lines: DataFrame, schema: TableSchema) -> DataFrame:
     """lines: value (one JSON text line), source_file, drop_date. Adds one string column per schema
-    column (raw text of the field) and the corrupt-record column for lines that are not JSON objects."""
+    column (raw text of the field), the corrupt-record column for lines that are not JSON objects and
+    a flag for lines that are not UTF-8, whose raw text is kept with U+FFFD for the invalid bytes (so
+    the quarantine stays readable by Arrow-based engines, which reject invalid UTF-8 strings)."""
     raw_schema = f"{schema.raw_ddl()}, {CORRUPT_COLUMN} string"
     parsed = F.from_json("value", raw_schema, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN})
     return (lines.where(F.trim("value") != "")
             .withColumn("_parsed", parsed)
-            .select("drop_date", "source_file", F.col("value").alias("raw_record"), "_parsed.*"))
+            .select("drop_date", "source_file", F.make_valid_utf8("value").alias("raw_record"),
+                    (~F.is_valid_utf8("value")).alias(NOT_UTF8_COLUMN), "_parsed.*"))
 
 
 def _typed(schema: TableSchema, name: str) -> Column:
@@ -75,7 +79,8 @@ def validate(parsed: DataFrame, schema: TableSchema, window: DropWindow | None =
     order is kept and the others are quarantined with reason 'duplicate <key>'.
     """
     field_reasons = F.concat_ws("; ", F.filter(F.array(*_failed_checks(schema, window)), lambda r: r.isNotNull()))
-    reasons = F.when(F.col(CORRUPT_COLUMN).isNotNull(), F.lit("malformed JSON line")).otherwise(field_reasons)
+    reasons = (F.when(F.col(NOT_UTF8_COLUMN), F.lit("not UTF-8 text"))
+               .when(F.col(CORRUPT_COLUMN).isNotNull(), F.lit("malformed JSON line")).otherwise(field_reasons))
     checked = parsed.withColumn("reason", reasons)
     key_order = Window.partitionBy("drop_date", *schema.key).orderBy("source_file", "raw_record")
     first = F.row_number().over(key_order) == 1

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
+import time
 import uuid
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -26,8 +28,17 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
+from features.errors import PipelineInputError
+
 STAGING_DIR = "_staging"
 MAX_RECORDS_PER_FILE = 2_000_000  # one file per date partition unless it is larger than this
+COMMIT_ATTEMPTS = 3  # a replace that lost the commit race to another writer is committed again after it
+WRITE_ID_KEY = "recpipeWriteId"  # in commitInfo: finds the version a write created among concurrent ones
+FAULT_BEFORE_COMMIT = "RECPIPE_FAULT_BEFORE_COMMIT"  # test hook, see _fault_point
+FAULT_TABLE = "RECPIPE_FAULT_TABLE"
+FAULT_MAX_WAIT_SECONDS = 600
+
+_log = logging.getLogger(__name__)
 
 
 def _clustered(frame: DataFrame, partition_column: str) -> DataFrame:
@@ -37,6 +48,57 @@ def _clustered(frame: DataFrame, partition_column: str) -> DataFrame:
 
 class TableNotFound(FileNotFoundError):
     """A table that has never been written (the message names its path)."""
+
+
+class ConcurrentWriteError(PipelineInputError):
+    """Another writer committed to the table during this write and this one could not be committed after it."""
+
+
+def _fault_point(table: str) -> None:
+    """Test hook for fault injection, off unless RECPIPE_FAULT_BEFORE_COMMIT names a file: with the data
+    files in their partition directories and before the Delta commit, create that file and wait while it
+    exists (at most 600 s), so a test can kill the writer here or release several writers at once.
+    RECPIPE_FAULT_TABLE, if set, limits the hook to that table."""
+    marker = os.environ.get(FAULT_BEFORE_COMMIT)
+    if not marker or os.environ.get(FAULT_TABLE, table) != table:
+        return
+    with open(marker, "w") as handle:
+        handle.write(f"{os.getpid()} {table}\n")
+    deadline = time.monotonic() + FAULT_MAX_WAIT_SECONDS
+    while os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _partition_claims(partition_column: str, partitions: Sequence[str]) -> list:
+    """One Delta app transaction (txn action) per partition a write replaces or appends to.
+
+    delta-rs's conflict checker fails a commit when a commit since its read version carries a txn of
+    the same app id. Without these, two overwrites of a partition that had no files yet (a new day)
+    both commit and the partition holds both writers' rows: the checker only sees conflicts on files
+    that were read or removed, and an overwrite of an empty partition reads and removes none."""
+    from deltalake import Transaction
+
+    stamp = time.time_ns()
+    return [Transaction(app_id=f"recpipe:{partition_column}={value}", version=stamp) for value in partitions]
+
+
+def _commit_info(fs: pafs.FileSystem, commit_file: str) -> dict:
+    with fs.open_input_stream(commit_file) as handle:
+        for line in handle.read().decode().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "commitInfo" in action:
+                return action["commitInfo"]
+    return {}
+
+
+def _reads_table(frame: DataFrame, table_path: str) -> bool:
+    """True when the frame reads files of this table (a read-modify-write); unknown counts as True."""
+    try:
+        files = frame.inputFiles()
+    except Exception:
+        return True
+    prefix = table_path.removeprefix("file://").rstrip("/") + "/"
+    return any(f.removeprefix("file://").removeprefix("file:").startswith(prefix) for f in files)
 
 
 def _partition_strings(values: Iterable[Any]) -> list[str]:
@@ -139,53 +201,124 @@ class DeltaRsTables(_TablesBase):
         return self._write(name, frame, partition_column, "append", None, metadata)
 
     def _write(self, name, frame, partition_column, mode, values, metadata) -> int:
-        from deltalake import CommitProperties
-        from deltalake.transaction import AddAction, create_table_with_add_actions
-
         table_path = self.path(name)
         fs, table_dir = self._fs(table_path)
         run_dir = f"{STAGING_DIR}/{uuid.uuid4().hex}"
-        staging_uri = f"{table_path}/{run_dir}"
         arrow_schema = _nullable(to_arrow_schema(frame.schema, timezone="UTC"))
+        read = self._snapshot(name)  # the version this write starts from: the commit must follow it
+        moved: list[str] = []
         try:
             (_clustered(frame, partition_column).write.mode("error").partitionBy(partition_column)
-             .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(staging_uri))
+             .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(f"{table_path}/{run_dir}"))
             staged = self._staged_files(fs, f"{table_dir}/{run_dir}")
             unexpected = sorted({part for part, _ in staged if values is not None and part not in values})
             if unexpected:
                 raise ValueError(f"{name}: rows for partitions {unexpected[:5]} outside the ones being "
                                  f"replaced {values[:5]}")
-            actions = []
-            for partition_value, source in staged:
-                relative = f"{partition_column}={partition_value}/{os.path.basename(source)}"
-                fs.create_dir(f"{table_dir}/{partition_column}={partition_value}", recursive=True)
-                fs.move(source, f"{table_dir}/{relative}")
-                info = fs.get_file_info(f"{table_dir}/{relative}")
-                with fs.open_input_file(f"{table_dir}/{relative}") as handle:
-                    rows = pq.read_metadata(handle).num_rows
-                actions.append(AddAction(
-                    path=relative, size=info.size, partition_values={partition_column: partition_value},
-                    modification_time=int(info.mtime.timestamp() * 1000), data_change=True,
-                    stats=json.dumps({"numRecords": rows}),
-                ))
-            properties = CommitProperties(custom_metadata={"userMetadata": _user_metadata(metadata)})
-            if not self.exists(name):
-                create_table_with_add_actions(
-                    table_path, _delta_schema(arrow_schema), actions, mode="error",
-                    partition_by=[partition_column], name=name, commit_properties=properties)
-            else:
-                table = self._delta(name)
-                filters = [(partition_column, "in", values)] if values is not None else None
-                table.create_write_transaction(
-                    actions, mode=mode, schema=_delta_schema(arrow_schema), partition_by=[partition_column],
-                    partition_filters=filters, commit_properties=properties)
+            actions = self._move_into_partitions(fs, table_dir, staged, partition_column, moved)
+            touched = values if values is not None else sorted({part for part, _ in staged})
+            _fault_point(name)
+            return self._commit(name, read, actions, arrow_schema, partition_column, mode, values, metadata,
+                                _partition_claims(partition_column, touched), retry=not _reads_table(frame, table_path))
+        except ConcurrentWriteError:
+            for relative in moved:  # never committed: no version references them
+                fs.delete_file(f"{table_dir}/{relative}")
+            raise
         finally:
             fs.delete_dir_contents(f"{table_dir}/{run_dir}", missing_dir_ok=True)
             try:
                 fs.delete_dir(f"{table_dir}/{run_dir}")
             except (FileNotFoundError, OSError):
                 pass
-        return self.version(name)
+
+    def _snapshot(self, name):
+        """The table's newest version as a DeltaTable, or None when the table does not exist yet."""
+        return self._delta(name) if self.exists(name) else None
+
+    @staticmethod
+    def _move_into_partitions(fs, table_dir, staged, partition_column, moved: list[str]) -> list:
+        """Moves the staged files into their partition directories (recording each in `moved`) and
+        returns their add actions."""
+        from deltalake.transaction import AddAction
+
+        actions = []
+        for partition_value, source in staged:
+            relative = f"{partition_column}={partition_value}/{os.path.basename(source)}"
+            fs.create_dir(f"{table_dir}/{partition_column}={partition_value}", recursive=True)
+            fs.move(source, f"{table_dir}/{relative}")
+            moved.append(relative)
+            info = fs.get_file_info(f"{table_dir}/{relative}")
+            with fs.open_input_file(f"{table_dir}/{relative}") as handle:
+                rows = pq.read_metadata(handle).num_rows
+            actions.append(AddAction(
+                path=relative, size=info.size, partition_values={partition_column: partition_value},
+                modification_time=int(info.mtime.timestamp() * 1000), data_change=True,
+                stats=json.dumps({"numRecords": rows}),
+            ))
+        return actions
+
+    def _commit(self, name, read, actions, arrow_schema, partition_column, mode, values, metadata, claims,
+                retry) -> int:
+        """One delta-rs transaction on top of the version `read`; returns the version it created.
+
+        `claims` (one app transaction per partition written, see _partition_claims) make delta-rs refuse
+        the commit when another writer committed to one of the same partitions since `read`. A write
+        whose rows do not come from this table (retry=True) is then committed again on top of the newer
+        version, as if it had run after the other writer; a read-modify-write fails instead with a
+        one-line ConcurrentWriteError."""
+        from deltalake import CommitProperties
+        from deltalake.exceptions import DeltaError
+
+        write_id = uuid.uuid4().hex
+        properties = CommitProperties(custom_metadata={"userMetadata": _user_metadata(metadata),
+                                                       WRITE_ID_KEY: write_id}, app_transactions=claims)
+        started = read.version() if read is not None else -1
+        for attempt in range(1, (COMMIT_ATTEMPTS if retry else 1) + 1):
+            try:
+                self._commit_once(name, read, actions, arrow_schema, partition_column, mode, values, properties)
+                return self._committed_version(name, write_id, started)
+            except DeltaError as error:
+                if not self._lost_race(name, read, error):
+                    raise
+            read = self._snapshot(name)
+            if retry and attempt < COMMIT_ATTEMPTS:
+                _log.warning("table %s: another writer committed version %s first; committing again after it "
+                             "(attempt %d of %d)", name, read.version(), attempt + 1, COMMIT_ATTEMPTS)
+        newest = self.version(name)
+        advice = ("its input was read from the table, so it was not committed over the newer version"
+                  if not retry else f"it was retried {COMMIT_ATTEMPTS} times")
+        raise ConcurrentWriteError(
+            f"table {name}: another writer committed version {newest} while this write (started at version "
+            f"{started}) was running; {advice}; nothing was committed, rerun the job")
+
+    def _commit_once(self, name, read, actions, arrow_schema, partition_column, mode, values, properties) -> None:
+        from deltalake.transaction import create_table_with_add_actions
+
+        if read is None:
+            create_table_with_add_actions(
+                self.path(name), _delta_schema(arrow_schema), actions, mode="error",
+                partition_by=[partition_column], name=name, commit_properties=properties)
+            return
+        filters = [(partition_column, "in", values)] if values is not None else None
+        read.create_write_transaction(
+            actions, mode=mode, schema=_delta_schema(arrow_schema), partition_by=[partition_column],
+            partition_filters=filters, commit_properties=properties)
+
+    def _lost_race(self, name, read, error: Exception) -> bool:
+        """The commit failed because another writer committed first (not for any other reason)."""
+        from deltalake.exceptions import CommitFailedError
+
+        return isinstance(error, CommitFailedError) or (read is None and self.exists(name))
+
+    def _committed_version(self, name, write_id: str, started: int) -> int:
+        """The version whose commitInfo carries write_id. Read from the log files: delta-rs's history()
+        numbers its entries down from the loaded version, which is off when commits land meanwhile."""
+        fs, table_dir = self._fs(self.path(name))
+        latest = self.version(name)
+        for version in range(latest, started, -1):
+            if _commit_info(fs, f"{table_dir}/_delta_log/{version:020d}.json").get(WRITE_ID_KEY) == write_id:
+                return version
+        return latest
 
     @staticmethod
     def _staged_files(fs: pafs.FileSystem, staging_dir: str) -> list[tuple[str, str]]:

@@ -24,13 +24,14 @@ from pyspark.sql import functions as F
 
 from features import labels as labeling
 from features.daily_aggregates import with_event_date
-from features.errors import PipelineInputError
+from features.errors import PipelineInputError, QualityCheckFailed
 from features.feature_spec import load_spec
 from features.samples import check_one_row_per_event, point_in_time_join
 from features.split import SPLITS, assign_split, quantile_cut_points
 from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
 from jobs.artifacts import samples_dir, write_json_atomically
+from jobs import quality_gate
 from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
@@ -54,14 +55,31 @@ def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomple
             f"ingested; ingest it or pass --allow-incomplete-labels")
 
 
+def _check_quality(tables: Tables, days: list[dt.date]) -> None:
+    """No samples from days whose events or snapshots failed a quality check of severity error."""
+    event_days = date_range(days[0] - dt.timedelta(days=1), days[-1] + dt.timedelta(days=1))
+    failed = (quality_gate.blocking_failures(tables, ["events"], event_days)
+              + quality_gate.blocking_failures(tables, ["user_snapshot", "item_snapshot"],
+                                               [d - dt.timedelta(days=1) for d in days]))
+    if failed:
+        first = failed[0]
+        raise QualityCheckFailed(
+            f"samples refused: {first['table_name']} {first['check_date']} failed "
+            f"{' '.join(filter(None, [first['check'], first['column']]))} ({first['detail']})"
+            f"{f' and {len(failed) - 1} more' if len(failed) > 1 else ''}; "
+            f"fix the input and rerun that day, or pass --ignore-quality-failures")
+
+
 def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[dt.date],
-                  allow_incomplete_labels: bool = False) -> dict:
+                  allow_incomplete_labels: bool = False, ignore_quality_failures: bool = False) -> dict:
     spec = load_spec()
     section = get_key(config, "samples", {}) or {}
     label_config = labeling.LabelConfig.from_config(section)
     quantiles = [float(q) for q in section.get("split_quantiles", [0.8, 0.9])]
     relative_error = float(section.get("quantile_relative_error", 0.001))
     _check_inputs(tables, days, label_config.kind, allow_incomplete_labels)
+    if not ignore_quality_failures:
+        _check_quality(tables, days)
     start, end = days[0], days[-1]
     versions = {name: tables.version(name) for name in
                 ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
@@ -93,6 +111,11 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     joined = joined.persist()
     try:
         check_one_row_per_event(joined)
+        results = quality_gate.check_table(tables, config, "samples", joined, "event_date", days)
+        quality_gate.record(tables, results, run)  # before the samples commit: a failure publishes nothing
+        if any(r.blocking for r in results):
+            print(quality_gate.format_results(results))
+        quality_gate.enforce(results)
         cut_points = quantile_cut_points(joined, quantiles, relative_error)
         version = tables.replace_partitions("samples", assign_split(joined, cut_points), "event_date", days,
                                             {**run, "cut_points": [c.isoformat() for c in cut_points]})

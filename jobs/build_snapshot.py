@@ -33,6 +33,7 @@ from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
 from features.schemas import load_schema
 from features.tables import Tables, partition_dates
+from jobs import quality_gate
 from jobs.config import date_range, get_key
 from jobs.run_info import new_run
 
@@ -126,12 +127,23 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
         _read_existing(tables, "user_daily", history, "user_id bigint, event_date date"),
         _read_existing(tables, "user_snapshot", base_day, snapshot_ddl(spec, "user")), dims["users"], category_sums)
     write("user_snapshot", user_snap, "snapshot_date")
+
+    results = []
+    for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate
+        frame = tables.read(name, partitions=[start - dt.timedelta(days=1), *days])
+        results += quality_gate.check_table(tables, config, name, frame, "snapshot_date", days)
+    quality_gate.record(tables, results, run)
+    summary.append({"table": "quality", "results": results})
+    if any(r.blocking for r in results):
+        print(quality_gate.format_results(results))
+    quality_gate.enforce(results)
     return summary
 
 
 def format_summary(rows: list[dict]) -> str:
     lines = [f"{'table':<24} {'days':>5} {'rows':>10} {'version':>7}"]
-    lines += [f"{r['table']:<24} {r['days']:>5} {r['rows']:>10} {r['version']:>7}" for r in rows]
+    lines += [f"{r['table']:<24} {r['days']:>5} {r['rows']:>10} {r['version']:>7}" for r in rows if r["table"] != "quality"]
+    lines += [quality_gate.format_results(r["results"]) for r in rows if r["table"] == "quality"]
     return "\n".join(lines)
 
 

@@ -11,15 +11,36 @@ import sys
 import time
 from typing import Callable
 
-from features.errors import PipelineInputError, PublishRefused
+from features.errors import PipelineInputError, PublishRefused, QualityCheckFailed
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3  # the publish gate or the parity check refused: nothing was published
+EXIT_QUALITY = 4  # a data quality check of severity error failed: downstream stages must not run
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as argparse does, but without the usage block
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got '{text}'")
+    return value
+
+
+def _timestamp(text: str):
+    import datetime as dt
+
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid timestamp '{text}': use ISO 8601, e.g. 2026-01-05T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dates(samples)
     samples.add_argument("--allow-incomplete-labels", action="store_true",
                          help="label the last day without the next day's clicks")
+    samples.add_argument("--ignore-quality-failures", action="store_true",
+                         help="build samples even from days whose events or snapshots failed a quality check")
 
     gbdt = commands.add_parser("gbdt", help="train XGBoost on the samples and write leaf features")
     _add_common(gbdt)
@@ -106,23 +129,31 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="the commits of one table and the runs that made them")
     _add_common(history)
     history.add_argument("table", help="a table name, e.g. user_snapshot")
-    history.add_argument("--limit", type=int, default=20, help="newest commits to show (default 20)")
+    history.add_argument("--limit", type=_positive_int, default=20, help="newest commits to show (default 20)")
 
     sql = commands.add_parser("sql", help="Spark SQL over every pipeline table, optionally as of the past")
     _add_common(sql)
     sql.add_argument("query", help='e.g. "SELECT snapshot_date, count(*) FROM user_snapshot GROUP BY 1"')
     sql.add_argument("--as-of-version", action="append", default=[], metavar="[TABLE=]N",
                      help="read TABLE (or, without TABLE=, every table that has it) at Delta version N; repeatable")
-    sql.add_argument("--as-of-timestamp", metavar="T", help="read every table as it was at T (ISO 8601, UTC if no zone)")
+    sql.add_argument("--as-of-timestamp", metavar="T", type=_timestamp, help="read every table as it was at T (ISO 8601, UTC if no zone)")
     sql.add_argument("--view", action="append", default=[], metavar="NAME=TABLE@N",
                      help="also register TABLE at Delta version N as view NAME (compare versions); repeatable")
     sql.add_argument("--out", help="write the whole result to FILE.parquet or FILE.csv instead of printing")
-    sql.add_argument("--limit", type=int, default=50, help="rows to print (default 50)")
+    sql.add_argument("--limit", type=_positive_int, default=50, help="rows to print (default 50)")
 
     register = commands.add_parser("register", help="create metastore tables (delta-spark clusters)")
     _add_common(register)
     register.add_argument("--database", default="recpipe")
     register.add_argument("--dry-run", action="store_true", help="print the statements only")
+
+    clean = commands.add_parser("clean-orphans", help="remove files no Delta version references and stale staging dirs")
+    _add_common(clean)
+    clean.add_argument("--older-than-minutes", type=float, default=60,
+                       help="only orphans whose newest file is older than this (default 60: in-flight writes are safe)")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    clean.add_argument("--table", help="only this table (default: every table, and the export root's staging dirs)")
+    clean.add_argument("--export-root", help="export root to clean of .staging-* dirs (default: export.root)")
 
     docs = commands.add_parser("docs", help="regenerate docs/features.md from schemas/features.yaml")
     docs.add_argument("--out", default=None, help="output file (default: docs/features.md of the checkout)")
@@ -221,7 +252,8 @@ def cmd_samples(args) -> int:
     from jobs.build_samples import build_samples, format_summary
 
     return _stage(args, "built samples", lambda spark, tables, config, dates: build_samples(
-        spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels), format_summary)
+        spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels,
+        ignore_quality_failures=args.ignore_quality_failures), format_summary)
 
 
 def cmd_gbdt(args) -> int:
@@ -346,6 +378,17 @@ def cmd_register(args) -> int:
     return 0
 
 
+def cmd_clean_orphans(args) -> int:
+    from jobs.config import get_key, load_config
+    from jobs.maintenance import clean_orphans, format_report
+
+    config = load_config(args.config, _overrides(args))
+    result = clean_orphans(get_key(config, "paths.warehouse"), args.export_root or get_key(config, "export.root"),
+                           args.table, args.older_than_minutes, args.dry_run)
+    print(format_report(result))
+    return 0
+
+
 def cmd_docs(args) -> int:
     from pathlib import Path
 
@@ -376,17 +419,24 @@ COMMANDS: dict[str, Callable] = {
     "sql": cmd_sql,
     "register": cmd_register,
     "docs": cmd_docs,
+    "clean-orphans": cmd_clean_orphans,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines are not for users
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage errors (already printed on one line) and --help
+        return int(stop.code or 0)
     try:
         return COMMANDS[args.command](args)
     except PublishRefused as refusal:
         print(f"recpipe {args.command}: refused: {refusal}", file=sys.stderr)
         return EXIT_REFUSED
+    except QualityCheckFailed as failure:
+        print(f"recpipe {args.command}: quality check failed: {str(failure).splitlines()[0]}", file=sys.stderr)
+        return EXIT_QUALITY
     except (PipelineInputError, FileNotFoundError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"recpipe {args.command}: error: {message}", file=sys.stderr)

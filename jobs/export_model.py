@@ -46,6 +46,11 @@ def published_versions(model_root: Path) -> list[int]:
     return sorted(int(p.name) for p in model_root.iterdir() if p.name.isdigit()) if model_root.exists() else []
 
 
+def next_version(model_root: Path) -> int:
+    """One more than the newest published version (staging dirs of a killed export do not count)."""
+    return (published_versions(model_root) or [0])[-1] + 1
+
+
 def published_card(model_root: Path) -> dict | None:
     versions = published_versions(model_root)
     if not versions:
@@ -162,7 +167,7 @@ def export_model(config: dict, name: str, samples_version: int | None = None, fo
         if not difference <= parity["tolerance"]:
             raise PublishRefused(f"{name} not published: the reloaded SavedModel differs from the trained model by "
                                  f"{difference:.3g} > {parity['tolerance']} on {len(expected)} test rows")
-        new_version = (published_versions(model_root) or [0])[-1] + 1
+        new_version = next_version(model_root)
         artifacts.write_json_atomically(saved_model / "assets.extra" / "model_card.json", model_card(
             name, new_version, inputs, summary, evaluation, parity, reason, forced=not passed))
         os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe

@@ -24,6 +24,7 @@ from features.errors import PipelineInputError
 from features.ingest import QUARANTINE_COLUMNS, DropWindow, parse_raw_lines, validate
 from features.schemas import RAW_TABLES, load_schema
 from features.tables import Tables
+from jobs import quality_gate
 from jobs.config import get_key
 from jobs.run_info import new_run
 
@@ -89,13 +90,34 @@ def ingest(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.dat
     drops = {table: find_drops(raw_root, table, dates, required=(table == "events" and not allow_missing))
              for table in RAW_TABLES}
     run = new_run("ingest")
-    return [ingest_table(spark, tables, table, drops[table], dates, window if table == "events" else None, run)
-            for table in RAW_TABLES]
+    summary = [ingest_table(spark, tables, table, drops[table], dates, window if table == "events" else None, run)
+               for table in RAW_TABLES]
+    results = check_quality(tables, config, dates, run)
+    summary.append({"table": "quality", "results": results})
+    return summary
+
+
+def check_quality(tables: Tables, config: dict, dates: list[dt.date], run: dict) -> list:
+    """The events checks of schemas/quality.yaml on the ingested days, recorded in `quality`; raises
+    QualityCheckFailed (after recording) when one of severity error failed."""
+    before = dates[0] - dt.timedelta(days=1)
+    frame = tables.read("events", partitions=[before, *dates])
+    quarantined = {r["drop_date"]: r["count"] for r in tables.read("events_quarantine", partitions=dates)
+                   .groupBy("drop_date").count().collect()}  # one row per day
+    results = quality_gate.check_table(tables, config, "events", frame, "drop_date", dates, quarantined)
+    quality_gate.record(tables, results, run)
+    if any(r.blocking for r in results):
+        print(quality_gate.format_results(results))
+    quality_gate.enforce(results)
+    return results
 
 
 def format_summary(rows: list[dict]) -> str:
     lines = [f"{'table':<8} {'drops':>5} {'rows':>10} {'quarantined':>11} {'version':>7}  top quarantine reasons"]
     for r in rows:
+        if r["table"] == "quality":
+            lines.append(quality_gate.format_results(r["results"]))
+            continue
         reasons = ", ".join(f"{k} ({v})" for k, v in list(r["top_reasons"].items())[:3]) or "-"
         lines.append(f"{r['table']:<8} {r['drops']:>5} {r['rows']:>10} {r['quarantined']:>11} {r['version']:>7}  {reasons}")
     return "\n".join(lines)

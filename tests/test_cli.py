@@ -29,11 +29,25 @@ def _config(tmp_path, **changes):
     (["ingest", "--start", "2026-01-05", "--end", "2026-01-01"], "end date 2026-01-01 is before start date 2026-01-05"),
     (["ingest", "--date", "2026-01-01", "--start", "2026-01-01"], "give either --date or --start/--end"),
     (["ingest", "--conf", "novalue"], "--conf expects KEY=VALUE"),
+    (["snapshot", "--date", "yesterday"], "invalid date 'yesterday': use YYYY-MM-DD"),
+    (["run", "--start", "2026-01-05", "--end", "2026-01-01"], "end date 2026-01-01 is before start date 2026-01-05"),
+    (["train", "--model", "xgb"], "unknown model 'xgb'"),
+    (["export", "--model", "lr,nope"], "unknown model 'nope'"),
+    (["train", "--model", "lr"], "no samples built yet under"),
+    (["gbdt", "--samples-version", "7"], "samples version 7 has no manifest at"),
+    (["history", "--limit", "-1", "events"], "argument --limit: expected a positive whole number, got '-1'"),
+    (["sql", "--as-of-timestamp", "yesterday", "SELECT 1"], "invalid timestamp 'yesterday': use ISO 8601"),
+    (["sql", "--as-of-version", "3", "--as-of-timestamp", "2026-01-01", "SELECT 1"], "give either --as-of-version"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert main([*argv, "--config", str(_config(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_predict_names_what_is_missing(tmp_path, capsys):
+    assert main(["predict", "--model-dir", str(tmp_path / "deepfm" / "1"), "--request", str(tmp_path / "r.json")]) == 2
+    assert f"no SavedModel at {tmp_path / 'deepfm' / '1'}" in capsys.readouterr().err
 
 
 def test_missing_config_file_and_missing_key(tmp_path, capsys):

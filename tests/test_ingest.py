@@ -46,7 +46,8 @@ EVENT_LINES = [
 @pytest.fixture
 def config(tmp_path):
     return {"paths": {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")},
-            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60}}
+            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60},
+            "quality": {"enabled": False}}  # row-level validation here; the day-level gate: tests/test_quality.py
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ SNAPSHOTS = ("user_snapshot", "item_snapshot", "user_category_snapshot")
 
 def _config(tmp_path, name="a"):
     return {"paths": {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / f"warehouse-{name}")},
-            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60}}
+            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60},
+            "quality": {"enabled": False}}  # hand-made one-event days; the gate: tests/test_quality.py
 
 
 @pytest.fixture

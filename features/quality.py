@@ -1,0 +1,226 @@
+"""Data quality checks declared in schemas/quality.yaml (kinds and meaning documented there).
+
+Library code: DataFrames in, check results out. Every check covers all the days a job wrote in a few
+Spark aggregations grouped by day (never one job per day), and only small per-day aggregates reach
+the driver. jobs/quality_gate.py writes the results to the Delta table `quality` and stops the job
+when a check of severity `error` failed.
+
+    checks = table_checks("events", config)
+    results = run_checks(checks, frame, "drop_date", days, previous_rows=1234, quarantined={day: n})
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import yaml
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+PASS, FAIL, SKIP = "pass", "fail", "skip"
+RESULT_DDL = ("check_date date, table_name string, check string, column string, value double, "
+              "threshold string, status string, severity string, detail string")
+PSI_FLOOR = 1e-4  # share given to an empty bucket, so that ln(p/q) stays finite
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check_date: dt.date
+    table_name: str
+    check: str
+    column: str
+    value: float | None
+    threshold: str
+    status: str
+    severity: str
+    detail: str
+
+    @property
+    def blocking(self) -> bool:
+        return self.status == FAIL and self.severity == "error"
+
+    def describe(self) -> str:
+        shown = "-" if self.value is None else f"{self.value:.4g}"
+        where = f" {self.column}" if self.column else ""
+        return f"{self.table_name} {self.check_date} {self.check}{where} = {shown} (allowed {self.threshold})"
+
+
+@functools.cache
+def _declared() -> dict:
+    return yaml.safe_load(resources.files("schemas").joinpath("quality.yaml").read_text())["tables"]
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if value is None:  # `check: null` in a config turns a declared check off
+            merged.pop(key, None)
+            continue
+        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def table_checks(table: str, config: dict | None = None) -> dict:
+    """The checks of `table`: schemas/quality.yaml with the config's `quality.tables.<table>` on top
+    (a check set to null is turned off; `quality.enabled: false` turns every check off)."""
+    section = (config or {}).get("quality") or {}
+    if section.get("enabled", True) is False:
+        return {}
+    return _merge(_declared().get(table, {}), (section.get("tables") or {}).get(table, {}))
+
+
+def _profile(frame: DataFrame, day_column: str, checks: dict) -> dict[dt.date, dict]:
+    """Per day: rows, NULLs per null_rate column, values outside the range per range column."""
+    aggregates = [F.count(F.lit(1)).alias("rows")]
+    for column in (checks.get("null_rate") or {}).get("columns", {}):
+        aggregates.append(F.count_if(F.col(column).isNull()).alias(f"null:{column}"))
+    for column, (low, high) in (checks.get("range") or {}).get("columns", {}).items():
+        outside = F.lit(False)
+        if low is not None:
+            outside = outside | (F.col(column) < F.lit(low))
+        if high is not None:
+            outside = outside | (F.col(column) > F.lit(high))
+        aggregates.append(F.count_if(F.coalesce(outside, F.lit(False))).alias(f"range:{column}"))
+    for column in (checks.get("mean") or {}).get("columns", {}):
+        aggregates.append(F.avg(F.col(column).cast("double")).alias(f"mean:{column}"))
+    rows = frame.groupBy(F.col(day_column).alias("day")).agg(*aggregates).collect()  # one row per day
+    return {row["day"]: row.asDict() for row in rows}
+
+
+def psi_by_day(frame: DataFrame, day_column: str, features: list[str], buckets: int = 10) -> DataFrame:
+    """PSI of each feature on day D against day D-1, for every day D whose D-1 is in `frame`:
+    columns day, feature, psi, rows, baseline_rows. Buckets: the deciles (or `buckets`-quantiles) of
+    D-1, NULL a bucket of its own; an empty bucket counts as a share of PSI_FLOOR."""
+    probabilities = F.array(*[F.lit(i / buckets) for i in range(1, buckets)])
+    edges = frame.groupBy(F.col(day_column).alias("reference")).agg(*[
+        F.percentile_approx(F.col(f).cast("double"), probabilities, 1000).alias(f) for f in features])
+    edges = edges.select("reference", F.explode(F.array(*[
+        F.struct(F.lit(f).alias("feature"), F.array_distinct(F.col(f)).alias("edges")) for f in features])).alias("e")
+    ).select("reference", "e.*")
+    values = frame.select(F.col(day_column).alias("day"), F.explode(F.array(*[
+        F.struct(F.lit(f).alias("feature"), F.col(f).cast("double").alias("value")) for f in features])).alias("v")
+    ).select("day", "v.*")
+    current = values.select("feature", "value", F.date_sub("day", 1).alias("reference"), F.lit("current").alias("role"))
+    baseline = values.select("feature", "value", F.col("day").alias("reference"), F.lit("baseline").alias("role"))
+    bucket = F.when(F.col("value").isNull(), F.lit(-1)).otherwise(
+        F.size(F.filter("edges", lambda edge: F.col("value") > edge)))
+    counts = (current.unionByName(baseline).join(F.broadcast(edges), ["reference", "feature"])
+              .groupBy("reference", "feature", bucket.alias("bucket"))
+              .agg(F.count_if(F.col("role") == "current").alias("current"),
+                   F.count_if(F.col("role") == "baseline").alias("baseline")))
+    totals = counts.groupBy("reference", "feature").agg(F.sum("current").alias("rows"),
+                                                        F.sum("baseline").alias("baseline_rows"))
+    share_current = F.greatest(F.col("current") / F.col("rows"), F.lit(PSI_FLOOR))
+    share_baseline = F.greatest(F.col("baseline") / F.col("baseline_rows"), F.lit(PSI_FLOOR))
+    return (counts.join(totals, ["reference", "feature"]).where(F.col("rows") > 0)
+            .groupBy("reference", "feature", "rows", "baseline_rows")
+            .agg(F.sum((share_current - share_baseline) * F.ln(share_current / share_baseline)).alias("psi"))
+            .select(F.date_add("reference", 1).alias("day"), "feature", "psi", "rows", "baseline_rows"))
+
+
+def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days: list[dt.date],
+               previous_rows: int | None = None, quarantined: dict[dt.date, int] | None = None,
+               history_start: dt.date | None = None, windows: dict[str, int] | None = None) -> list[CheckResult]:
+    """Run `checks` on the partitions `days` of `frame` (which may also hold day days[0]-1, the
+    baseline of the first day's PSI). `previous_rows`: rows of the partition before days[0] (None:
+    absent); `quarantined`: quarantined lines per day (quarantine_rate); `history_start` (first day
+    of events) and `windows` (feature → window days): PSI is skipped while a window is filling."""
+    if not checks or not days:
+        return []
+    wanted = set(days)
+    profile = {d: p for d, p in _profile(frame.where(F.col(day_column).isin(list(days))), day_column, checks).items()}
+    results: list[CheckResult] = []
+
+    def add(day, check, column, value, threshold, passed, severity, detail=""):
+        status = SKIP if passed is None else (PASS if passed else FAIL)
+        results.append(CheckResult(day, table, check, column, None if value is None else float(value), threshold,
+                                   status, severity, detail))
+
+    rows = {d: int(profile.get(d, {}).get("rows", 0)) for d in days}
+    spec = checks.get("row_count_change")
+    if spec:
+        low, high, floor = float(spec["min_ratio"]), float(spec["max_ratio"]), int(spec.get("min_previous_rows", 1))
+        for i, day in enumerate(days):
+            before = previous_rows if i == 0 else rows[days[i - 1]]
+            threshold = f"[{low}, {high}] x rows of the day before"
+            if before is None or before < floor:
+                add(day, "row_count_change", "", None, threshold, None, spec.get("severity", "error"),
+                    f"{rows[day]} rows; the day before has {before if before is not None else 'no partition'} "
+                    f"(< {floor}): not compared")
+            else:
+                ratio = rows[day] / before
+                add(day, "row_count_change", "", ratio, threshold, low <= ratio <= high, spec.get("severity", "error"),
+                    f"{rows[day]} rows vs {before} the day before")
+    spec = checks.get("quarantine_rate")
+    if spec and quarantined is not None:
+        for day in days:
+            bad = int(quarantined.get(day, 0))
+            total = bad + rows[day]
+            rate = bad / total if total else 0.0
+            add(day, "quarantine_rate", "", rate, f"<= {spec['max']}", rate <= float(spec["max"]),
+                spec.get("severity", "error"), f"{bad} of {total} lines quarantined")
+    spec = checks.get("null_rate")
+    if spec:
+        for column, limit in spec.get("columns", {}).items():
+            for day in days:
+                nulls = int(profile.get(day, {}).get(f"null:{column}", 0))
+                rate = nulls / rows[day] if rows[day] else 0.0
+                add(day, "null_rate", column, rate, f"<= {limit}", rate <= float(limit), spec.get("severity", "error"),
+                    f"{nulls} of {rows[day]} rows NULL")
+    spec = checks.get("range")
+    if spec:
+        allowed = float(spec.get("max_violation_rate", 0.0))
+        for column, (low, high) in spec.get("columns", {}).items():
+            for day in days:
+                outside = int(profile.get(day, {}).get(f"range:{column}", 0))
+                rate = outside / rows[day] if rows[day] else 0.0
+                add(day, "range", column, rate, f"share outside [{low}, {high}] <= {allowed}", rate <= allowed,
+                    spec.get("severity", "error"), f"{outside} of {rows[day]} rows outside")
+    spec = checks.get("mean")
+    if spec:
+        minimum = int(spec.get("min_rows", 1))
+        for column, (low, high) in spec.get("columns", {}).items():
+            for day in days:
+                mean = profile.get(day, {}).get(f"mean:{column}")
+                if rows[day] < minimum:
+                    add(day, "mean", column, mean, f"in [{low}, {high}]", None, spec.get("severity", "error"),
+                        f"{rows[day]} rows (< {minimum}): not compared")
+                    continue
+                inside = mean is not None and (low is None or mean >= low) and (high is None or mean <= high)
+                add(day, "mean", column, mean, f"in [{low}, {high}]", None if mean is None else inside,
+                    spec.get("severity", "error"), f"mean of {rows[day]} rows")
+    spec = checks.get("psi")
+    if spec:
+        limit, minimum = float(spec["max"]), int(spec.get("min_rows", 1))
+        measured = {(r["day"], r["feature"]): r for r in psi_by_day(
+            frame, day_column, list(spec["features"]), int(spec.get("buckets", 10))).collect() if r["day"] in wanted}
+        for feature in spec["features"]:
+            window = int((windows or {}).get(feature) or 1)
+            for day in days:
+                found = measured.get((day, feature))
+                if history_start is not None and (day - history_start).days + 1 <= window:
+                    add(day, "psi", feature, None, f"<= {limit}", None, spec.get("severity", "error"),
+                        f"its {window}-day window is still filling (history starts {history_start}): not compared")
+                elif found is None or min(found["rows"], found["baseline_rows"]) < minimum:
+                    have = "no day before" if found is None else f"{found['rows']} vs {found['baseline_rows']} rows"
+                    add(day, "psi", feature, None, f"<= {limit}", None, spec.get("severity", "error"),
+                        f"{have} (< {minimum}): not compared")
+                else:
+                    psi = float(found["psi"])
+                    add(day, "psi", feature, psi, f"<= {limit}", math.isfinite(psi) and psi <= limit,
+                        spec.get("severity", "error"), f"vs {day - dt.timedelta(days=1)}, deciles of the day before")
+    return results
+
+
+def results_frame(spark, results: list[CheckResult], run: dict[str, Any]) -> DataFrame:
+    """The results as rows of the `quality` table (plus the job and run that checked)."""
+    rows = [(r.check_date, r.table_name, r.check, r.column, r.value, r.threshold, r.status, r.severity, r.detail)
+            for r in results]
+    frame = spark.createDataFrame(rows, RESULT_DDL)
+    return frame.withColumn("job", F.lit(run.get("job"))).withColumn("run_id", F.lit(run.get("run_id")))
