@@ -134,7 +134,7 @@ def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days
     if not checks or not days:
         return []
     wanted = set(days)
-    profile = {d: p for d, p in _profile(frame.where(F.col(day_column).isin(list(days))), day_column, checks).items()}
+    profile = _profile(frame.where(F.col(day_column).isin(list(days))), day_column, checks)
     results: list[CheckResult] = []
 
     def add(day, check, column, value, threshold, passed, severity, detail=""):

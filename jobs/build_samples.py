@@ -112,10 +112,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     try:
         check_one_row_per_event(joined)
         results = quality_gate.check_table(tables, config, "samples", joined, "event_date", days)
-        quality_gate.record(tables, results, run)  # before the samples commit: a failure publishes nothing
-        if any(r.blocking for r in results):
-            print(quality_gate.format_results(results))
-        quality_gate.enforce(results)
+        quality_gate.record_and_enforce(tables, results, run)  # before the samples commit: a failure publishes nothing
         cut_points = quantile_cut_points(joined, quantiles, relative_error)
         version = tables.replace_partitions("samples", assign_split(joined, cut_points), "event_date", days,
                                             {**run, "cut_points": [c.isoformat() for c in cut_points]})

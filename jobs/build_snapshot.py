@@ -132,11 +132,8 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate
         frame = tables.read(name, partitions=[start - dt.timedelta(days=1), *days])
         results += quality_gate.check_table(tables, config, name, frame, "snapshot_date", days)
-    quality_gate.record(tables, results, run)
+    quality_gate.record_and_enforce(tables, results, run)
     summary.append({"table": "quality", "results": results})
-    if any(r.blocking for r in results):
-        print(quality_gate.format_results(results))
-    quality_gate.enforce(results)
     return summary
 
 

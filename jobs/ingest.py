@@ -105,10 +105,7 @@ def check_quality(tables: Tables, config: dict, dates: list[dt.date], run: dict)
     quarantined = {r["drop_date"]: r["count"] for r in tables.read("events_quarantine", partitions=dates)
                    .groupBy("drop_date").count().collect()}  # one row per day
     results = quality_gate.check_table(tables, config, "events", frame, "drop_date", dates, quarantined)
-    quality_gate.record(tables, results, run)
-    if any(r.blocking for r in results):
-        print(quality_gate.format_results(results))
-    quality_gate.enforce(results)
+    quality_gate.record_and_enforce(tables, results, run)
     return results
 
 

@@ -50,6 +50,15 @@ def record(tables: Tables, results: list[CheckResult], run: dict) -> int | None:
     return tables.replace_partitions(QUALITY_TABLE, fresh, "check_date", days, metadata)
 
 
+def record_and_enforce(tables: Tables, results: list[CheckResult], run: dict) -> None:
+    """What every job does with its results: record them, then stop (printing the failures) if one
+    of severity error failed."""
+    record(tables, results, run)
+    if any(r.blocking for r in results):
+        print(format_results(results))
+    enforce(results)
+
+
 def enforce(results: list[CheckResult]) -> None:
     failed = [r for r in results if r.blocking]
     if failed:
