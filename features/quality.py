@@ -218,9 +218,10 @@ def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days
     return results
 
 
-def results_frame(spark, results: list[CheckResult], run: dict[str, Any]) -> DataFrame:
-    """The results as rows of the `quality` table (plus the job and run that checked)."""
-    rows = [(r.check_date, r.table_name, r.check, r.column, r.value, r.threshold, r.status, r.severity, r.detail)
-            for r in results]
-    frame = spark.createDataFrame(rows, RESULT_DDL)
+def results_frame(spark, results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None) -> DataFrame:
+    """The results as rows of the `quality` table, with the version of the table each check read and
+    the job and run that checked."""
+    rows = [(r.check_date, r.table_name, r.check, r.column, r.value, r.threshold, r.status, r.severity, r.detail,
+             (versions or {}).get(r.table_name)) for r in results]
+    frame = spark.createDataFrame(rows, f"{RESULT_DDL}, table_version long")
     return frame.withColumn("job", F.lit(run.get("job"))).withColumn("run_id", F.lit(run.get("run_id")))

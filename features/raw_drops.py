@@ -29,10 +29,33 @@ def is_complete(raw_root: str | os.PathLike, table: str, day: dt.date) -> bool:
 
 def drop_files(raw_root: str | os.PathLike, table: str, day: dt.date) -> list[Path]:
     """Data files of a complete drop; [] when the drop is absent or incomplete."""
+    return drop_listing(raw_root, table, day)[0]
+
+
+def drop_listing(raw_root: str | os.PathLike, table: str, day: dt.date) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(data files, skipped entries with the reason) of a complete drop; ([], []) when the drop is
+    absent or incomplete. Data files are the regular files directly in the drop directory whose names
+    do not start with `_` or `.`; everything else there is listed as skipped, never silently ignored:
+    subdirectories (not read), hidden/underscore files other than _SUCCESS, and symlinks (never
+    followed, whatever they point to). Names may hold any character, `[ ] { } * ? :` included."""
     directory = drop_dir(raw_root, table, day)
     if not is_complete(raw_root, table, day):
-        return []
-    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(("_", ".")))
+        return [], []
+    files, skipped = [], []
+    for entry in sorted(directory.iterdir()):
+        if entry.name == SUCCESS_MARKER:
+            continue
+        if entry.is_symlink():
+            skipped.append((entry, "symlink (not followed)"))
+        elif entry.is_dir():
+            skipped.append((entry, "subdirectory (not read)"))
+        elif entry.name.startswith(("_", ".")):
+            skipped.append((entry, "name starts with '_' or '.'"))
+        elif entry.is_file():
+            files.append(entry)
+        else:
+            skipped.append((entry, "not a regular file"))
+    return files, skipped
 
 
 def write_drop(raw_root: str | os.PathLike, table: str, day: dt.date, frame: pd.DataFrame) -> Path:

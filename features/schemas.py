@@ -1,12 +1,28 @@
-"""Table schemas declared in schemas/*.yaml: one file per table, used for validation and docs."""
+"""Table schemas declared in schemas/*.yaml: one file per table, used for validation and docs.
+
+A numeric column may declare per-category ranges, e.g. the events `value` by `event_type`:
+
+    ranges_by:
+      column: event_type
+      ranges:
+        rating: {min: 1, max: 5}
+
+The range of the row's category replaces the column's own min/max; categories without an entry keep
+the column's min/max. The pipeline config can replace category ranges (`ingest.value_ranges`, see
+apply_range_overrides). Unknown keys and wrongly typed values are a ValueError naming file and key.
+"""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
 import yaml
+
+from features.errors import PipelineInputError
 
 SPARK_TYPE_NAMES = {
     "string": "string",
@@ -17,6 +33,35 @@ SPARK_TYPE_NAMES = {
     "date": "date",
     "boolean": "boolean",
 }
+NUMERIC_TYPES = ("long", "int", "double")
+
+_TABLE_KEYS = ("name", "description", "key", "time_column", "partition_column", "columns")
+_COLUMN_KEYS = ("name", "type", "required", "description", "allowed", "min", "max", "ranges_by")
+_RANGES_BY_KEYS = ("column", "ranges")
+_RANGE_KEYS = ("min", "max")
+
+
+class RangeOverrideError(PipelineInputError, ValueError):
+    """A bad per-category range override in the pipeline config (the CLI prints it, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """Inclusive bounds; None leaves that side open."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class RangesBy:
+    """Per-category ranges of a numeric column, keyed by the value of another (string) column."""
+
+    column: str
+    ranges: tuple[tuple[str, ValueRange], ...]
+
+    def as_dict(self) -> dict[str, ValueRange]:
+        return dict(self.ranges)
 
 
 @dataclass(frozen=True)
@@ -28,6 +73,7 @@ class Column:
     allowed: tuple[str, ...] | None = None
     min: float | None = None
     max: float | None = None
+    ranges_by: RangesBy | None = None
 
 
 @dataclass(frozen=True)
@@ -55,15 +101,81 @@ class TableSchema:
         return ", ".join(f"{c.name} {SPARK_TYPE_NAMES[c.type]}" for c in self.columns)
 
     def raw_ddl(self) -> str:
-        """Schema used to parse raw JSON: every field as string, so bad types can be detected per row."""
+        """Schema of the parsed raw JSON: every field as string, so bad types can be detected per row."""
         return ", ".join(f"{c.name} string" for c in self.columns)
 
 
-def _parse(doc: dict[str, Any]) -> TableSchema:
+def _check_keys(doc: Any, allowed: tuple[str, ...], where: str) -> None:
+    if not isinstance(doc, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {doc!r}")
+    unknown = [str(k) for k in doc if k not in allowed]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+
+
+def _bound(value: Any, where: str, error: type[ValueError] = ValueError) -> float | None:
+    """A finite number or None (open). YAML reads 1e6 as a string: write 1000000 or 1.0e+6."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        hint = " (YAML reads 1e6 as text: write 1000000 or 1.0e+6)" if isinstance(value, str) else ""
+        raise error(f"{where} must be a finite number or null, got {value!r}{hint}")
+    return value
+
+
+def _range(low: Any, high: Any, where: str, error: type[ValueError] = ValueError) -> ValueRange:
+    result = ValueRange(_bound(low, f"{where}.min", error), _bound(high, f"{where}.max", error))
+    if result.min is not None and result.max is not None and result.min > result.max:
+        raise error(f"{where}: min {result.min} is above max {result.max}")
+    return result
+
+
+def _parse_ranges_by(doc: Any, column: str, columns: dict[str, Any], where: str) -> RangesBy:
+    _check_keys(doc, _RANGES_BY_KEYS, where)
+    by = doc.get("column")
+    if by not in columns:
+        raise ValueError(f"{where}.column: {by!r} is not a column of this table")
+    if columns[by]["type"] != "string" or by == column:
+        raise ValueError(f"{where}.column: {by} must be another column of type string")
+    ranges = doc.get("ranges")
+    if not isinstance(ranges, Mapping) or not ranges:
+        raise ValueError(f"{where}.ranges must be a non-empty mapping of {by} value to {{min, max}}")
+    allowed = columns[by].get("allowed")
+    parsed = []
+    for category, bounds in ranges.items():
+        key = f"{where}.ranges.{category}"
+        if allowed and category not in [str(a) for a in allowed]:
+            raise ValueError(f"{key}: {category!r} is not an allowed {by} ({', '.join(map(str, allowed))})")
+        _check_keys(bounds, _RANGE_KEYS, key)
+        parsed.append((str(category), _range(bounds.get("min"), bounds.get("max"), key)))
+    return RangesBy(column=str(by), ranges=tuple(parsed))
+
+
+def parse_schema(doc: dict[str, Any], source: str = "schema") -> TableSchema:
+    """A table schema from its YAML document; source names the file in error messages
+    (e.g. schemas/events.yaml)."""
+    _check_keys(doc, _TABLE_KEYS, source)
+    if not isinstance(doc.get("columns"), list) or not doc["columns"]:
+        raise ValueError(f"{source}: columns must be a non-empty list")
+    for c in doc["columns"]:
+        _check_keys(c, _COLUMN_KEYS, f"{source}: columns.{c.get('name') if isinstance(c, Mapping) else c}")
+    by_name = {c.get("name"): c for c in doc["columns"]}
     columns = []
     for c in doc["columns"]:
-        if c["type"] not in SPARK_TYPE_NAMES:
-            raise ValueError(f"schema {doc['name']}: column {c['name']} has unknown type {c['type']}")
+        where = f"{source}: columns.{c.get('name')}"
+        if not isinstance(c.get("name"), str):
+            raise ValueError(f"{where}.name must be a string")
+        if c.get("type") not in SPARK_TYPE_NAMES:
+            raise ValueError(f"{where}.type: unknown type {c.get('type')!r} (known: {', '.join(SPARK_TYPE_NAMES)})")
+        if not isinstance(c.get("required", False), bool):
+            raise ValueError(f"{where}.required must be true or false, got {c['required']!r}")
+        if c.get("allowed") is not None and not isinstance(c["allowed"], list):
+            raise ValueError(f"{where}.allowed must be a list, got {c['allowed']!r}")
+        if c.get("type") not in NUMERIC_TYPES:
+            for key in ("min", "max", "ranges_by"):
+                if c.get(key) is not None:
+                    raise ValueError(f"{where}.{key}: only numeric columns ({', '.join(NUMERIC_TYPES)}) have ranges")
+        bounds = _range(c.get("min"), c.get("max"), where)
         columns.append(
             Column(
                 name=c["name"],
@@ -71,10 +183,21 @@ def _parse(doc: dict[str, Any]) -> TableSchema:
                 required=bool(c.get("required", False)),
                 description=str(c.get("description", "")).strip(),
                 allowed=tuple(str(v) for v in c["allowed"]) if c.get("allowed") else None,
-                min=c.get("min"),
-                max=c.get("max"),
+                min=bounds.min,
+                max=bounds.max,
+                ranges_by=(_parse_ranges_by(c["ranges_by"], c["name"], by_name, f"{where}.ranges_by")
+                           if c.get("ranges_by") is not None else None),
             )
         )
+    names = [c.name for c in columns]
+    for key in ("name", "partition_column"):
+        if not isinstance(doc.get(key), str):
+            raise ValueError(f"{source}: {key} must be a string")
+    for k in doc.get("key", []):
+        if k not in names:
+            raise ValueError(f"{source}: key: {k!r} is not a column")
+    if doc.get("time_column") is not None and doc["time_column"] not in names:
+        raise ValueError(f"{source}: time_column: {doc['time_column']!r} is not a column")
     return TableSchema(
         name=doc["name"],
         description=" ".join(str(doc.get("description", "")).split()),
@@ -85,13 +208,53 @@ def _parse(doc: dict[str, Any]) -> TableSchema:
     )
 
 
+def apply_range_overrides(schema: TableSchema, overrides: Mapping[str, Any] | None,
+                          source: str = "ingest.value_ranges") -> TableSchema:
+    """The schema with per-category ranges replaced, e.g. {"rating": [1, 10]} for a 1-10 rating scale.
+
+    overrides: category -> [min, max] or {min: .., max: ..}; null leaves a side open. An entry
+    replaces the category's whole range (or adds one for a category without an entry). It applies
+    to the table's column that declares ranges_by (events: value). Bad entries, unknown categories
+    and overrides for a table without ranges_by raise RangeOverrideError (a ValueError).
+    """
+    if not overrides:
+        return schema
+    if not isinstance(overrides, Mapping):
+        raise RangeOverrideError(f"{source} must be a mapping of category to [min, max], got {overrides!r}")
+    targets = [c for c in schema.columns if c.ranges_by is not None]
+    if len(targets) != 1:
+        raise RangeOverrideError(f"{source}: table {schema.name} has no column with per-category ranges (ranges_by)")
+    target = targets[0]
+    by = schema.column(target.ranges_by.column)
+    ranges = target.ranges_by.as_dict()
+    for category, bounds in overrides.items():
+        where = f"{source}.{category}"
+        if by.allowed and str(category) not in by.allowed:
+            raise RangeOverrideError(f"{where}: unknown {by.name} {category!r} (allowed: {', '.join(by.allowed)})")
+        if isinstance(bounds, Mapping):
+            unknown = [str(k) for k in bounds if k not in _RANGE_KEYS]
+            if unknown:
+                raise RangeOverrideError(f"{where}: unknown key {', '.join(unknown)} (allowed: min, max)")
+            low, high = bounds.get("min"), bounds.get("max")
+        elif isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+            low, high = bounds
+        else:
+            raise RangeOverrideError(f"{where} must be [min, max] or {{min: .., max: ..}}, got {bounds!r}")
+        ranges[str(category)] = _range(low, high, where, RangeOverrideError)
+    new_target = replace(target, ranges_by=replace(target.ranges_by, ranges=tuple(ranges.items())))
+    return replace(schema, columns=tuple(new_target if c.name == target.name else c for c in schema.columns))
+
+
+_parse = parse_schema  # the former private name
+
+
 @functools.cache
 def load_schema(table: str) -> TableSchema:
     """Load schemas/<table>.yaml shipped with the package."""
     path = resources.files("schemas").joinpath(f"{table}.yaml")
     if not path.is_file():
         raise KeyError(f"no schema file schemas/{table}.yaml")
-    return _parse(yaml.safe_load(path.read_text()))
+    return parse_schema(yaml.safe_load(path.read_text()), f"schemas/{table}.yaml")
 
 
 RAW_TABLES = ("events", "users", "items")

@@ -17,7 +17,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
@@ -91,14 +91,22 @@ def _commit_info(fs: pafs.FileSystem, commit_file: str) -> dict:
     return {}
 
 
-def _reads_table(frame: DataFrame, table_path: str) -> bool:
-    """True when the frame reads files of this table (a read-modify-write); unknown counts as True."""
+def _reads_table(frame: DataFrame, table_path: str, partition_column: str | None = None,
+                 values: Sequence[str] | None = None) -> bool:
+    """True when the frame reads files of this table that the write replaces (a read-modify-write);
+    unknown counts as True. With `values`, only files of those partitions count: a frame that reads
+    other partitions of the table (e.g. to look up ids delivered earlier) is not modifying them."""
     try:
         files = frame.inputFiles()
     except Exception:
         return True
     prefix = table_path.removeprefix("file://").rstrip("/") + "/"
-    return any(f.removeprefix("file://").removeprefix("file:").startswith(prefix) for f in files)
+    inside = [f.removeprefix("file://").removeprefix("file:")[len(prefix):] for f in files
+              if f.removeprefix("file://").removeprefix("file:").startswith(prefix)]
+    if values is None or partition_column is None:
+        return bool(inside)
+    replaced = {f"{partition_column}={v}" for v in values}
+    return any(relative.split("/", 1)[0] in replaced for relative in inside)
 
 
 def _partition_strings(values: Iterable[Any]) -> list[str]:
@@ -114,7 +122,8 @@ class Tables(Protocol):
     def exists(self, name: str) -> bool: ...
     def version(self, name: str) -> int: ...
     def replace_partitions(self, name: str, frame: DataFrame, partition_column: str,
-                           partitions: Iterable[Any], metadata: dict | None = None) -> int: ...
+                           partitions: Iterable[Any], metadata: dict | None = None,
+                           precondition: Callable[[], None] | None = None) -> int: ...
     def append(self, name: str, frame: DataFrame, partition_column: str,
                metadata: dict | None = None) -> int: ...
     def read(self, name: str, *, version: int | None = None, timestamp: str | dt.datetime | None = None,
@@ -122,6 +131,7 @@ class Tables(Protocol):
     def history(self, name: str, limit: int | None = None) -> list[dict]: ...
     def partitions(self, name: str) -> tuple[str, list[str]]: ...
     def row_count(self, name: str, *, version: int | None = None, partitions: Iterable[Any] | None = None) -> int: ...
+    def partition_files(self, name: str, partitions: Iterable[Any], version: int | None = None) -> dict[str, frozenset]: ...
 
 
 class _TablesBase:
@@ -191,16 +201,18 @@ class DeltaRsTables(_TablesBase):
     def version(self, name: str) -> int:
         return self._delta(name).version()
 
-    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None) -> int:
+    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None, precondition=None) -> int:
+        """`precondition`, if given, runs right before each commit attempt (after the files are written)
+        and stops the write by raising: a job uses it to check it still owns what it is replacing."""
         values = _partition_strings(partitions)
         if not values:
             raise ValueError(f"replace_partitions({name}) needs at least one partition value")
-        return self._write(name, frame, partition_column, "overwrite", values, metadata)
+        return self._write(name, frame, partition_column, "overwrite", values, metadata, precondition)
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
         return self._write(name, frame, partition_column, "append", None, metadata)
 
-    def _write(self, name, frame, partition_column, mode, values, metadata) -> int:
+    def _write(self, name, frame, partition_column, mode, values, metadata, precondition=None) -> int:
         table_path = self.path(name)
         fs, table_dir = self._fs(table_path)
         run_dir = f"{STAGING_DIR}/{uuid.uuid4().hex}"
@@ -219,7 +231,9 @@ class DeltaRsTables(_TablesBase):
             touched = values if values is not None else sorted({part for part, _ in staged})
             _fault_point(name)
             return self._commit(name, read, actions, arrow_schema, partition_column, mode, values, metadata,
-                                _partition_claims(partition_column, touched), retry=not _reads_table(frame, table_path))
+                                precondition,
+                                _partition_claims(partition_column, touched),
+                                retry=not _reads_table(frame, table_path, partition_column, values))
         except ConcurrentWriteError:
             for relative in moved:  # never committed: no version references them
                 fs.delete_file(f"{table_dir}/{relative}")
@@ -257,7 +271,7 @@ class DeltaRsTables(_TablesBase):
             ))
         return actions
 
-    def _commit(self, name, read, actions, arrow_schema, partition_column, mode, values, metadata, claims,
+    def _commit(self, name, read, actions, arrow_schema, partition_column, mode, values, metadata, precondition, claims,
                 retry) -> int:
         """One delta-rs transaction on top of the version `read`; returns the version it created.
 
@@ -275,6 +289,8 @@ class DeltaRsTables(_TablesBase):
         started = read.version() if read is not None else -1
         for attempt in range(1, (COMMIT_ATTEMPTS if retry else 1) + 1):
             try:
+                if precondition is not None:
+                    precondition()
                 self._commit_once(name, read, actions, arrow_schema, partition_column, mode, values, properties)
                 return self._committed_version(name, write_id, started)
             except DeltaError as error:
@@ -366,6 +382,21 @@ class DeltaRsTables(_TablesBase):
             actions = actions.filter(pa.compute.is_in(values, value_set=wanted))
         return int(pa.compute.sum(actions.column("num_records")).as_py() or 0)
 
+    def partition_files(self, name, partitions, version=None) -> dict[str, frozenset]:
+        """The data files (relative paths) of each given partition at a version (default: the newest),
+        from the Delta log alone: two calls tell whether a partition changed between two versions."""
+        table = self._delta(name, version)
+        column = table.metadata().partition_columns[0]
+        wanted = _partition_strings(partitions)
+        found: dict[str, set] = {value: set() for value in wanted}
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if actions.num_rows:
+            values = actions.column(f"partition.{column}").cast(pa.string()).to_pylist()
+            for path, value in zip(actions.column("path").to_pylist(), values):
+                if value in found:
+                    found[value].add(path)
+        return {value: frozenset(paths) for value, paths in found.items()}
+
     def partitions(self, name) -> tuple[str, list[str]]:
         table = self._delta(name)
         column = table.metadata().partition_columns[0]
@@ -395,8 +426,10 @@ class DeltaSparkTables(_TablesBase):
     def version(self, name) -> int:
         return int(self._delta(name).history(1).select("version").first()[0])
 
-    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None) -> int:
+    def replace_partitions(self, name, frame, partition_column, partitions, metadata=None, precondition=None) -> int:
         values = _partition_strings(partitions)
+        if precondition is not None:
+            precondition()
         quoted = ", ".join(f"'{v}'" for v in values)
         (_clustered(frame, partition_column).write.format("delta").mode("overwrite").partitionBy(partition_column)
          .option("replaceWhere", f"{partition_column} IN ({quoted})")
@@ -430,6 +463,17 @@ class DeltaSparkTables(_TablesBase):
 
     def row_count(self, name, *, version=None, partitions=None) -> int:
         return self.read(name, version=version, partitions=partitions).count()
+
+    def partition_files(self, name, partitions, version=None) -> dict[str, frozenset]:
+        column, _ = self.partitions(name)
+        wanted = _partition_strings(partitions)
+        rows = (self.read(name, version=version, partitions=wanted)
+                .select(F.col(column).cast("string").alias("value"), F.input_file_name().alias("path"))
+                .distinct().collect())  # one row per file
+        found: dict[str, set] = {value: set() for value in wanted}
+        for row in rows:
+            found[row["value"]].add(row["path"].rsplit("/", 2)[-2] + "/" + row["path"].rsplit("/", 1)[-1])
+        return {value: frozenset(paths) for value, paths in found.items()}
 
     def partitions(self, name) -> tuple[str, list[str]]:
         detail = self._delta(name).detail().select("partitionColumns").first()

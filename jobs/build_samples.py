@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # started as a script by spark-submit: make the r
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from features import ingest_runs
 from features import labels as labeling
 from features.daily_aggregates import with_event_date
 from features.errors import PipelineInputError, QualityCheckFailed
@@ -55,19 +56,19 @@ def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomple
             f"ingested; ingest it or pass --allow-incomplete-labels")
 
 
-def _check_quality(tables: Tables, days: list[dt.date]) -> None:
-    """No samples from days whose events or snapshots failed a quality check of severity error."""
-    event_days = date_range(days[0] - dt.timedelta(days=1), days[-1] + dt.timedelta(days=1))
-    failed = (quality_gate.blocking_failures(tables, ["events"], event_days)
-              + quality_gate.blocking_failures(tables, ["user_snapshot", "item_snapshot"],
-                                               [d - dt.timedelta(days=1) for d in days]))
-    if failed:
-        first = failed[0]
+def _check_quality(tables: Tables, config: dict, days: list[dt.date], versions: dict[str, int]) -> None:
+    """Samples only from days whose events and snapshots passed their quality checks, on the very
+    versions this job reads: missing or stale results count as not passed."""
+    event_days = sorted(partition_dates(tables, "events") & set(
+        date_range(days[0] - dt.timedelta(days=1), days[-1] + dt.timedelta(days=1))))
+    snapshot_days = [d - dt.timedelta(days=1) for d in days]
+    problems = quality_gate.unpassed(tables, config, "events", event_days, versions["events"])
+    for name in ("user_snapshot", "item_snapshot"):
+        problems += quality_gate.unpassed(tables, config, name, snapshot_days, versions[name])
+    if problems:
         raise QualityCheckFailed(
-            f"samples refused: {first['table_name']} {first['check_date']} failed "
-            f"{' '.join(filter(None, [first['check'], first['column']]))} ({first['detail']})"
-            f"{f' and {len(failed) - 1} more' if len(failed) > 1 else ''}; "
-            f"fix the input and rerun that day, or pass --ignore-quality-failures")
+            f"samples refused: {problems[0]}{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; "
+            f"fix the input and rerun that day's ingest or snapshot, or pass --ignore-quality-failures")
 
 
 def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[dt.date],
@@ -78,14 +79,15 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     quantiles = [float(q) for q in section.get("split_quantiles", [0.8, 0.9])]
     relative_error = float(section.get("quantile_relative_error", 0.001))
     _check_inputs(tables, days, label_config.kind, allow_incomplete_labels)
-    if not ignore_quality_failures:
-        _check_quality(tables, days)
     start, end = days[0], days[-1]
     versions = {name: tables.version(name) for name in
                 ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
+    drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
+    ingest_runs.require_complete(tables, drops, "samples", versions["events"])
+    if not ignore_quality_failures:
+        _check_quality(tables, config, days, versions)
     run = new_run("samples", partitions=[d.isoformat() for d in days], input_versions=versions)
 
-    drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
     events = with_event_date(tables.read("events", version=versions["events"], partitions=drops)).where(
         F.col("event_date").between(F.lit(start), F.lit(end + dt.timedelta(days=1))))
     if label_config.kind == "click":

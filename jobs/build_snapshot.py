@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import daily_aggregates as daily
+from features import ingest_runs
 from features import snapshot
 from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
@@ -90,6 +91,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     run = new_run("snapshot", partitions=[d.isoformat() for d in days], input_versions=versions)
 
     drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=lateness))))
+    ingest_runs.require_complete(tables, drops, "snapshot", versions["events"])
     events = (daily.with_event_date(tables.read("events", version=versions["events"], partitions=drops))
               .where(F.col("event_date").between(F.lit(start), F.lit(end))))
     dims = {name: (tables.read(name, version=versions[name], partitions=days) if name in versions
@@ -132,7 +134,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate
         frame = tables.read(name, partitions=[start - dt.timedelta(days=1), *days])
         results += quality_gate.check_table(tables, config, name, frame, "snapshot_date", days)
-    quality_gate.record_and_enforce(tables, results, run)
+    quality_gate.record_and_enforce(tables, results, run, {r["table"]: r["version"] for r in summary})
     summary.append({"table": "quality", "results": results})
     return summary
 

@@ -3,8 +3,8 @@ stop the pipeline when a check of severity `error` failed (features/quality.py h
 
 The `quality` table is partitioned by check_date; a job replaces the rows of the days it checked for
 the tables it checked and keeps every other table's rows of those days, so reruns are idempotent and
-a passing rerun clears a failure. `blocking_failures` is what downstream jobs (samples) ask before
-they use a day.
+a passing rerun clears a failure. `unpassed` is what downstream jobs (samples) ask before they use a day:
+results that exist, passed, and were computed on the data they read.
 """
 from __future__ import annotations
 
@@ -36,13 +36,15 @@ def check_table(tables: Tables, config: dict, table: str, frame: DataFrame, day_
                       history_start=min(ingested) if ingested else None, windows=windows)
 
 
-def record(tables: Tables, results: list[CheckResult], run: dict) -> int | None:
-    """Replace the checked days' rows of the checked tables in `quality`; returns its version."""
+def record(tables: Tables, results: list[CheckResult], run: dict, versions: dict[str, int] | None = None) -> int | None:
+    """Replace the checked days' rows of the checked tables in `quality`; returns its version.
+    `versions`: the version of each checked table the checks read (stored as table_version, so that a
+    later job can tell whether the results still describe the data it reads)."""
     if not results:
         return None
     days = sorted({r.check_date for r in results})
     checked = sorted({r.table_name for r in results})
-    fresh = results_frame(tables.spark, results, run)
+    fresh = results_frame(tables.spark, results, run, versions or {})
     if tables.exists(QUALITY_TABLE):
         kept = tables.read(QUALITY_TABLE, partitions=days).where(~F.col("table_name").isin(checked))
         fresh = kept.unionByName(fresh.select(*kept.columns))
@@ -50,10 +52,11 @@ def record(tables: Tables, results: list[CheckResult], run: dict) -> int | None:
     return tables.replace_partitions(QUALITY_TABLE, fresh, "check_date", days, metadata)
 
 
-def record_and_enforce(tables: Tables, results: list[CheckResult], run: dict) -> None:
+def record_and_enforce(tables: Tables, results: list[CheckResult], run: dict,
+                       versions: dict[str, int] | None = None) -> None:
     """What every job does with its results: record them, then stop (printing the failures) if one
     of severity error failed."""
-    record(tables, results, run)
+    record(tables, results, run, versions)
     if any(r.blocking for r in results):
         print(format_results(results))
     enforce(results)
@@ -67,13 +70,43 @@ def enforce(results: list[CheckResult]) -> None:
                                  f"(recpipe sql \"SELECT * FROM quality WHERE status = 'fail'\")")
 
 
-def blocking_failures(tables: Tables, table_names: list[str], days: list[dt.date]) -> list[dict]:
-    """Failed error-severity checks recorded for these tables and days (empty: good to use)."""
-    if not tables.exists(QUALITY_TABLE) or not days:
+def unpassed(tables: Tables, config: dict, table: str, days: list[dt.date], version: int) -> list[str]:
+    """What keeps `days` of `table` (read at `version`) from counting as checked and passed, one line
+    per day: no results recorded, results computed on other data (the partition changed since the
+    version they checked), or a failed check of severity error. Empty when the table has no checks
+    (none declared, or turned off by the config)."""
+    if not table_checks(table, config) or not days:
         return []
-    frame = tables.read(QUALITY_TABLE, partitions=days).where(
-        F.col("table_name").isin(table_names) & (F.col("status") == "fail") & (F.col("severity") == "error"))
-    return [row.asDict() for row in frame.orderBy("check_date", "table_name", "check", "column").limit(20).collect()]
+    rows = (tables.read(QUALITY_TABLE, partitions=days).where(F.col("table_name") == table)
+            .groupBy("check_date", "table_version")
+            .agg(F.count_if((F.col("status") == "fail") & (F.col("severity") == "error")).alias("failed"),
+                 F.first(F.when((F.col("status") == "fail") & (F.col("severity") == "error"),
+                                F.concat_ws(" ", "check", F.when(F.col("column") != "", F.col("column")),
+                                            F.concat(F.lit("("), "detail", F.lit(")")))),
+                         ignorenulls=True).alias("first_failure"))
+            .collect()) if tables.exists(QUALITY_TABLE) else []  # one row per day
+    by_day = {row["check_date"]: row for row in rows}
+    current = tables.partition_files(table, days, version=version)
+    checked_files: dict[int, dict] = {}
+    problems = []
+    for day in days:
+        row = by_day.get(day)
+        if row is None:
+            problems.append(f"{table} {day}: no quality results recorded (the checks did not run or were lost)")
+            continue
+        if row["table_version"] is None:
+            problems.append(f"{table} {day}: quality results do not say which version they checked")
+            continue
+        checked = int(row["table_version"])
+        if checked not in checked_files:
+            checked_files[checked] = tables.partition_files(table, days, version=checked)
+        if checked_files[checked][day.isoformat()] != current[day.isoformat()]:
+            problems.append(f"{table} {day}: quality results were computed on version {checked}, and the partition "
+                            f"changed since (read at version {version})")
+        elif row["failed"]:
+            problems.append(f"{table} {day}: failed {row['first_failure']}"
+                            + (f" and {row['failed'] - 1} more" if row["failed"] > 1 else ""))
+    return problems
 
 
 def format_results(results: list[CheckResult]) -> str:

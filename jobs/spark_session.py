@@ -17,6 +17,9 @@ REQUIRED_CONF = {
     "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
     "spark.ui.showConsoleProgress": "false",
+    # Local files through Hadoop's raw local file system: no .crc side files, and a raw drop file whose
+    # name holds ':' is readable (the checksummed one builds a relative Path from '.a:b.crc' and fails).
+    "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
 }
 
 DELTA_SPARK_CONF = {

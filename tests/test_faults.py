@@ -7,8 +7,10 @@ the Delta commit; it then waits while the marker exists (RECPIPE_FAULT_TABLE lim
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
+import io
 import json
 import os
 import signal
@@ -26,7 +28,7 @@ from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
 import features.tables as tables_module
-from features import raw_drops
+from features import ingest_runs, raw_drops
 from features.tables import ConcurrentWriteError, DeltaRsTables, open_tables
 from jobs.cli import main
 from jobs.export_model import next_version, published_versions
@@ -246,22 +248,54 @@ def test_two_ingests_of_the_same_day_racing_to_commit_give_one_consistent_result
             _stop_group(writer)
     outputs = [log.read_text() for log in logs]
 
-    # both started from the same version; the second commit was refused and made again after the first
-    assert codes == [0, 0], outputs
-    assert tables.version("events") == version + 2
-    assert sum("events: another writer committed version" in out for out in outputs) == 1, outputs
-    winner, loser = (_log_actions(warehouse / "events", v) for v in (version + 1, version + 2))
-    assert [a["remove"]["path"] for a in loser if "remove" in a] == [a["add"]["path"] for a in winner if "add" in a]
+    # both held their events files at the commit hook; the run that started first finds that the other
+    # started after it and owns the day, so it stops before committing anything and says so; the newer
+    # run commits every table and the day's ingest_runs rows
+    assert sorted(codes) == [0, 2], outputs
+    loser = outputs[codes.index(2)]
+    assert "stopped before committing events: another ingest run" in loser, loser
+    assert "this run had committed nothing" in loser, loser
+    assert tables.version("events") == version + 1
+    assert ingest_runs.incomplete_days(tables, [day]) == []
     events = tables.read("events", partitions=[day])
     assert events.groupBy("event_id").count().where("count > 1").count() == 0
     assert_df_equality(events.orderBy("event_id"), clean.read("events").orderBy("event_id"), ignore_nullable=True)
     for name in ("events_quarantine", "users", "items"):
         ours, theirs = tables.read(name, partitions=[day]).collect(), clean.read(name, partitions=[day]).collect()
         assert sorted(map(tuple, ours), key=str) == sorted(map(tuple, theirs), key=str), name
-    # both writers' files are referenced by a version (no orphans), day 1 is untouched
+    # the loser removed the files it never committed (no orphans), day 1 is untouched
     assert unreferenced_files(pafs.LocalFileSystem(), str(warehouse / "events")) == []
     assert tables.row_count("events", partitions=[day - dt.timedelta(days=1)]) == tables.row_count(
         "events", version=version, partitions=[day - dt.timedelta(days=1)])
+
+
+def test_an_ingest_killed_between_its_commits_leaves_the_day_refused_until_it_is_rerun(spark, synthetic_raw, tmp_path):
+    day = dt.date(2026, 3, 2)
+    warehouse = tmp_path / "warehouse"
+    config_path = _config_file(tmp_path, synthetic_raw, warehouse)
+    config = yaml.safe_load(config_path.read_text())
+    tables = open_tables(spark, str(warehouse), "delta-rs")
+    ingest(spark, tables, config, [day - dt.timedelta(days=1), day])
+    complete = {name: sorted(map(tuple, tables.read(name, partitions=[day]).collect()), key=str)
+                for name in ("events", "events_quarantine")}
+
+    marker, log = tmp_path / "before-quarantine", tmp_path / "killed.log"
+    argv = ["-m", "jobs.cli", "ingest", "--config", str(config_path), "--date", day.isoformat()]
+    child = _start(argv, _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(marker), RECPIPE_FAULT_TABLE="events_quarantine"), log)
+    try:
+        _wait_for([marker], [child], [log])  # events committed, quarantine not yet
+    finally:
+        _stop_group(child)
+    assert [d for d, _ in ingest_runs.incomplete_days(tables, [day])] == [day]
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        code = main(["snapshot", "--config", str(config_path), "--date", day.isoformat()])
+    assert code == 2 and "the ingest of 2026-03-02 is incomplete" in printed.getvalue(), printed.getvalue()
+
+    ingest(spark, tables, config, [day])  # the next run restores the invariant
+    assert ingest_runs.incomplete_days(tables, [day]) == []
+    for name, rows in complete.items():
+        assert sorted(map(tuple, tables.read(name, partitions=[day]).collect()), key=str) == rows, name
 
 
 # 3. Corrupted and truncated raw drops -----------------------------------------------------------------

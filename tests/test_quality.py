@@ -105,7 +105,8 @@ def test_a_failing_check_stops_the_job_blocks_samples_and_a_clean_rerun_clears_i
     assert main(["snapshot", "--config", str(path)]) == 0  # snapshots of good data may be built
     capsys.readouterr()
     assert main(["samples", "--config", str(path), "--start", str(D2), "--end", str(D2)]) == 4
-    assert "samples refused: events 2026-03-03 failed row_count_change" in capsys.readouterr().err
+    assert ("samples refused: events 2026-03-03: failed row_count_change (258 rows vs 816 the day before)"
+            in capsys.readouterr().err)
     assert not tables.exists("samples")
 
     drop.write_text(original)  # the drop is redelivered complete
