@@ -13,10 +13,16 @@ One synthetic log (with its own late events: 0.5% arrive up to two days late) is
               drop lands a day later and that day and the next run then;
             - one day's drop arrives with two thirds of its events lost upstream → ingest exits 4
               (the events row_count_change check), the drop is redelivered complete and rerun;
+            - redeliveries: on 5% of the days, 2% of the drop's events are sent again in the drops
+              one and three days later → quarantined (an id counts once), nothing doubles;
+            - one day's optional users drop is late: that day's ingest leaves users as they were, the
+              drop lands the next day and the day is ingested again before the next snapshot;
+            - lines holding two JSON objects (on the bad-row days) → quarantined as malformed;
             - each day is run twice on 10% of the days (a retried task) → idempotent.
 At the end: samples for the last 20 days (all but the first and last on short runs) in both warehouses, then every table compared with Spark
 (rows in one and not the other, both ways; duplicates count) and the quarantine holding exactly the
-injected lines. Prints what it checked and exits 1 if anything differs.
+injected lines (bad, multi-object and redelivered), counted per quarantine reason. Prints what it
+checked and exits 1 if anything differs.
 """
 from __future__ import annotations
 
@@ -49,7 +55,11 @@ BAD_LINES = ['{"event_id": "bad-json", "event_type": ', "not json at all",
              '{"event_id": "bad-type", "event_type": "click", "user_id": "abc", "item_id": 1, '
              '"event_time": "2026-01-01T00:00:00.000Z"}',
              '{"event_id": "bad-kind", "event_type": "view", "user_id": 1, "item_id": 1, '
-             '"event_time": "2026-01-01T00:00:00.000Z"}']
+             '"event_time": "2026-01-01T00:00:00.000Z"}',
+             '{"event_id": "multi-1", "event_type": "impression", "user_id": 1, "item_id": 1, '
+             '"event_time": "2026-01-01T00:00:00.000Z"}{"event_id": "multi-2", "event_type": "impression", '
+             '"user_id": 1, "item_id": 1, "event_time": "2026-01-01T00:00:00.000Z"}']
+REDELIVERED_AFTER = (1, 3)  # days after its first delivery an event is sent again
 
 
 def write_config(root: Path, name: str, days: int) -> Path:
@@ -90,6 +100,22 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
             lines.insert(rng.randrange(len(lines)), BAD_LINES[i % len(BAD_LINES)])
         path.write_text("\n".join(lines) + "\n")
         injected += count
+    faulted = {missing_day, truncated_day}
+    sources = [d for d in pool if d + dt.timedelta(days=max(REDELIVERED_AFTER)) <= days[-1]
+               and not faulted & {d, *(d + dt.timedelta(days=k) for k in REDELIVERED_AFTER)}]
+    redelivered_days = sorted(rng.sample(sources, max(1, round(0.05 * len(days)))))
+    resent = 0
+    for day in redelivered_days:  # 2% of the day's events sent again one and three days later
+        lines = events_file(raw, day).read_text().splitlines()
+        again = rng.sample(lines, max(1, len(lines) // 50))
+        for after in REDELIVERED_AFTER:
+            path = events_file(raw, day + dt.timedelta(days=after))
+            path.write_text(path.read_text() + "\n".join(again) + "\n")
+            resent += len(again)
+    late_users_day = next(d for d in rng.sample(pool[:-1], len(pool) - 1)
+                          if (raw / "users" / f"dt={d}").exists() and d not in faulted)
+    held_users = raw.parent / "held-back-users"
+    shutil.move(raw / "users" / f"dt={late_users_day}", held_users)  # an optional drop, late
     held_back = raw.parent / "held-back"
     shutil.move(raw / "events" / f"dt={missing_day}", held_back)  # not delivered yet
     full = events_file(raw, truncated_day).read_text()
@@ -101,6 +127,9 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
     for day in days:
         if day == missing_day + dt.timedelta(days=1):  # the late drop lands: catch up in order
             shutil.move(held_back, raw / "events" / f"dt={missing_day}")
+        if day == late_users_day + dt.timedelta(days=1):  # the late users drop lands: that day again
+            shutil.move(held_users, raw / "users" / f"dt={late_users_day}")
+            pending = sorted({*pending, late_users_day})
         for todo in [*pending, day]:
             code = run(["ingest", "--config", str(config), "--date", str(todo)], log)
             if todo == missing_day and code == 2:
@@ -119,7 +148,8 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
                 outcomes["retries_identical"] += 1
         else:
             pending = []
-    return {"bad_days": [str(d) for d in bad_days], "bad_lines": injected, "missing_day": str(missing_day),
+    return {"bad_days": [str(d) for d in bad_days], "bad_lines": injected, "redelivered_days": len(redelivered_days),
+            "redelivered_lines": resent, "late_users_day": str(late_users_day), "missing_day": str(missing_day),
             "truncated_day": str(truncated_day), "retried_days": len(retried), **outcomes}
 
 
@@ -164,8 +194,10 @@ def main_soak() -> int:
     faulty = open_tables(spark, str(root / "faulty" / "warehouse"), "delta-rs")
     results = [compare(spark, clean, faulty, name) for name in COMPARED]
     quarantined = {"clean": clean.read("events_quarantine").count(), "faulty": faulty.read("events_quarantine").count()}
+    reasons = {r["reason"]: r["count"] for r in faulty.read("events_quarantine").groupBy("reason").count()
+               .orderBy("reason").collect()}  # a few distinct reasons
     failed_checks = faulty.read("quality").where("status = 'fail'").count()
-    report = {"days": args.days, "faults": faults, "quarantine_rows": quarantined,
+    report = {"days": args.days, "faults": faults, "quarantine_rows": quarantined, "quarantine_reasons": reasons,
               "failed_quality_checks_left": failed_checks, "tables": results,
               "commands": len(log), "clean_backfill_seconds": round(clean_seconds, 1),
               "faulty_daily_seconds": round(faulty_seconds, 1)}
@@ -175,10 +207,13 @@ def main_soak() -> int:
     print(f"{'table':<24} {'rows':>9} {'only clean':>11} {'only faulty':>12}")
     for r in results:
         print(f"{r['table']:<24} {r['rows']:>9} {r['only_clean']:>11} {r['only_faulty']:>12}")
+    print("quarantined lines per reason (faulty run):")
+    for reason, count in reasons.items():
+        print(f"  {count:>6}  {reason}")
     checks = {
         "every table equal to the fault-free run": all(r["only_clean"] == r["only_faulty"] == 0 for r in results),
-        "quarantine holds exactly the injected lines":
-            quarantined["faulty"] - quarantined["clean"] == faults["bad_lines"],
+        "quarantine holds exactly the injected lines (bad, multi-object, redelivered)":
+            quarantined["faulty"] - quarantined["clean"] == faults["bad_lines"] + faults["redelivered_lines"],
         "missing drop: exit 2, caught up the next day": faults["missing_drop_exit"] == 2,
         "truncated drop: quality gate exit 4, clean after redelivery":
             faults["truncated_drop_exit"] == 4 and failed_checks == 0,
