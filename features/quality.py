@@ -164,7 +164,7 @@ def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days
             total = bad + rows[day]
             rate = bad / total if total else 0.0
             add(day, "quarantine_rate", "", rate, f"<= {spec['max']}", rate <= float(spec["max"]),
-                spec.get("severity", "error"), f"{bad} of {total} lines quarantined")
+                spec.get("severity", "error"), f"{bad} of {total} lines invalid (duplicates not counted)")
     spec = checks.get("null_rate")
     if spec:
         for column, limit in spec.get("columns", {}).items():

@@ -249,3 +249,17 @@ def test_samples_refuse_a_day_whose_quality_results_are_lost(spark, config, tabl
     tables.replace_partitions("quality", kept, "check_date", [D1], {"job": "lost"})
     with pytest.raises(QualityCheckFailed, match=r"samples refused: events 2026-02-01: no quality results recorded"):
         _check_quality(tables, checked, [D2], versions)
+
+
+def test_redelivered_events_do_not_count_as_invalid_lines_in_the_quarantine_rate(spark, config, tables):
+    checked = {**config, "quality": {"enabled": True, "tables": {"events": {"row_count_change": None}}}}
+    first = [_event(f"a{i}", D1, hour=20, device="tv", page="home") for i in range(10)]
+    _drop(config["paths"]["raw"], "events", D1, first)
+    _drop(config["paths"]["raw"], "events", D2, first[:5] + [_event(f"b{i}", D2, device="tv", page="home")
+                                                             for i in range(10)] + ["junk"])
+    ingest(spark, tables, checked, [D1])
+    with pytest.raises(QualityCheckFailed, match=r"events 2026-02-02 quarantine_rate = 0.0909"):
+        ingest(spark, tables, checked, [D2])  # 1 invalid line of 11; the 5 resent ones are not invalid
+    rate = tables.read("quality").where("check = 'quarantine_rate' AND check_date = date'2026-02-02'").first()
+    assert rate.detail == "1 of 11 lines invalid (duplicates not counted)"
+    assert tables.read("events_quarantine").where("drop_date = date'2026-02-02'").count() == 6
