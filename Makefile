@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving bench-soak
+.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving bench-soak bench-ingest
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -60,6 +60,10 @@ bench-training: java $(INSTALLED)
 
 bench-serving: java $(INSTALLED)
 	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml
+
+# What the redelivery check costs ingest: check on vs off, backfill and daily runs (issue 14).
+bench-ingest: java $(INSTALLED)
+	$(BIN)/python bench/ingest_bench.py
 
 # 60 daily runs with injected faults vs a fault-free run (issue 10); prints what it checked.
 bench-soak: java $(INSTALLED)

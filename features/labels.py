@@ -72,36 +72,50 @@ def rating_labels(events: DataFrame, first: dt.date, last: dt.date, config: Labe
                           F.lit(1.0).alias("weight"), F.lit(False).alias("is_sampled_negative"))
 
 
-def item_sampling_weights(item_counts: DataFrame, config: LabelConfig) -> pd.DataFrame:
-    """item_id and sampling weight (count^0.75 or 1). Collected to the driver: one row per item."""
-    rows = item_counts.select("item_id", "interactions").toPandas().sort_values("item_id", ignore_index=True)
+def item_weights_by_day(daily_interactions: DataFrame, days: list[dt.date], config: LabelConfig) -> pd.DataFrame:
+    """Sampling weights as of the day before each sample day: for every day E of `days`, each item's
+    interactions on days <= E-1 (count^0.75 for popularity, 1 for uniform, items without any
+    interaction by then are not drawn). daily_interactions: item_id, event_date, interactions.
+    Collected to the driver: at most one row per (sample day, item)."""
+    sample_days = daily_interactions.sparkSession.createDataFrame([(d,) for d in days], "sample_date date")
+    known = (daily_interactions.join(F.broadcast(sample_days), F.col("event_date") < F.col("sample_date"))
+             .groupBy("sample_date", "item_id").agg(F.sum("interactions").alias("interactions")))
+    rows = known.toPandas().sort_values(["sample_date", "item_id"], ignore_index=True)
     rows["weight"] = rows["interactions"].astype(float) ** 0.75 if config.negative_sampling == "popularity" else 1.0
-    return rows[rows["weight"] > 0][["item_id", "weight"]].reset_index(drop=True)
+    return rows[rows["weight"] > 0][["sample_date", "item_id", "weight"]].reset_index(drop=True)
 
 
-def sample_negatives(spark: SparkSession, positives: DataFrame, interacted: DataFrame, item_weights: pd.DataFrame,
-                     config: LabelConfig, oversample: tuple[int, ...] = (4, 64)) -> DataFrame:
-    """For each positive, `negatives_per_positive` items the user never interacted with (`interacted`:
-    user_id, item_id), drawn with the item weights. Deterministic: draws are seeded by (seed, event_id,
-    round). Runs on the executors (mapInPandas over a broadcast CDF). Heavy users whose first round of
+def sample_negatives(spark: SparkSession, positives: DataFrame, first_interactions: DataFrame,
+                     item_weights: pd.DataFrame, config: LabelConfig, oversample: tuple[int, ...] = (4, 64)) -> DataFrame:
+    """For each positive of day E, `negatives_per_positive` items drawn with the item weights as of
+    E-1 (item_weights_by_day) among the items the user had not interacted with by the end of E
+    (`first_interactions`: user_id, item_id, first_date of the pair). Point in time: nothing after E
+    changes a negative of day E. Deterministic: draws are seeded by (seed, event_id, round). Runs on
+    the executors (mapInPandas over broadcast per-day CDFs). Heavy users whose first round of
     k * oversample[0] draws hits too many of their own items get a second, larger round."""
     k = config.negatives_per_positive
     if k <= 0:
         return positives.limit(0)
-    cdf = np.cumsum(item_weights["weight"].to_numpy(dtype=float))
-    cdf /= cdf[-1]
-    broadcast = spark.sparkContext.broadcast((item_weights["item_id"].to_numpy(dtype=np.int64), cdf))
+    tables_by_day = {}
+    for day, group in item_weights.groupby("sample_date"):
+        cdf = np.cumsum(group["weight"].to_numpy(dtype=float))
+        tables_by_day[pd.Timestamp(day).date()] = (group["item_id"].to_numpy(dtype=np.int64), cdf / cdf[-1])
+    broadcast = spark.sparkContext.broadcast(tables_by_day)
     seed = config.seed
-    known = interacted.select("user_id", "item_id").distinct()
+    known = first_interactions.select("user_id", "item_id", "first_date")
 
     def drawer(round_index: int, draws: int):
         def draw(batches):
             import zlib
 
-            items, cumulative = broadcast.value
+            by_day = broadcast.value
             for batch in batches:
                 parts = []
-                for event_id in batch["event_id"]:
+                for event_id, day in zip(batch["event_id"], batch["event_date"]):
+                    found = by_day.get(pd.Timestamp(day).date())
+                    if found is None:  # no item had an interaction before that day: nothing to draw
+                        continue
+                    items, cumulative = found
                     rng = np.random.default_rng([seed, zlib.crc32(event_id.encode()), round_index])
                     picks = np.searchsorted(cumulative, rng.random(draws), side="right").clip(0, len(items) - 1)
                     parts.append(pd.DataFrame({"event_id": event_id, "draw": np.arange(draws) + round_index * 1_000_000,
@@ -110,11 +124,14 @@ def sample_negatives(spark: SparkSession, positives: DataFrame, interacted: Data
         return draw
 
     chosen = None
-    pending = positives.select("event_id", "user_id")
+    pending = positives.select("event_id", "user_id", "event_date")
     for round_index, factor in enumerate(oversample):
-        candidates = pending.select("event_id").mapInPandas(
+        candidates = pending.select("event_id", "event_date").mapInPandas(
             drawer(round_index, k * factor), "event_id string, draw int, item_id bigint")
-        kept = (candidates.join(pending, "event_id").join(known, ["user_id", "item_id"], "left_anti")
+        interacted_by_then = ((F.col("c.user_id") == F.col("k.user_id")) & (F.col("c.item_id") == F.col("k.item_id"))
+                              & (F.col("k.first_date") <= F.col("c.event_date")))
+        kept = (candidates.join(pending, "event_id").alias("c")
+                .join(known.alias("k"), interacted_by_then, "left_anti")
                 .select("event_id", "item_id", "draw"))
         chosen = kept if chosen is None else chosen.select("event_id", "item_id", "draw").unionByName(kept)
         chosen = (chosen.dropDuplicates(["event_id", "item_id"])

@@ -166,16 +166,17 @@ def user_category_snapshot(spec: FeatureSpec, sums: DataFrame) -> DataFrame:
 
 
 def top_categories(spec: FeatureSpec, category_sums: DataFrame) -> DataFrame:
-    """Per (user, day): the top-K categories by engagements in the window, and their shares."""
+    """Per (user, day): the top-K categories by engagements in the window, and their shares. Ties
+    (schemas/features.yaml): more engagements first, then the category name in ascending order."""
     window = spec.feature("user_top_categories").window
     engagements = F.col(f"engagements_{window}d")
+    order = F.struct((-engagements).alias("minus_n"), F.col("category"))  # ascending: most first, then by name
     ranked = (category_sums.where(engagements > 0).groupBy("user_id", "snapshot_date").agg(
-        F.sort_array(F.collect_list(F.struct(engagements.alias("n"), F.col("category"))), asc=False).alias("_ranked"),
-        F.sum(engagements).alias("_total")))
+        F.sort_array(F.collect_list(order), asc=True).alias("_ranked"), F.sum(engagements).alias("_total")))
     top = F.slice("_ranked", 1, spec.top_categories)
     return ranked.select("user_id", "snapshot_date",
                          F.transform(top, lambda c: c["category"]).alias("top_categories"),
-                         F.transform(top, lambda c: c["n"] / F.col("_total")).alias("top_category_shares"))
+                         F.transform(top, lambda c: -c["minus_n"] / F.col("_total")).alias("top_category_shares"))
 
 
 def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,

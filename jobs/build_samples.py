@@ -13,6 +13,7 @@ column) and, beside it, <warehouse>/_artifacts/samples/v<samples version>/:
 from __future__ import annotations
 
 import datetime as dt
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ if __package__ in (None, ""):  # started as a script by spark-submit: make the r
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from features import ingest_runs
+from features import ingest_runs, snapshot_runs
 from features import labels as labeling
 from features.daily_aggregates import with_event_date
 from features.errors import PipelineInputError, QualityCheckFailed
@@ -84,6 +85,9 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
                 ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
     drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
     ingest_runs.require_complete(tables, drops, "samples", versions["events"])
+    lateness_days = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
+    snapshot_runs.require_fresh(tables, [d - dt.timedelta(days=1) for d in days], lateness_days, "samples",
+                                versions["events"])
     if not ignore_quality_failures:
         _check_quality(tables, config, days, versions)
     run = new_run("samples", partitions=[d.isoformat() for d in days], input_versions=versions)
@@ -95,14 +99,19 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     else:
         labeled = labeling.rating_labels(events, start, end, label_config)
         if label_config.negatives_per_positive > 0:
-            # never sample an item the user is known to have interacted with, at any time
-            interacted = tables.read("events", version=versions["events"]).select("user_id", "item_id")
-            popularity = (events.where(F.col("event_date") <= F.lit(end))
-                          .where(F.col("event_type").isin(list(spec.interaction_events)))
-                          .groupBy("item_id").agg(F.count(F.lit(1)).alias("interactions")))
+            # point in time: a negative of day E avoids what the user had interacted with by the end of E
+            # and is drawn by popularity as of E-1; events after the range's last day are never read
+            known_drops = sorted(partition_dates(tables, "events") & set(
+                date_range(min(partition_dates(tables, "events")), end + dt.timedelta(days=lateness_days))))
+            history = with_event_date(tables.read("events", version=versions["events"], partitions=known_drops)
+                                      ).where(F.col("event_date") <= F.lit(end))
+            first_interactions = history.groupBy("user_id", "item_id").agg(F.min("event_date").alias("first_date"))
+            daily_interactions = (history.where(F.col("event_type").isin(list(spec.interaction_events)))
+                                  .where(F.col("event_date") < F.lit(end))
+                                  .groupBy("item_id", "event_date").agg(F.count(F.lit(1)).alias("interactions")))
             negatives = labeling.sample_negatives(
-                spark, labeled.where("label = 1"), interacted,
-                labeling.item_sampling_weights(popularity, label_config), label_config)
+                spark, labeled.where("label = 1"), first_interactions,
+                labeling.item_weights_by_day(daily_interactions, days, label_config), label_config)
             labeled = labeled.unionByName(negatives)
 
     snapshot_days = [d - dt.timedelta(days=1) for d in days]

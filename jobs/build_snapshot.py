@@ -28,7 +28,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import daily_aggregates as daily
-from features import ingest_runs
+from features import ingest_runs, snapshot_runs
 from features import snapshot
 from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
@@ -53,10 +53,13 @@ def _read_existing(tables: Tables, name: str, days: list[dt.date], empty_ddl: st
     return tables.read(name, partitions=sorted(partition_dates(tables, name) & set(days)))
 
 
-def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0) -> list[dt.date]:
+def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0,
+               cascade: bool = True) -> list[dt.date]:
     """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
     back to the day after the latest existing snapshot (or the first ingested day) when the day before
-    has no snapshot to carry state from."""
+    has no snapshot to carry state from, and (cascade) forward to the last snapshot already built:
+    every later snapshot carries state from the rebuilt days, so it is rebuilt in the same pass. With
+    cascade=False the later snapshots are left as they are and printed as stale."""
     ingested = partition_dates(tables, "events")
     if not ingested:
         raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
@@ -68,7 +71,14 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
         print(f"[snapshot] no snapshot for {start - dt.timedelta(days=1)} to carry state from: "
               f"building from {carried_from}")
         start = carried_from
-    days = date_range(start, dates[-1])
+    later = sorted(d for d in built if d > dates[-1])
+    if later and cascade:
+        print(f"[snapshot] rebuilding the {len(later)} later snapshots {later[0]}..{later[-1]} too: they carry "
+              f"state from the days rebuilt (--no-cascade leaves them stale)")
+    elif later:
+        print(f"[snapshot] --no-cascade: the {len(later)} later snapshots {later[0]}..{later[-1]} were built from "
+              f"the old data and are now stale; samples refuse them until they are rebuilt")
+    days = date_range(start, later[-1] if later and cascade else dates[-1])
     missing = [d for d in days if d not in ingested]
     if missing and not allow_missing:
         raise PipelineInputError(
@@ -79,12 +89,12 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
 
 
 def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.date],
-                    allow_missing: bool = False) -> list[dict]:
+                    allow_missing: bool = False, cascade: bool = True) -> list[dict]:
     spec = load_spec()
     lateness = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
     rebuild_days = int(get_key(config, "snapshot.rebuild_days", lateness))
     days = plan_dates(tables, dates, allow_missing or bool(get_key(config, "ingest.allow_missing_drops", False)),
-                      rebuild_days)
+                      rebuild_days, cascade)
     start, end = days[0], days[-1]
     history = date_range(start - dt.timedelta(days=spec.max_window - 1), end)
     versions = {name: tables.version(name) for name in ("events", "users", "items") if tables.exists(name)}
@@ -134,6 +144,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate
         frame = tables.read(name, partitions=[start - dt.timedelta(days=1), *days])
         results += quality_gate.check_table(tables, config, name, frame, "snapshot_date", days)
+    snapshot_runs.record(tables, run, days, versions)  # which events version each rebuilt day saw
     quality_gate.record_and_enforce(tables, results, run, {r["table"]: r["version"] for r in summary})
     summary.append({"table": "quality", "results": results})
     return summary

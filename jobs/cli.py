@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(snapshot)
     _add_dates(snapshot)
     snapshot.add_argument("--allow-missing", action="store_true", help="build days whose events drop is missing")
+    snapshot.add_argument("--no-cascade", action="store_true",
+                          help="do not rebuild the later snapshots that exist (they are printed as stale)")
 
     samples = commands.add_parser("samples", help="labels, point-in-time join, time split, fitted transforms")
     _add_common(samples)
@@ -245,7 +247,7 @@ def cmd_snapshot(args) -> int:
     from jobs.build_snapshot import build_snapshots, format_summary
 
     return _stage(args, "built snapshots", lambda spark, tables, config, dates: build_snapshots(
-        spark, tables, config, dates, allow_missing=args.allow_missing), format_summary)
+        spark, tables, config, dates, allow_missing=args.allow_missing, cascade=not args.no_cascade), format_summary)
 
 
 def cmd_samples(args) -> int:

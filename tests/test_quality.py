@@ -111,6 +111,10 @@ def test_a_failing_check_stops_the_job_blocks_samples_and_a_clean_rerun_clears_i
 
     drop.write_text(original)  # the drop is redelivered complete
     assert main(["ingest", "--config", str(path), "--date", str(D3)]) == 0
+    capsys.readouterr()  # D3's drop can hold late events of D1 and D2: their snapshots are stale until rebuilt
+    assert main(["samples", "--config", str(path), "--start", str(D2), "--end", str(D2)]) == 2
+    assert "the snapshots of 2026-03-01 are stale" in capsys.readouterr().err
+    assert main(["snapshot", "--config", str(path), "--date", str(D3)]) == 0  # rebuilds D1..D3
     quality = tables.read("quality")
     assert quality.where("status = 'fail'").count() == 0
     per_check = quality.groupBy("check_date", "table_name", "check", "column").count()

@@ -6,8 +6,11 @@ import json
 
 import pandas as pd
 import pytest
+from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from features import raw_drops
+from features.daily_aggregates import with_event_date
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.labels import LabelConfig, click_labels
@@ -162,7 +165,7 @@ def test_samples_need_the_snapshot_of_the_day_before(spark, synthetic_samples, t
         build_samples(spark, tables, _config(tmp_path), [DAYS[-1]])
 
 
-def test_negative_sampling_never_picks_an_interacted_item(spark, ml100k_warehouse, tmp_path):
+def test_negative_sampling_never_picks_an_item_interacted_with_by_then(spark, ml100k_warehouse, tmp_path):
     tables = ml100k_warehouse
     config = {"paths": {"warehouse": tables.root}, "samples": {
         "kind": "rating", "negatives_per_positive": 3, "seed": 3, "split_quantiles": [0.8, 0.9]},
@@ -174,9 +177,75 @@ def test_negative_sampling_never_picks_an_interacted_item(spark, ml100k_warehous
     positives = samples.where("label = 1 AND NOT is_sampled_negative")
     assert negatives.where("label != 0").count() == 0
     assert negatives.count() == 3 * positives.count()
-    interacted = tables.read("events").select("user_id", "item_id").distinct()
-    assert negatives.join(interacted, ["user_id", "item_id"]).count() == 0
+    first = (with_event_date(tables.read("events")).groupBy("user_id", "item_id")
+             .agg(F.min("event_date").alias("first_date")))
+    assert negatives.join(first, ["user_id", "item_id"]).where("first_date <= event_date").count() == 0
+    assert negatives.join(first, ["user_id", "item_id"]).where("first_date > event_date").count() > 0  # later is fine
     again = build_samples(spark, tables, config, days)  # seeded: the same negatives
     redo = tables.read("samples", version=again["samples_version"], partitions=days).where("is_sampled_negative")
     assert sorted(map(tuple, redo.select("sample_id", "item_id").collect())) == \
         sorted(map(tuple, negatives.select("sample_id", "item_id").collect()))
+
+
+def test_samples_with_negatives_are_point_in_time(spark, tmp_path):
+    """Changing only events after day D leaves every sample of days <= D identical, sampled negatives
+    (items excluded as interacted, popularity weights) included; only the range-wide split may move."""
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    cut = days[4]
+    raw = tmp_path / "raw"
+    generate_logs(raw, start_date=START, days=len(days), users=300, items=40, seed=9)
+    base = {"ingest": {"allowed_lateness_hours": 48}, "quality": {"enabled": False},
+            "samples": {"kind": "rating", "negatives_per_positive": 2, "seed": 3, "rating_threshold": 4}}
+
+    def samples_of(name):
+        config = {**base, "paths": {"raw": str(raw), "warehouse": str(tmp_path / name)}}
+        tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+        ingest(spark, tables, config, days)
+        build_snapshots(spark, tables, config, days)
+        manifest = build_samples(spark, tables, config, days[1:])
+        return tables.read("samples", version=manifest["samples_version"]).drop("split")
+
+    before = samples_of("before")
+    # rewrite the future: after the end of D, two thirds of the events deleted, the rest's items moved to
+    # the most popular item and every user rating it (which changes popularity and interactions after D)
+    end_of_cut = pd.Timestamp(cut + dt.timedelta(days=1), tz="UTC")
+    for day in days[days.index(cut) + 1:]:
+        path = raw_drops.drop_files(raw, "events", day)[0]
+        events = pd.read_json(path, lines=True, dtype={"event_time": str, "event_id": str}, convert_dates=False)
+        events["position"] = events["position"].astype("Int64")
+        future = pd.to_datetime(events["event_time"], utc=True, format="ISO8601") >= end_of_cut
+        changed = events[~future | (events.index % 3 == 0)].copy()
+        is_future = pd.to_datetime(changed["event_time"], utc=True, format="ISO8601") >= end_of_cut
+        changed.loc[is_future, "item_id"] = 1
+        ratings = changed[is_future].drop_duplicates("user_id").assign(
+            event_id=lambda f: f["event_id"] + "-r", event_type="rating", value=5.0, item_id=2)
+        raw_drops.write_drop(raw, "events", day, pd.concat([changed, ratings]))
+    after = samples_of("after")
+
+    until_cut, later = F.col("event_date") <= F.lit(cut), F.col("event_date") > F.lit(cut)
+    assert before.where(until_cut & F.col("is_sampled_negative")).count() > 20
+    assert_df_equality(after.where(until_cut), before.where(until_cut), ignore_row_order=True, ignore_nullable=True)
+    assert after.where(later).exceptAll(before.where(later)).count() > 0  # the future did change
+
+
+def test_negatives_avoid_what_the_user_had_interacted_with_by_then(spark):
+    """Hand example: user 1 rated items 1 and 2 on day 1 and item 3 on day 3; a positive of day 2 may draw
+    item 3 (interacted only later) but never items 1 or 2; weights are as of the day before."""
+    from features.labels import item_weights_by_day, sample_negatives
+
+    d1, d2, d3 = dt.date(2026, 5, 1), dt.date(2026, 5, 2), dt.date(2026, 5, 3)
+    first = spark.createDataFrame([(1, 1, d1), (1, 2, d1), (1, 3, d3)], "user_id long, item_id long, first_date date")
+    daily = spark.createDataFrame([(1, d1, 5), (2, d1, 5), (3, d1, 5), (4, d2, 50)],
+                                  "item_id long, event_date date, interactions long")
+    config = LabelConfig(kind="rating", negatives_per_positive=1, negative_sampling="uniform", seed=1)
+    weights = item_weights_by_day(daily, [d2, d3], config)
+    assert sorted(map(tuple, weights.astype({"item_id": int}).itertuples(index=False))) == [
+        (pd.Timestamp(d2).date(), 1, 1.0), (pd.Timestamp(d2).date(), 2, 1.0), (pd.Timestamp(d2).date(), 3, 1.0),
+        (pd.Timestamp(d3).date(), 1, 1.0), (pd.Timestamp(d3).date(), 2, 1.0), (pd.Timestamp(d3).date(), 3, 1.0),
+        (pd.Timestamp(d3).date(), 4, 1.0)]
+    positives = spark.createDataFrame(
+        [(f"p{i}", f"p{i}", 1, 1, dt.datetime(2026, 5, 2, 12), d2, None, None, None, 1, 1.0, False) for i in range(20)],
+        "sample_id string, event_id string, user_id long, item_id long, event_time timestamp, event_date date, "
+        "device string, page string, position int, label int, weight double, is_sampled_negative boolean")
+    drawn = {r.item_id for r in sample_negatives(spark, positives, first, weights, config).collect()}
+    assert drawn == {3}  # items 1, 2 interacted by day 2; item 4 unknown before day 2

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from chispa import assert_df_equality
 
-from features import raw_drops
+from features import raw_drops, snapshot_runs
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.synthetic_logs import generate_logs
@@ -163,3 +163,48 @@ def test_rebuild_days_zero_leaves_earlier_days_until_their_range_is_rebuilt(spar
     assert clicks() == {day1: 0, day2: 0}
     build_snapshots(spark, tables, config, [day1, day2])  # recpipe snapshot --start day1 --end day2
     assert clicks() == {day1: 1, day2: 1}
+
+
+def _restate(raw, day, keep_every=3):
+    """Upstream corrects the drop of `day`: two thirds of its events withdrawn."""
+    path = raw_drops.drop_files(raw, "events", day)[0]
+    events = pd.read_json(path, lines=True, dtype={"event_time": str, "event_id": str})
+    events["position"] = events["position"].astype("Int64")
+    raw_drops.write_drop(raw, "events", day, events[events.index % keep_every == 0])
+
+
+def test_a_restated_day_rebuilds_every_later_snapshot_in_one_pass(spark, tmp_path, logs):
+    config, reference_config = _config(tmp_path, "restated"), _config(tmp_path, "reference")
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS)
+    build_snapshots(spark, tables, config, DAYS)
+
+    _restate(logs, D)
+    ingest(spark, tables, config, [D])
+    build_snapshots(spark, tables, config, [D])  # cascades to the last built day
+    assert snapshot_runs.stale_days(tables, DAYS, 2) == []
+
+    reference = open_tables(spark, reference_config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, reference, reference_config, DAYS)
+    build_snapshots(spark, reference, reference_config, DAYS)
+    for name in SNAPSHOTS:
+        _assert_same(tables.read(name), reference.read(name))
+
+
+def test_no_cascade_leaves_later_snapshots_stale_and_samples_refuse_them(spark, tmp_path, logs, capsys):
+    from jobs.build_samples import build_samples
+
+    config = {**_config(tmp_path), "samples": {"kind": "click"}}
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS)
+    build_snapshots(spark, tables, config, DAYS)
+    _restate(logs, D)
+    ingest(spark, tables, config, [D])
+    capsys.readouterr()
+    build_snapshots(spark, tables, config, [D], cascade=False)
+    later = DAYS[DAYS.index(D) + 1:]
+    assert (f"--no-cascade: the {len(later)} later snapshots {later[0]}..{later[-1]} were built from the old data "
+            f"and are now stale") in capsys.readouterr().out
+    assert [day for day, _ in snapshot_runs.stale_days(tables, DAYS, 2)] == later
+    with pytest.raises(PipelineInputError, match=rf"samples refused: the snapshots of {later[0]}.* are stale"):
+        build_samples(spark, tables, config, [later[0] + dt.timedelta(days=1)], allow_incomplete_labels=True)

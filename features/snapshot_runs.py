@@ -1,0 +1,63 @@
+"""Which events each snapshot day was built from: the Delta table `snapshot_runs`, and the staleness
+check samples run before joining snapshots.
+
+The snapshot job replaces the `snapshot_runs` rows of every day it built with the events (and users,
+items) versions it read. A snapshot of day S depends on every event with event date <= S, which can sit
+in any drop up to S + the lateness; it is *stale* when the events partitions of those drops hold other
+files now than in the version it was built from (a day re-ingested with --no-cascade, a restatement
+whose later snapshots were not rebuilt, a snapshot run that died before recording). Samples refuse
+stale days and name them.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from features.errors import PipelineInputError
+from features.tables import Tables, partition_dates
+
+SNAPSHOT_RUNS = "snapshot_runs"
+DDL = "run_id string, events_version long, users_version long, items_version long, built_at timestamp, snapshot_date date"
+
+
+def record(tables: Tables, run: dict, days: list[dt.date], versions: dict[str, int]) -> int:
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [(run["run_id"], versions.get("events"), versions.get("users"), versions.get("items"), now, day)
+            for day in days]
+    return tables.replace_partitions(SNAPSHOT_RUNS, tables.spark.createDataFrame(rows, DDL), "snapshot_date", days,
+                                     {**run, "partitions": [d.isoformat() for d in days]})
+
+
+def stale_days(tables: Tables, days: list[dt.date], lateness_days: int,
+               events_version: int | None = None) -> list[tuple[dt.date, str]]:
+    """(day, why) for each snapshot day in `days` that was not built from the events the caller reads
+    (`events_version`, default the newest). Warehouses without snapshot_runs are not checked."""
+    if not days or not tables.exists(SNAPSHOT_RUNS):
+        return []
+    built = {r["snapshot_date"]: r["events_version"] for r in
+             tables.read(SNAPSHOT_RUNS, partitions=days).select("snapshot_date", "events_version").collect()}
+    drops = sorted(d for d in partition_dates(tables, "events") if d <= max(days) + dt.timedelta(days=lateness_days))
+    current = tables.partition_files("events", drops, version=events_version)
+    files_at: dict[int, dict] = {}
+    problems = []
+    for day in days:
+        version = built.get(day)
+        if version is None:
+            problems.append((day, "no record of the events it was built from"))
+            continue
+        if version not in files_at:
+            files_at[version] = tables.partition_files("events", drops, version=version)
+        horizon = day + dt.timedelta(days=lateness_days)
+        changed = [d for d in drops if d <= horizon and files_at[version][d.isoformat()] != current[d.isoformat()]]
+        if changed:
+            problems.append((day, f"built from events v{version}; the drop of {changed[0]} changed since"))
+    return problems
+
+
+def require_fresh(tables: Tables, days: list[dt.date], lateness_days: int, job: str,
+                  events_version: int | None = None) -> None:
+    problems = stale_days(tables, days, lateness_days, events_version)
+    if problems:
+        names = ", ".join(str(day) for day, _ in problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else "")
+        day, why = problems[0]
+        raise PipelineInputError(f"{job} refused: the snapshots of {names} are stale ({day}: {why}); rebuild them: "
+                                 f"recpipe snapshot --date {day}")
