@@ -27,18 +27,48 @@ from airflow.sdk import DAG, Param, TaskGroup, task
 
 log = logging.getLogger(__name__)
 
+# DAG params and Variables reach the shell only as environment variables, expanded inside double quotes
+# ("$RECPIPE_SPARK_MASTER"): bash never parses their text as code, whatever a triggered run passes.
+# The params are also validated by their Param patterns before a run starts.
 HOME = "{{ var.value.get('recpipe_home', '/opt/recpipe') }}"
 VENV = "{{ var.value.get('recpipe_venv', var.value.get('recpipe_home', '/opt/recpipe') ~ '/.venv') }}"
-SPARK_SUBMIT = f"cd {HOME} && {VENV}/bin/spark-submit --master '{{{{ params.spark_master }}}}'"
-PYTHON = f"cd {HOME} && {VENV}/bin/python"
-CONFIG = "--config '{{ params.config }}'"
-ENV = {"PYSPARK_PYTHON": f"{VENV}/bin/python", "PYSPARK_DRIVER_PYTHON": f"{VENV}/bin/python"}
+ENV = {"RECPIPE_HOME": HOME, "RECPIPE_VENV": VENV, "RECPIPE_CONFIG": "{{ params.config }}",
+       "RECPIPE_SPARK_MASTER": "{{ params.spark_master }}",
+       "PYSPARK_PYTHON": f"{VENV}/bin/python", "PYSPARK_DRIVER_PYTHON": f"{VENV}/bin/python"}
+SPARK_SUBMIT = 'cd "$RECPIPE_HOME" && "$RECPIPE_VENV/bin/spark-submit" --master "$RECPIPE_SPARK_MASTER"'
+PYTHON = 'cd "$RECPIPE_HOME" && "$RECPIPE_VENV/bin/python"'
+CONFIG = '--config "$RECPIPE_CONFIG"'
+SPARK_MASTER_PATTERN = r"^(local(\[([0-9]+|\*)(, *[0-9]+)?\])?|yarn|spark://[A-Za-z0-9.,:_-]+|k8s://[A-Za-z0-9.:/_-]+)$"
+CONFIG_PATTERN = r"^[A-Za-z0-9_./-]+\.ya?ml$"
+DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # samples of the days before D (D's own clicks can land after midnight, in D+1's drop): a window of
 # samples_window_days ending on D-1, never before the day after the first day of data
 SAMPLES_START = ("{{ [macros.ds_add(ds, -params.samples_window_days), macros.ds_add(params.data_start, 1)] | max }}")
 SAMPLES_END = "{{ macros.ds_add(ds, -1) }}"
 TRAINED_MODELS = ("wide_deep", "gbdt_lr", "deepfm")
 EXIT_REFUSED = 3  # recpipe export: the quality gate said no; nothing was published
+
+
+class RecpipeJob(BashOperator):
+    """A recpipe command whose exit code says whether a retry can help: 2 (bad input or config) and 4
+    (a data quality check failed) fail the task at once, without retries, because the same input gives
+    the same answer (fix the input, then clear the task); 3 (export refused by the gate) skips; any
+    other failure (a lost executor, a full disk, a race) is retried with exponential backoff."""
+
+    NOT_RETRIED = {2: "bad input or configuration", 4: "a data quality check failed"}
+
+    def __init__(self, **kwargs):
+        # params and Variables reach the command only as environment variables (see ENV)
+        super().__init__(**{"env": ENV, "append_env": True, **kwargs})
+
+    def _run_inline_command(self, bash_path: str, env: dict):
+        from airflow.sdk.exceptions import AirflowFailException
+
+        result = super()._run_inline_command(bash_path, env)
+        if result.exit_code in self.NOT_RETRIED:
+            raise AirflowFailException(f"recpipe exited {result.exit_code} ({self.NOT_RETRIED[result.exit_code]}): "
+                                       f"not retried; fix the input and clear the task")
+        return result
 
 
 def notify_failure(context) -> None:
@@ -80,9 +110,11 @@ with DAG(
     dagrun_timeout=dt.timedelta(hours=12),
     default_args=default_args,
     params={
-        "config": Param("conf/demo.yaml", type="string", description="pipeline YAML, relative to recpipe_home"),
-        "spark_master": Param("local[2]", type="string", description="spark-submit --master"),
-        "data_start": Param("2026-01-01", type="string", description="first day with a log drop"),
+        "config": Param("conf/demo.yaml", type="string", pattern=CONFIG_PATTERN,
+                        description="pipeline YAML, relative to recpipe_home (letters, digits, _ . / -)"),
+        "spark_master": Param("local[2]", type="string", pattern=SPARK_MASTER_PATTERN,
+                              description="spark-submit --master: local[N], yarn, spark://host:port, k8s://..."),
+        "data_start": Param("2026-01-01", type="string", pattern=DATE_PATTERN, description="first day with a log drop"),
         "samples_window_days": Param(14, type="integer", minimum=1, description="days of samples per training"),
     },
     tags=["recpipe"],
@@ -103,19 +135,17 @@ with DAG(
         log.info("waiting for %s", marker)
         return marker.exists()
 
-    ingest = BashOperator(task_id="ingest", env=ENV, append_env=True,
-                          bash_command=f"{SPARK_SUBMIT} jobs/ingest.py {CONFIG} --date {{{{ ds }}}}")
-    snapshot = BashOperator(task_id="snapshot", env=ENV, append_env=True, depends_on_past=True,
-                            bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}")
-    samples = BashOperator(task_id="samples", env=ENV, append_env=True, bash_command=(
+    ingest = RecpipeJob(task_id="ingest", bash_command=f"{SPARK_SUBMIT} jobs/ingest.py {CONFIG} --date {{{{ ds }}}}")
+    snapshot = RecpipeJob(task_id="snapshot", depends_on_past=True,
+                          bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}")
+    samples = RecpipeJob(task_id="samples", bash_command=(
         f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}"))
-    gbdt = BashOperator(task_id="gbdt", env=ENV, append_env=True,
-                        bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG}")
+    gbdt = RecpipeJob(task_id="gbdt", bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG}")
     with TaskGroup("train", tooltip="the TensorFlow models, in parallel") as train:
         for model in TRAINED_MODELS:
-            BashOperator(task_id=model, bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model}")
-    compare = BashOperator(task_id="compare", bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG}")
-    export = BashOperator(task_id="export", skip_on_exit_code=EXIT_REFUSED, bash_command=(
+            RecpipeJob(task_id=model, bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model}")
+    compare = RecpipeJob(task_id="compare", bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG}")
+    export = RecpipeJob(task_id="export", skip_on_exit_code=EXIT_REFUSED, bash_command=(
         f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)}"))
 
     wait_for_drop() >> ingest >> snapshot >> samples >> gbdt >> train >> compare >> export

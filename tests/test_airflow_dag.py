@@ -66,6 +66,35 @@ def test_dag_imports_thinly_with_the_pipeline_graph(tmp_path):
         "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"], "export": ["compare"]}
     assert tasks["snapshot"]["depends_on_past"] and not tasks["ingest"]["depends_on_past"]
     assert all(t["retries"] == 2 and t["backoff"] and t["callback"] for t in tasks.values())
+    assert {name for name, t in tasks.items() if t["type"] == "RecpipeJob"} == set(tasks) - {"wait_for_drop"}
+
+
+EXIT_CODES = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from recpipe_daily import RecpipeJob
+from airflow.sdk.exceptions import AirflowFailException
+
+outcome = {}
+for code in (0, 1, 2, 3, 4, 137):
+    job = RecpipeJob(task_id=f"exit_{code}", bash_command=f"exit {code}")
+    try:
+        outcome[code] = job._run_inline_command("bash", {}).exit_code  # the operator then retries non-zero
+    except AirflowFailException as error:
+        outcome[code] = "fail at once: " + str(error)
+print(json.dumps(outcome))
+"""
+
+
+def test_only_failures_a_retry_can_fix_are_retried(tmp_path):
+    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", EXIT_CODES, str(REPO / "airflow_dags")],
+                            capture_output=True, text=True, env=_airflow_env(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {
+        "0": 0, "1": 1, "3": 3, "137": 137,  # 3: export's skip_on_exit_code skips; 1, 137: retried with backoff
+        "2": "fail at once: recpipe exited 2 (bad input or configuration): not retried; fix the input and clear the task",
+        "4": "fail at once: recpipe exited 4 (a data quality check failed): not retried; fix the input and clear the task"}
 
 
 def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spark: the suite's session first
@@ -110,3 +139,60 @@ def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spa
     assert set(evaluation["models"]) == {"wide_deep", "gbdt_lr", "deepfm"}
     for model in ("wide_deep", "gbdt_lr", "deepfm"):
         assert published_versions(tmp_path / "serving" / model) == [1]
+
+
+RENDER = """
+import json, subprocess, sys
+import jinja2
+sys.path.insert(0, sys.argv[1])
+import recpipe_daily as module
+from airflow.sdk import Param
+
+workdir, master = sys.argv[2], sys.argv[3]
+dag = module.dag
+try:  # 1. the trigger form / --conf: the Param pattern refuses the value before any task runs
+    dag.params.get_param("spark_master").resolve(value=master)
+    refused = False
+except Exception:
+    refused = True
+
+accepted = [value for value in ("local[2]", "local[*]", "local", "yarn", "spark://127.0.0.1:7077",
+                                "k8s://https://10.0.0.1:6443")
+            if dag.params.get_param("spark_master").resolve(value=value, suppress_exception=True) == value]
+
+
+class Variables:  # what {{ var.value.get(...) }} reads in a real run
+    @staticmethod
+    def get(name, default=None):
+        return {"recpipe_home": workdir, "recpipe_venv": workdir}.get(name, default)
+
+
+# 2. even past validation, the rendered command never parses the value as shell code
+task = dag.get_task("ingest")
+context = {"params": {"config": "conf/demo.yaml", "spark_master": master}, "ds": "2026-03-03",
+           "var": {"value": Variables}}
+environment = jinja2.Environment()
+command = environment.from_string(task.bash_command).render(**context)
+env = {key: environment.from_string(value).render(**context) for key, value in task.env.items()}
+result = subprocess.run(["bash", "-c", command], env={"PATH": "/usr/bin:/bin", **env}, cwd=workdir,
+                        capture_output=True, text=True)
+print(json.dumps({"refused": refused, "accepted": len(accepted), "command": command, "stdout": result.stdout, "code": result.returncode}))
+"""
+
+
+def test_dag_params_never_reach_the_shell_as_code(tmp_path):
+    stub = tmp_path / "bin" / "spark-submit"  # stands in for the venv's spark-submit: prints its arguments
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/bash\nfor a in "$@"; do echo "arg:$a"; done\n')
+    stub.chmod(0o755)
+    injection = "local[2]' ; touch PWNED ; echo '"
+    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", RENDER, str(REPO / "airflow_dags"), str(tmp_path),
+                             injection], capture_output=True, text=True, env=_airflow_env(tmp_path / "home"),
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["refused"], "the spark_master Param pattern accepted an injection string"
+    assert outcome["accepted"] == 6  # local[2], local[*], local, yarn, spark://..., k8s://... still pass
+    assert injection not in outcome["command"]  # the value is not in the command text at all
+    assert outcome["code"] == 0 and f"arg:{injection}" in outcome["stdout"].splitlines()  # one literal argument
+    assert not (tmp_path / "PWNED").exists()
