@@ -10,6 +10,7 @@ import yaml
 from features.errors import PipelineInputError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"
+SPARK_CONF_PREFIX = "spark.conf."  # an override key spark.conf.<Spark setting> (from --conf KEY=VALUE)
 REQUIRED_KEYS = ("paths.raw", "paths.warehouse", "spark.master", "dates.start", "dates.end", "source.kind")
 
 
@@ -29,8 +30,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if not isinstance(config, dict):
         raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
     for key, value in (overrides or {}).items():
-        if value is not None:
+        if value is None:
+            continue
+        if key.startswith(SPARK_CONF_PREFIX):  # a Spark setting's own name holds dots: never split it
+            conf = config.setdefault("spark", {}).setdefault("conf", None) or {}
+            config["spark"]["conf"] = {**conf, key[len(SPARK_CONF_PREFIX):]: value}
+        else:
             set_key(config, key, value)
+    time_zone = (get_key(config, "spark.conf") or {}).get("spark.sql.session.timeZone", "UTC")
+    if str(time_zone) != "UTC":
+        raise ConfigError(f"spark.sql.session.timeZone is {time_zone!r} in {config_path} or --conf: recpipe's day "
+                          f"boundaries are UTC (event dates, drops, snapshots); remove the setting")
     for key in REQUIRED_KEYS:
         if get_key(config, key) is None:
             raise ConfigError(f"config {config_path} is missing the key '{key}'")

@@ -86,3 +86,22 @@ def test_console_script_usage_error_has_no_traceback(tmp_path):
     assert result.stderr.strip() == "recpipe ingest: error: invalid start date '2026-02-30': use YYYY-MM-DD"
     unknown = subprocess.run([str(Path(sys.executable).parent / "recpipe"), "frobnicate"], capture_output=True, text=True)
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
+
+
+def test_conf_flags_reach_spark_under_their_own_name_and_the_time_zone_stays_utc(spark, tmp_path):
+    from jobs.config import ConfigError, load_config
+    from jobs.spark_session import build_session
+
+    config = load_config(None, {"spark.conf.spark.recpipe.test.marker": "set-by-flag",
+                                "spark.conf.spark.sql.session.timeZone": "UTC"})
+    assert config["spark"]["conf"]["spark.recpipe.test.marker"] == "set-by-flag"
+    assert "spark" not in config["spark"]["conf"]  # not split into a nested dict at the dots
+    flagged = {"spark.recpipe.test.marker": config["spark"]["conf"]["spark.recpipe.test.marker"]}
+    session = build_session({"conf": flagged})  # the suite's session: getOrCreate applies the setting to it
+    assert session.conf.get("spark.recpipe.test.marker") == "set-by-flag"
+    with pytest.raises(ConfigError, match=r"spark.sql.session.timeZone is 'America/New_York'.*day boundaries are UTC"):
+        load_config(None, {"spark.conf.spark.sql.session.timeZone": "America/New_York"})
+    shifted = tmp_path / "shifted.yaml"
+    shifted.write_text((REPO / "conf" / "demo.yaml").read_text().replace(
+        "    spark.ui.enabled: \"false\"", "    spark.ui.enabled: \"false\"\n    spark.sql.session.timeZone: Asia/Tokyo"))
+    assert main(["tables", "--config", str(shifted)]) == 2
