@@ -66,6 +66,21 @@ def split_redelivered(rows: DataFrame, ingested: DataFrame, key: str, horizon_da
     return kept, redelivered
 
 
+def relabel_late_copies(late: DataFrame, known: DataFrame, key: str, horizon_days: int) -> DataFrame:
+    """late: quarantine rows rejected only for their time (outside the drop's window) with the line's
+    `key`; known: (key, drop_date) of the events kept, committed or in this run. A late line whose id
+    is known from another drop within the horizon is a redelivery (an event resent days later is also
+    too old for its new drop): its reason becomes the duplicate reason. Returns quarantine rows."""
+    tagged = late.withColumn("_line", F.monotonically_increasing_id())
+    other = known.select(F.col(key).alias("_key"), F.col("drop_date").alias("_known_drop"))
+    matched = tagged.join(other, (F.col(key) == F.col("_key")) & (F.col("_known_drop") != F.col("drop_date"))
+                          & (F.abs(F.datediff("drop_date", "_known_drop")) <= horizon_days), "left")
+    first = matched.groupBy("_line", "drop_date", "source_file", "raw_record", "reason").agg(
+        F.min("_known_drop").alias("first_drop"))
+    reason = F.when(F.col("first_drop").isNotNull(), redelivery_reason(key)).otherwise(F.col("reason"))
+    return first.select("drop_date", "source_file", "raw_record", reason.alias("reason"))
+
+
 def redelivery_reason(key: str) -> Column:
     return F.concat(F.lit(f"duplicate {key} (already ingested from drop "), F.col("first_drop").cast("string"),
                     F.lit(")"))

@@ -29,13 +29,15 @@ from pyspark.sql import functions as F
 from features import ingest_runs, raw_drops
 from features.errors import PipelineInputError, QualityCheckFailed
 from features.ingest import QUARANTINE_COLUMNS, DropWindow, parse_raw_lines, validate
-from features.redelivery import default_horizon_days, horizon_partitions, redelivery_reason, split_redelivered
+from features.redelivery import (default_horizon_days, horizon_partitions, redelivery_reason, relabel_late_copies,
+                                 split_redelivered)
 from features.schemas import RAW_TABLES, apply_range_overrides, load_schema
 from features.tables import ConcurrentWriteError, Tables, partition_dates
 from jobs import quality_gate
 from jobs.config import get_key
 from jobs.run_info import new_run
 
+WINDOW_REASON = "event_time outside the drop's window"  # features/ingest.py's reason for a time outside the window
 GLOB_CHARACTERS = re.compile(r"([\[\]{}*?\\])")
 _log = logging.getLogger(__name__)
 
@@ -87,15 +89,23 @@ def _empty_quarantine(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame([], "drop_date date, source_file string, raw_record string, reason string")
 
 
-def _without_redeliveries(tables: Tables, valid: DataFrame, days: list[dt.date], key: str,
-                          horizon_days: int) -> tuple[DataFrame, DataFrame]:
+def _without_redeliveries(tables: Tables, parsed: DataFrame, valid: DataFrame, quarantine: DataFrame,
+                          days: list[dt.date], key: str, horizon_days: int) -> tuple[DataFrame, DataFrame]:
     """Valid events minus ids already ingested from another drop of the horizon (and from an earlier
-    drop of this run); the redelivered copies as quarantine rows."""
+    drop of this run), and the quarantine with every redelivered copy labelled as one: the valid-looking
+    copies, and the copies rejected only because an event resent days later is outside its new drop's
+    window."""
     existing = horizon_partitions(days, partition_dates(tables, "events"), horizon_days)
     ingested = (tables.read("events", partitions=existing).select(key, "drop_date") if existing
                 else tables.spark.createDataFrame([], f"{key} string, drop_date date"))
     kept, redelivered = split_redelivered(valid, ingested, key, horizon_days)
-    return kept, redelivered.withColumn("reason", redelivery_reason(key)).select(*QUARANTINE_COLUMNS)
+    kept = kept.persist(StorageLevel.MEMORY_AND_DISK)  # written as the table and looked up for late copies
+    lines = parsed.select("drop_date", "source_file", "raw_record", key).dropDuplicates()
+    late = quarantine.where(F.col("reason") == WINDOW_REASON).join(lines, ["drop_date", "source_file", "raw_record"])
+    late = relabel_late_copies(late, ingested.unionByName(kept.select(key, "drop_date")), key, horizon_days)
+    quarantine = (quarantine.where(F.col("reason") != WINDOW_REASON).unionByName(late)
+                  .unionByName(redelivered.withColumn("reason", redelivery_reason(key)).select(*QUARANTINE_COLUMNS)))
+    return kept, quarantine
 
 
 def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt.date, Drop], window: DropWindow | None,
@@ -111,9 +121,9 @@ def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt
         parsed = parse_raw_lines(read_lines(spark, files), schema).persist(StorageLevel.MEMORY_AND_DISK)
         valid, quarantine = validate(parsed, schema, window, value_ranges, keep_source=True)
         if horizon_days is not None:
-            kept, redelivered = _without_redeliveries(tables, valid, days, schema.key[0], horizon_days)
-            kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
-            valid, quarantine = kept, quarantine.unionByName(redelivered)
+            kept, quarantine = _without_redeliveries(tables, parsed, valid, quarantine, days, schema.key[0],
+                                                     horizon_days)
+            valid = kept
         valid = valid.drop("source_file", "raw_record")
     else:
         valid, quarantine = _empty_valid(spark, schema), _empty_quarantine(spark)

@@ -263,3 +263,20 @@ def test_redelivered_events_do_not_count_as_invalid_lines_in_the_quarantine_rate
     rate = tables.read("quality").where("check = 'quarantine_rate' AND check_date = date'2026-02-02'").first()
     assert rate.detail == "1 of 11 lines invalid (duplicates not counted)"
     assert tables.read("events_quarantine").where("drop_date = date'2026-02-02'").count() == 6
+
+
+def test_an_event_resent_beyond_its_window_is_labelled_a_redelivery(spark, config, tables):
+    raw = config["paths"]["raw"]
+    D5 = D1 + dt.timedelta(days=4)
+    old = _event("x", D2, hour=8)                     # in D5's drop it is older than the 48 h window
+    _drop(raw, "events", D2, [old])
+    _drop(raw, "events", D5, [old, _event("too-old", D2, hour=9), _event("e", D5)])
+    ingest(spark, tables, config, [D2])
+    ingest(spark, tables, config, [D5])
+    reasons = sorted((json.loads(r.raw_record)["event_id"], r.reason) for r in
+                     tables.read("events_quarantine").where(f"drop_date = date'{D5}'").collect())
+    assert reasons == [("too-old", "event_time outside the drop's window"),
+                       ("x", "duplicate event_id (already ingested from drop 2026-02-02)")]
+    ingest(spark, tables, config, [D2, D5])            # the same in one run
+    assert sorted((json.loads(r.raw_record)["event_id"], r.reason) for r in
+                  tables.read("events_quarantine").where(f"drop_date = date'{D5}'").collect()) == reasons
