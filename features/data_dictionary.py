@@ -27,17 +27,31 @@ def _default(feature: Feature) -> str:
     return f"`{feature.default!r}`" if isinstance(feature.default, str) else f"`{feature.default}`"
 
 
+INACTIVE = {  # features.snapshot_as_of.INACTIVE_RULES in words
+    "zero": "0", "null": "null", "empty": "`[]`", "carried": "kept from its latest row",
+    "shifted": "latest row's + days since", "day": "that day's value (table `{entity}_snapshot_inactive`)",
+}
+
+
+def _inactive(feature: Feature) -> str:
+    from features.snapshot_as_of import INACTIVE_RULES
+
+    return INACTIVE[INACTIVE_RULES[feature.kind]].format(entity=feature.entity)
+
+
 def _table(spec: FeatureSpec, entity: str) -> str:
     details = spec.entities[entity]
     table = details.get("table", "samples")
     key = ", ".join(details["key"]) or "(the event)"
     as_of = AS_OF["context"] if entity == "context" else AS_OF["snapshot"]
+    sparse = entity in ("user", "item")
     lines = [f"## {entity}", "", f"Table `{table}`, key {key}. As of: {as_of}.", "",
-             "| feature | meaning | dtype | window | null / default | transform | models |",
-             "|---|---|---|---|---|---|---|"]
+             "| feature | meaning | dtype | window | null / default | transform | models |"
+             + (" inactive |" if sparse else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if sparse else "")]
     for f in spec.for_entity(entity):
         lines.append(f"| `{f.name}` | {f.description} | {f.dtype} | {_window(f)} | {_default(f)} | "
-                     f"{f.transform or '-'} | {', '.join(f.roles) or '-'} |")
+                     f"{f.transform or '-'} | {', '.join(f.roles) or '-'} |" + (f" {_inactive(f)} |" if sparse else ""))
     return "\n".join(lines)
 
 
@@ -53,6 +67,12 @@ def render(spec: FeatureSpec) -> str:
         "sample gets when the entity has no row in the snapshot (or the value is undefined); the",
         "`<entity>_in_snapshot` columns of `samples` say which case it was. Models: wide, deep, fm (DeepFM",
         "fields), gbdt (XGBoost inputs); features without a model role are kept for analysts.",
+        "",
+        "Sparse storage: `user_snapshot` and `item_snapshot` store a row for (entity, D) only when the entity",
+        "had activity inside its longest window ending D or its attributes changed on D. Every other known",
+        "entity has the same full row as of D, resolved from its latest row and the day (`inactive` column:",
+        "what each feature is then); `recpipe features --entity user --id U --date D` prints it and",
+        "`features.snapshot_as_of.read_as_of` returns it for any (entity, day) pairs.",
     ]
     for entity in spec.entities:
         if spec.for_entity(entity):

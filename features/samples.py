@@ -29,7 +29,8 @@ def _context_column(feature: Feature) -> Column:
 
 
 def ctr_priors(item_snapshot: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """The all-item CTR of each window on each snapshot day: the default of a missing smoothed CTR."""
+    """The all-item CTR of each window on each snapshot day: the default of a missing smoothed CTR. The
+    stored (sparse) partitions give the same sums as every item would: inactive items count zero."""
     priors = []
     for window in spec.windows_days:
         clicks, impressions = F.sum(f"item_clicks_{window}d"), F.sum(f"item_impressions_{window}d")
@@ -53,8 +54,12 @@ def _with_default(feature: Feature, spec: FeatureSpec) -> Column:
 
 
 def point_in_time_join(labeled: DataFrame, user_snapshot: DataFrame, item_snapshot: DataFrame,
-                       user_category_snapshot: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """labeled: output of features.labels; snapshots: the partitions covering event_date - 1."""
+                       user_category_snapshot: DataFrame, spec: FeatureSpec,
+                       priors: DataFrame | None = None) -> DataFrame:
+    """labeled: output of features.labels; user/item snapshots: rows as of event_date - 1 of the events'
+    entities (features.snapshot_as_of.read_as_of resolves inactive ones from the sparse tables);
+    user_category_snapshot: the stored partitions of event_date - 1; priors: ctr_priors of the stored
+    item_snapshot partitions (default: of `item_snapshot`, when it holds every item of those days)."""
     features = spec.model_features()
     by_entity = {entity: [f.name for f in features if f.entity == entity] for entity in INDICATORS}
     users = user_snapshot.select("user_id", "snapshot_date", *by_entity["user"], F.lit(True).alias(INDICATORS["user"]))
@@ -66,7 +71,8 @@ def point_in_time_join(labeled: DataFrame, user_snapshot: DataFrame, item_snapsh
               .join(users, ["user_id", "snapshot_date"], "left")
               .join(items, ["item_id", "snapshot_date"], "left")
               .join(categories, ["user_id", "item_category", "snapshot_date"], "left")
-              .join(F.broadcast(ctr_priors(item_snapshot, spec)), "snapshot_date", "left"))
+              .join(F.broadcast(priors if priors is not None else ctr_priors(item_snapshot, spec)),
+                    "snapshot_date", "left"))
     for feature in features:
         if feature.entity == "context":
             joined = joined.withColumn(feature.name, _context_column(feature))

@@ -2,18 +2,21 @@
 
 Snapshot D holds what was known at the end of day D (UTC): facts with event date <= D. It is built
 from the per-day aggregates of the last `max_window` days (windows are roll-ups, so the cost of a
-day does not grow with history) and from the previous day's snapshot, which carries the state that
-needs all history forward: first/last active day, the last N engaged items, attributes as of D.
+day does not grow with history) and from each entity's row as of the day before the range, which
+carries the state that needs all history: first/last active day, the last N engaged items,
+attributes as of D.
 
-A range S..E is built in one pass: daily rows are exploded onto the snapshot days whose windows
-they fall in, and the carried state runs along a per-entity window ordered by day. Library code:
-DataFrames in, DataFrames out; jobs/build_snapshot.py reads and writes the tables.
+Rows are stored only where an entity can differ from "inactive" (activity inside its longest window,
+or attributes that changed that day), so cost and size follow activity, not catalogue x calendar;
+features/snapshot_as_of.py resolves any other (entity, day) to the same full row, with the day's
+inactive values (`inactive_values`). A range S..E is built in one pass: daily rows are exploded onto
+the snapshot days whose windows they fall in, and the carried state runs along a per-entity window
+ordered by day over those rows only. Library code: DataFrames in, DataFrames out;
+jobs/build_snapshot.py reads and writes the tables.
 """
 from __future__ import annotations
 
 import datetime as dt
-from functools import reduce
-
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -65,10 +68,19 @@ def ctr_priors(sums: DataFrame, spec: FeatureSpec) -> DataFrame:
     return sums.groupBy("snapshot_date").agg(*priors)
 
 
-def entity_grid(dates: DataFrame, keys: list[str], known_from: list[DataFrame]) -> DataFrame:
-    """One row per entity and snapshot day, from the first day the entity is known (keys, known_from)."""
-    known = reduce(DataFrame.unionByName, known_from).groupBy(*keys).agg(F.min("known_from").alias("known_from"))
-    return known.join(F.broadcast(dates), F.col("snapshot_date") >= F.col("known_from")).drop("known_from")
+def active_grid(keys: list[str], sums: DataFrame, dims: DataFrame) -> DataFrame:
+    """The candidate rows (keys, snapshot_date): activity inside a window ending that day (a row of the
+    window sums) or a dimension drop row that day. Never catalogue x calendar: an entity without
+    either has no candidate row, and is resolved as inactive from its latest row (features/snapshot_as_of.py)."""
+    return (sums.select(*keys, "snapshot_date")
+            .unionByName(dims.select(*keys, F.col("drop_date").alias("snapshot_date"))).distinct())
+
+
+def keep_rows_that_differ(frame: DataFrame, sums: DataFrame, keys: list[str]) -> DataFrame:
+    """The rows stored: activity inside the longest window, or attributes that changed that day."""
+    in_window = sums.select(*keys, "snapshot_date", F.lit(True).alias("_in_window"))
+    return (frame.join(in_window, [*keys, "snapshot_date"], "left")
+            .where(F.col("_in_window").isNotNull() | F.col("_attrs_changed")).drop("_in_window", "_attrs_changed"))
 
 
 def _running(keys: list[str]) -> Window:
@@ -81,15 +93,19 @@ def _attribute_features(spec: FeatureSpec, entity: str) -> list[Feature]:
 
 def attributes_as_of(grid: DataFrame, keys: list[str], spec: FeatureSpec, entity: str,
                      dims: DataFrame, base: DataFrame) -> DataFrame:
-    """Adds `attrs`: the entity's row from the latest dimension drop <= D (or the previous snapshot's)."""
+    """Adds `attrs`: the entity's row from the latest dimension drop <= D (or the base's, as of the day
+    before the range), and `_attrs_changed`: whether they differ from the day before."""
     features = _attribute_features(spec, entity)
     today = dims.select(*keys, F.col("drop_date").alias("snapshot_date"), F.struct(
         *[F.col(f.source).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"))
     previous = base.select(*keys, F.struct(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in features])
                            .alias("_attrs_base"))
+    ordered = Window.partitionBy(*keys).orderBy("snapshot_date")
     return (grid.join(today, [*keys, "snapshot_date"], "left").join(previous, keys, "left")
             .withColumn("attrs", F.coalesce(F.last("_attrs_today", ignorenulls=True).over(_running(keys)),
                                             F.col("_attrs_base")))
+            .withColumn("_attrs_changed", ~F.col("attrs").eqNullSafe(
+                F.coalesce(F.lag("attrs").over(ordered), F.col("_attrs_base"))))
             .drop("_attrs_today", "_attrs_base"))
 
 
@@ -140,24 +156,38 @@ def _with_priors(frame: DataFrame, sums: DataFrame, spec: FeatureSpec) -> DataFr
         spec.ctr_prior_fallback, [c for c in priors.columns if c.startswith("prior_")])
 
 
-def item_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,
-                  base: DataFrame, dims: DataFrame) -> DataFrame:
-    """daily: item_daily for start-max_window+1..end; base: item_snapshot of start-1 (may be empty);
-    dims: items drops of start..end."""
+def item_snapshot(spec: FeatureSpec, sums: DataFrame, base: DataFrame, dims: DataFrame) -> DataFrame:
+    """sums: window_sums of item_daily over the range; base: item rows as of the day before the range
+    (resolved, any superset of the range's items; may be empty); dims: items drops of the range."""
     keys = ["item_id"]
-    in_range = daily.where(F.col("event_date").between(F.lit(start), F.lit(end)))
-    grid = entity_grid(dates, keys, [
-        base.select(*keys, F.coalesce(F.col("item_first_seen_date"), F.lit(start)).alias("known_from")),
-        dims.select(*keys, F.col("drop_date").alias("known_from")),
-        in_range.select(*keys, F.col("event_date").alias("known_from")),
-    ])
-    sums = window_sums(daily, keys, spec, start, end, entity_windows(spec, "item"))
-    frame = attributes_as_of(grid, keys, spec, "item", dims, base)
+    frame = attributes_as_of(active_grid(keys, sums, dims), keys, spec, "item", dims, base)
     first_seen = base.select(*keys, F.col("item_first_seen_date").alias("_base_first"))
     frame = (frame.join(first_seen, keys, "left")
-             .withColumn("first_date", F.coalesce("_base_first", F.min("snapshot_date").over(_running(keys))))
-             .join(sums, [*keys, "snapshot_date"], "left"))
+             .withColumn("first_date", F.coalesce("_base_first", F.min("snapshot_date").over(_running(keys)))))
+    frame = keep_rows_that_differ(frame, sums, keys).join(sums, [*keys, "snapshot_date"], "left")
     return select_features(_with_priors(frame, sums, spec), spec, "item")
+
+
+def inactive_values(spec: FeatureSpec, entity: str, dates: DataFrame, sums: DataFrame) -> DataFrame:
+    """One row per day of `dates`: the value, for an entity without activity in its windows that day,
+    of each feature that depends on the day only (snapshot_as_of.day_features), computed with the
+    same expressions as the stored rows (a smoothed CTR of zero counts is bit for bit the same; a
+    competition rank without engagements is 1 + the number of entities with engagements)."""
+    from features.snapshot_as_of import day_features
+
+    keys = spec.entities[entity]["key"]
+    features = day_features(spec, entity)
+    measures = [c for c in sums.columns if c not in (*keys, "snapshot_date")]
+    frame = _with_priors(dates.select("snapshot_date", *[F.lit(None).cast("long").alias(m) for m in measures]),
+                         sums, spec)
+    ranked = [f for f in features if f.kind == "popularity_rank"]
+    if ranked:
+        engaged = sums.groupBy("snapshot_date").agg(*[
+            F.count(F.when(F.col(f"engagements_{f.window}d") > 0, 1)).alias(f"_engaged_{f.name}") for f in ranked])
+        frame = frame.join(engaged, "snapshot_date", "left")
+    return frame.select(*[
+        (F.coalesce(F.col(f"_engaged_{f.name}"), F.lit(0)) + 1).cast(f.dtype).alias(f.name) if f in ranked
+        else feature_column(f, spec) for f in features], "snapshot_date")
 
 
 def user_category_snapshot(spec: FeatureSpec, sums: DataFrame) -> DataFrame:
@@ -179,18 +209,14 @@ def top_categories(spec: FeatureSpec, category_sums: DataFrame) -> DataFrame:
                          F.transform(top, lambda c: -c["minus_n"] / F.col("_total")).alias("top_category_shares"))
 
 
-def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.date, daily: DataFrame,
+def user_snapshot(spec: FeatureSpec, start: dt.date, end: dt.date, daily: DataFrame, sums: DataFrame,
                   base: DataFrame, dims: DataFrame, category_sums: DataFrame) -> DataFrame:
-    """daily: user_daily for start-max_window+1..end; base: user_snapshot of start-1 (may be empty);
-    dims: users drops of start..end; category_sums: window_sums of user_category_daily."""
+    """daily: user_daily of start..end (more days are ignored); sums: its window_sums over the range;
+    base: user rows as of the day before the range (resolved; may be empty); dims: users drops of the
+    range; category_sums: window_sums of user_category_daily."""
     keys = ["user_id"]
     running = _running(keys)
     in_range = daily.where(F.col("event_date").between(F.lit(start), F.lit(end)))
-    grid = entity_grid(dates, keys, [
-        base.select(*keys, F.lit(start).alias("known_from")),
-        dims.select(*keys, F.col("drop_date").alias("known_from")),
-        in_range.select(*keys, F.col("event_date").alias("known_from")),
-    ])
     # last N engaged items: the N most recent engaged days hold at least N items, so a bounded frame suffices
     engaged_days = Window.partitionBy(*keys).orderBy("event_date").rowsBetween(-(spec.last_n_items - 1), 0)
     recent = (in_range.where(F.size("last_items") > 0).select(
@@ -201,7 +227,7 @@ def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.d
                         F.col("user_last_active_date").alias("_base_last"),
                         F.col("user_last_items").alias("_base_items"))
     no_items = F.array().cast("array<bigint>")
-    frame = (attributes_as_of(grid, keys, spec, "user", dims, base)
+    frame = (attributes_as_of(active_grid(keys, sums, dims), keys, spec, "user", dims, base)
              .join(activity, [*keys, "snapshot_date"], "left")
              .join(recent, [*keys, "snapshot_date"], "left")
              .join(state, keys, "left")
@@ -212,7 +238,6 @@ def user_snapshot(spec: FeatureSpec, dates: DataFrame, start: dt.date, end: dt.d
              .withColumn("last_items", F.slice(F.concat(
                  F.coalesce(F.last("_recent_items", ignorenulls=True).over(running), no_items),
                  F.coalesce(F.col("_base_items"), no_items)), 1, spec.last_n_items)))
-    sums = window_sums(daily, keys, spec, start, end, entity_windows(spec, "user"))
-    frame = (frame.join(sums, [*keys, "snapshot_date"], "left")
+    frame = (keep_rows_that_differ(frame, sums, keys).join(sums, [*keys, "snapshot_date"], "left")
              .join(top_categories(spec, category_sums), [*keys, "snapshot_date"], "left"))
     return select_features(_with_priors(frame, sums, spec), spec, "user")

@@ -10,10 +10,13 @@ SPLITS = ("train", "valid", "test")
 
 
 def quantile_cut_points(samples: DataFrame, quantiles: list[float], relative_error: float = 0.001) -> list[dt.datetime]:
-    """Event times at the given quantiles (approxQuantile: rank error <= relative_error * rows; 0 = exact)."""
+    """Event times at the given quantiles (approxQuantile: rank error <= relative_error * rows; 0 = exact).
+    The sketch is fed one sorted partition of event-time longs (8 bytes a row), so the cut points
+    depend on the rows only, not on how the plan that made them happened to partition them: a rerun,
+    or the same rows from another join order, gets the same cut points and the same split."""
     if sorted(quantiles) != list(quantiles) or not all(0 < q < 1 for q in quantiles):
         raise ValueError(f"split quantiles must be increasing and inside (0, 1): {quantiles}")
-    micros = samples.select(F.unix_micros("event_time").alias("t"))
+    micros = samples.select(F.unix_micros("event_time").alias("t")).repartition(1).sortWithinPartitions("t")
     cuts = micros.approxQuantile("t", list(quantiles), relative_error)
     if len(cuts) != len(quantiles):
         raise ValueError("cannot split an empty sample set")

@@ -62,11 +62,14 @@ USER_CHANGE_RATE, ITEM_CHANGE_RATE = 0.005, 0.01
 
 
 def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int, seed: int,
-                  impressions_per_user_day: float = 4.0, late_fraction: float = 0.005) -> dict:
+                  impressions_per_user_day: float = 4.0, late_fraction: float = 0.005,
+                  unseen_items: int = 0) -> dict:
     """Write `days` daily drops of events, users and items under `out`; return (and save) a summary.
 
     `impressions_per_user_day` is the mean before repeats within a shown list are dropped (~5% fewer).
     Events that would land after the last drop (late, or clicks after the last midnight) are not written.
+    `unseen_items` more items (ids after the others) are in the first items drop and never shown or
+    changed: a long-tail catalogue; the rest of the logs is identical with or without them.
     """
     if days < 1 or users < 1 or items < 1:
         raise ValueError("days, users and items must be positive")
@@ -82,7 +85,8 @@ def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int
         day = start_date + dt.timedelta(days=day_index)
         day_start_ms = start_ms + day_index * MS_PER_DAY
         if day_index == 0:
-            users_drop, items_drop = user_table, item_table
+            users_drop, items_drop = user_table, pd.concat([item_table, _unseen_items(items, unseen_items)],
+                                                           ignore_index=True)
         else:  # changes apply from this day on, so today's purchases see today's price
             users_drop = _change_users(np.random.default_rng([seed, day_index, STREAM_USER_CHANGES]), user_table)
             items_drop = _change_prices(np.random.default_rng([seed, day_index, STREAM_ITEM_CHANGES]), item_table)
@@ -116,6 +120,7 @@ def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int
         "last_date": (start_date + dt.timedelta(days=days - 1)).isoformat(),
         "users": users,
         "items": items,
+        "unseen_items": unseen_items,
         "events": written,
         "events_total": sum(written.values()),
         "late_events": late_events,
@@ -200,6 +205,13 @@ def _make_items(rng, n_items, start_date, days):
     catalog = {"popularity": popularity, "quality": quality, "category": category, "extra": extra,
                "release_day": release_day, "by_category": np.argsort(category, kind="stable")}
     return table, catalog
+
+
+def _unseen_items(first_id: int, count: int) -> pd.DataFrame:
+    ids = np.arange(first_id, first_id + count, dtype=np.int64)
+    category = np.array(CATEGORIES, dtype=object)[ids % len(CATEGORIES)]
+    return pd.DataFrame({"item_id": ids, "title": "Unseen " + pd.Series(ids).astype(str), "category": category,
+                         "genres": category, "release_date": "2020-01-01", "price": 9.99})
 
 
 def _zip_codes(numbers):

@@ -99,3 +99,41 @@ def write_result(result: DataFrame, out: Path) -> int:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return rows
+
+
+def features_as_of(tables: Tables, entity: str, ids: list[str], day) -> list[dict]:
+    """The full snapshot row of each entity as of `day`, inactive ones included (resolved from the sparse
+    table: features.snapshot_as_of); entities not known by then are absent. What `recpipe features` prints."""
+    from features import snapshot_as_of as as_of
+    from features.feature_spec import load_spec
+
+    spec = load_spec()
+    if entity not in ("user", "item"):
+        raise PipelineInputError(f"--entity must be user or item, not {entity!r}")
+    if not as_of.built_days(tables, entity):
+        raise PipelineInputError(f"no {entity} snapshot built yet under {tables.root}: run recpipe snapshot first")
+    if day not in as_of.built_days(tables, entity):
+        built = sorted(as_of.built_days(tables, entity))
+        raise PipelineInputError(f"no {entity} snapshot of {day}: snapshots exist for {built[0]}..{built[-1]}")
+    try:
+        keys = [int(i) for i in ids]
+    except ValueError:
+        raise PipelineInputError(f"{entity} ids are integers, not {', '.join(ids)}") from None
+    key = spec.entities[entity]["key"][0]
+    requests = tables.spark.createDataFrame([(k, day) for k in keys], f"{key} bigint, snapshot_date date")
+    rows = as_of.read_as_of(tables, spec, entity, requests, [day]).orderBy(key).collect()
+    return [row.asDict() for row in rows] + [
+        {key: k, "snapshot_date": day, "_unknown": True} for k in sorted(set(keys) - {r[key] for r in rows})]
+
+
+def format_features(entity: str, rows: list[dict]) -> str:
+    blocks = []
+    for row in rows:
+        head = f"{entity} {row[f'{entity}_id']} as of {row['snapshot_date']}"
+        if row.get("_unknown"):
+            blocks.append(f"{head}: not known by then (no event or dimension row on or before that day)")
+            continue
+        width = max(len(k) for k in row)
+        blocks.append("\n".join([head, *(f"  {k:<{width}}  {v}" for k, v in row.items()
+                                          if k not in (f"{entity}_id", "snapshot_date"))]))
+    return "\n\n".join(blocks)

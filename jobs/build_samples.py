@@ -28,7 +28,8 @@ from features import labels as labeling
 from features.daily_aggregates import with_event_date
 from features.errors import PipelineInputError, QualityCheckFailed
 from features.feature_spec import load_spec
-from features.samples import check_one_row_per_event, point_in_time_join
+from features import snapshot_as_of as as_of
+from features.samples import check_one_row_per_event, ctr_priors, point_in_time_join
 from features.split import SPLITS, assign_split, quantile_cut_points
 from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
@@ -43,7 +44,7 @@ def artifact_dir(tables: Tables, version: int) -> Path:
 
 
 def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomplete_labels: bool) -> None:
-    snapshots = partition_dates(tables, "user_snapshot")
+    snapshots = as_of.built_days(tables, "user") & as_of.built_days(tables, "item")
     missing = [d for d in days if d - dt.timedelta(days=1) not in snapshots]
     if missing:
         day = missing[0] - dt.timedelta(days=1)
@@ -82,7 +83,8 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     _check_inputs(tables, days, label_config.kind, allow_incomplete_labels)
     start, end = days[0], days[-1]
     versions = {name: tables.version(name) for name in
-                ("events", "user_snapshot", "item_snapshot", "user_category_snapshot")}
+                ("events", "user_snapshot", "item_snapshot", "user_category_snapshot",
+                 as_of.inactive_table("user"), as_of.inactive_table("item"))}
     drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
     ingest_runs.require_complete(tables, drops, "samples", versions["events"])
     lateness_days = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
@@ -115,10 +117,17 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
             labeled = labeled.unionByName(negatives)
 
     snapshot_days = [d - dt.timedelta(days=1) for d in days]
+    labeled = labeled.localCheckpoint()  # asked twice: for the entities to resolve, then for the join
+    day_before = F.date_sub("event_date", 1).alias("snapshot_date")
+    resolved = {entity: as_of.read_as_of(
+        tables, spec, entity, labeled.select(f"{entity}_id", day_before), snapshot_days,
+        version=versions[f"{entity}_snapshot"], inactive_version=versions[as_of.inactive_table(entity)])
+        for entity in ("user", "item")}
+    stored_items = tables.read("item_snapshot", version=versions["item_snapshot"], partitions=snapshot_days)
     joined = point_in_time_join(
-        labeled,
-        *(tables.read(name, version=versions[name], partitions=snapshot_days)
-          for name in ("user_snapshot", "item_snapshot", "user_category_snapshot")), spec)
+        labeled, resolved["user"], resolved["item"],
+        tables.read("user_category_snapshot", version=versions["user_category_snapshot"], partitions=snapshot_days),
+        spec, priors=ctr_priors(stored_items, spec))
     joined = joined.persist()
     try:
         check_one_row_per_event(joined)

@@ -5,7 +5,10 @@
 
 Tables written, each partition of the range replaced in one commit per table:
     item_daily, user_daily, user_category_daily        (partitioned by event_date)
-    item_snapshot, user_snapshot, user_category_snapshot  (partitioned by snapshot_date)
+    item_snapshot, user_snapshot, user_category_snapshot  (partitioned by snapshot_date; rows only for
+        entities with activity inside their longest window or, for users and items, changed attributes)
+    item_snapshot_inactive, user_snapshot_inactive   (one row per built day: what an entity without
+        activity has that depends on the day; features/snapshot_as_of.py resolves any entity and day)
 
 Late data policy: snapshot D uses every ingested event with event date <= D. Events for day d can
 arrive in drops up to d + allowed lateness (48 h), so building day D also rebuilds the
@@ -30,6 +33,7 @@ from pyspark.sql import functions as F
 from features import daily_aggregates as daily
 from features import ingest_runs, snapshot_runs
 from features import snapshot
+from features import snapshot_as_of as as_of
 from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
 from features.schemas import load_schema
@@ -53,6 +57,20 @@ def _read_existing(tables: Tables, name: str, days: list[dt.date], empty_ddl: st
     return tables.read(name, partitions=sorted(partition_dates(tables, name) & set(days)))
 
 
+def _base(tables: Tables, spec: FeatureSpec, entity: str, sums: DataFrame, dims: DataFrame,
+          start: dt.date) -> DataFrame:
+    """The rows as of the day before `start` of the entities the range has candidate rows for (the
+    state they carry: first/last active day, last items, attributes), however long ago they were last
+    active: snapshot_as_of.read_as_of."""
+    keys = spec.entities[entity]["key"]
+    table = spec.entities[entity]["table"]
+    if not tables.exists(table):
+        return tables.spark.createDataFrame([], snapshot_ddl(spec, entity))
+    requests = (snapshot.active_grid(keys, sums, dims).select(*keys).distinct()
+                .withColumn("snapshot_date", F.lit(start - dt.timedelta(days=1))))
+    return as_of.read_as_of(tables, spec, entity, requests, [start - dt.timedelta(days=1)])
+
+
 def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0,
                cascade: bool = True) -> list[dt.date]:
     """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
@@ -64,7 +82,7 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
     if not ingested:
         raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
     start = max(dates[0] - dt.timedelta(days=rebuild_days), min(min(ingested), dates[0]))
-    built = partition_dates(tables, "user_snapshot")
+    built = as_of.built_days(tables, "user")
     if start - dt.timedelta(days=1) not in built and min(ingested) < start:
         earlier = [d for d in built if d < start]
         carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
@@ -107,7 +125,6 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     dims = {name: (tables.read(name, version=versions[name], partitions=days) if name in versions
                    else spark.createDataFrame([], f"{load_schema(name).spark_ddl()}, drop_date date"))
             for name in ("users", "items")}
-    base_day = [start - dt.timedelta(days=1)]
     dates_frame = snapshot.date_frame(spark, days)
     summary = []
 
@@ -118,12 +135,13 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
 
     write("item_daily", daily.entity_daily(events, spec, ["item_id"]), "event_date")
     write("user_daily", daily.user_daily(events, spec), "event_date")
-    item_snap = snapshot.item_snapshot(
-        spec, dates_frame, start, end,
-        _read_existing(tables, "item_daily", history, "item_id bigint, event_date date"),
-        _read_existing(tables, "item_snapshot", base_day, snapshot_ddl(spec, "item")), dims["items"])
-    write("item_snapshot", item_snap, "snapshot_date")
+    item_sums = snapshot.window_sums(_read_existing(tables, "item_daily", history, "item_id bigint, event_date date"),
+                                     ["item_id"], spec, start, end, snapshot.entity_windows(spec, "item"))
+    write("item_snapshot", snapshot.item_snapshot(
+        spec, item_sums, _base(tables, spec, "item", item_sums, dims["items"], start), dims["items"]), "snapshot_date")
+    write(as_of.inactive_table("item"), snapshot.inactive_values(spec, "item", dates_frame, item_sums), "snapshot_date")
 
+    # an item with an event on day d had activity that day, so it has a stored row of d with its category
     categories = tables.read("item_snapshot", partitions=days).select(
         "item_id", F.col("snapshot_date").alias("event_date"), F.col("item_category").alias("category"))
     with_category = (events.join(categories, ["item_id", "event_date"], "left")
@@ -134,11 +152,12 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
         ["user_id", "category"], spec, start, end, snapshot.entity_windows(spec, "user_category"))
     write("user_category_snapshot", snapshot.user_category_snapshot(spec, category_sums), "snapshot_date")
 
-    user_snap = snapshot.user_snapshot(
-        spec, dates_frame, start, end,
-        _read_existing(tables, "user_daily", history, "user_id bigint, event_date date"),
-        _read_existing(tables, "user_snapshot", base_day, snapshot_ddl(spec, "user")), dims["users"], category_sums)
-    write("user_snapshot", user_snap, "snapshot_date")
+    user_daily = _read_existing(tables, "user_daily", history, "user_id bigint, event_date date")
+    user_sums = snapshot.window_sums(user_daily, ["user_id"], spec, start, end, snapshot.entity_windows(spec, "user"))
+    write("user_snapshot", snapshot.user_snapshot(
+        spec, start, end, user_daily, user_sums, _base(tables, spec, "user", user_sums, dims["users"], start),
+        dims["users"], category_sums), "snapshot_date")
+    write(as_of.inactive_table("user"), snapshot.inactive_values(spec, "user", dates_frame, user_sums), "snapshot_date")
 
     results = []
     for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate

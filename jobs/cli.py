@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--out", help="write the whole result to FILE.parquet or FILE.csv instead of printing")
     sql.add_argument("--limit", type=_positive_int, default=50, help="rows to print (default 50)")
 
+    features = commands.add_parser("features", help="the full feature row of entities as of a day (inactive ones too)")
+    _add_common(features)
+    features.add_argument("--entity", required=True, choices=["user", "item"])
+    features.add_argument("--id", required=True, help="one id or several, comma-separated: 42 or 42,43")
+    features.add_argument("--date", required=True, help="snapshot day, YYYY-MM-DD")
+
     register = commands.add_parser("register", help="create metastore tables (delta-spark clusters)")
     _add_common(register)
     register.add_argument("--database", default="recpipe")
@@ -361,6 +367,18 @@ def cmd_sql(args) -> int:
     return 0
 
 
+def cmd_features(args) -> int:
+    from jobs.analyst import features_as_of, format_features
+    from jobs.config import load_config, parse_date
+
+    day = parse_date(args.date, "--date")
+    ids = [i.strip() for i in args.id.split(",") if i.strip()]
+    config = load_config(args.config, _overrides(args))
+    spark, tables = _session(config, args)
+    print(format_features(args.entity, features_as_of(tables, args.entity, ids, day)))
+    return 0
+
+
 def cmd_register(args) -> int:
     from features.sql_views import register_statements
     from jobs.config import load_config
@@ -409,6 +427,7 @@ COMMANDS: dict[str, Callable] = {
     "import-movielens": cmd_import_movielens,
     "ingest": cmd_ingest,
     "snapshot": cmd_snapshot,
+    "features": cmd_features,
     "samples": cmd_samples,
     "gbdt": cmd_gbdt,
     "train": cmd_train,

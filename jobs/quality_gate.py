@@ -29,6 +29,10 @@ def check_table(tables: Tables, config: dict, table: str, frame: DataFrame, day_
         return []
     before = days[0] - dt.timedelta(days=1)
     previous = tables.row_count(table, partitions=[before]) if before in partition_dates(tables, table) else None
+    if checks.get("rows_where"):  # the checks see only these rows (e.g. entities with activity in a window)
+        frame = frame.where(checks["rows_where"])
+        if previous is not None:
+            previous = tables.read(table, partitions=[before]).where(checks["rows_where"]).count()
     ingested = partition_dates(tables, "events")
     spec = load_spec()
     windows = {f.name: f.window for f in spec.features if f.window}

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from features import raw_drops
 from features.daily_aggregates import with_event_date
 from features.errors import PipelineInputError
+from features import snapshot_as_of as as_of
 from features.feature_spec import load_spec
 from features.labels import LabelConfig, click_labels
 from features.samples import check_one_row_per_event
@@ -99,7 +100,8 @@ def test_every_sample_joins_the_snapshot_of_the_day_before(synthetic_samples):
     samples = tables.read("samples")
     assert samples.where(F.col("snapshot_date") != F.date_sub("event_date", 1)).count() == 0
     assert samples.count() == samples.select("sample_id").distinct().count()
-    snapshot = tables.read("user_snapshot").select(
+    days = sorted({r.snapshot_date for r in samples.select("snapshot_date").distinct().collect()})
+    snapshot = as_of.dense_snapshot(tables, load_spec(), "user", days).select(
         "user_id", "snapshot_date", F.col("user_clicks_7d").alias("expected"), F.col("user_ctr_7d").alias("ctr"))
     joined = samples.where("user_in_snapshot").join(snapshot, ["user_id", "snapshot_date"])
     assert joined.count() == samples.where("user_in_snapshot").count() > 0

@@ -18,7 +18,8 @@ from jobs.ingest import ingest
 START = dt.date(2026, 2, 1)
 DAYS = [START + dt.timedelta(days=i) for i in range(6)]
 D = DAYS[2]
-SNAPSHOTS = ("user_snapshot", "item_snapshot", "user_category_snapshot")
+SNAPSHOTS = ("user_snapshot", "item_snapshot", "user_category_snapshot", "user_snapshot_inactive",
+             "item_snapshot_inactive")
 
 
 def _config(tmp_path, name="a"):

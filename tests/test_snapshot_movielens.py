@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import snapshot_as_of as as_of
 from features.feature_spec import load_spec
 
 CHECK_DAYS = [dt.date(1997, 9, 20), dt.date(1997, 10, 15), dt.date(1997, 12, 1), dt.date(1998, 4, 22)]
@@ -44,9 +45,10 @@ def test_user_windows_and_state_match_brute_force(ml100k_warehouse, ratings, day
     spec = load_spec()
     expected = _brute_force_users(ratings, day, spec.last_n_items)
     columns = list(expected.columns)
-    actual = (ml100k_warehouse.read("user_snapshot", partitions=[day]).select("user_id", *columns)
+    actual = (as_of.dense_snapshot(ml100k_warehouse, spec, "user", [day]).select("user_id", *columns)
               .toPandas().set_index("user_id"))
-    # every user is in the snapshot from the first users drop on; users never active have no state
+    # every user is known from the first users drop on (resolved as of the day: the table stores only
+    # the users with activity in a window or a change); users never active have no state
     assert len(actual) == 943
     active = actual.loc[expected.index]
     for column in ("user_ratings_1d", "user_ratings_7d", "user_ratings_30d",
@@ -64,7 +66,7 @@ def test_item_and_user_category_windows_match_brute_force(ml100k_warehouse, ml10
     known = ratings[ratings["date"] <= day]
     week = known[known["date"] > day - dt.timedelta(days=7)]
     month = known[known["date"] > day - dt.timedelta(days=30)]
-    items = (ml100k_warehouse.read("item_snapshot", partitions=[day])
+    items = (as_of.dense_snapshot(ml100k_warehouse, load_spec(), "item", [day])
              .select("item_id", "item_ratings_7d", "item_rating_mean_30d", "item_category", "item_popularity_rank_7d")
              .toPandas().set_index("item_id"))
     assert len(items) == 1682
@@ -86,6 +88,6 @@ def test_item_and_user_category_windows_match_brute_force(ml100k_warehouse, ml10
 
 def test_days_without_events_still_have_a_snapshot(ml100k_warehouse):
     _, event_days = ml100k_warehouse.partitions("events")
-    _, snapshot_days = ml100k_warehouse.partitions("user_snapshot")
+    snapshot_days = {d.isoformat() for d in as_of.built_days(ml100k_warehouse, "user")}
     assert len(snapshot_days) == 215 and len(event_days) == 213
-    assert set(event_days) < set(snapshot_days)
+    assert set(event_days) < snapshot_days
