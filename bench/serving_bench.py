@@ -20,8 +20,8 @@ import tensorflow as tf  # noqa: E402
 
 from features.feature_spec import load_spec  # noqa: E402
 from jobs import artifacts  # noqa: E402
-from jobs.config import get_key, load_config  # noqa: E402
-from jobs.export_model import export_config, published_versions, test_rows  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.export_model import published_versions, test_rows  # noqa: E402
 from training.export import to_tensors  # noqa: E402
 from training.inputs import model_inputs  # noqa: E402
 
@@ -32,10 +32,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
     config = load_config(args.config)
-    warehouse = get_key(config, "paths.warehouse")
+    warehouse = config.paths.warehouse
     rows = test_rows(artifacts.samples_dir(warehouse, artifacts.latest_samples_version(warehouse)) / "parquet", 1000)
     inputs = model_inputs(load_spec())
-    root = Path(export_config(config)["root"])
+    root = Path(config.export.root)
     print(f"{'model':<10} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'rows/s':>10}")
     for model_root in sorted(p for p in root.iterdir() if published_versions(p)):
         serve = tf.saved_model.load(str(model_root / str(published_versions(model_root)[-1]))).signatures[

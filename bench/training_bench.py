@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 from features.feature_spec import load_spec  # noqa: E402
-from jobs.config import get_key, load_config  # noqa: E402
-from jobs.train_models import MODEL_NAMES, load_training_inputs, training_config  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.settings import MODEL_NAMES  # noqa: E402
+from jobs.train_models import load_training_inputs  # noqa: E402
 from training.dataset import make_dataset  # noqa: E402
 from training.feature_layers import FeatureEncoders  # noqa: E402
 from training.inputs import model_inputs  # noqa: E402
@@ -48,10 +49,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
     config = load_config(args.config)
-    training = training_config(config)
-    inputs = load_training_inputs(get_key(config, "paths.warehouse"), None, needs_gbdt=True)
+    training = config.training
+    inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=True)
     spec, shards = load_spec(), inputs["source"] / "parquet"
-    batch, buffer, chunk = int(training["batch_size"]), int(training["shuffle_buffer"]), int(training["chunk_rows"])
+    batch, buffer, chunk = training.batch_size, training.shuffle_buffer, training.chunk_rows
 
     def train_set():
         return make_dataset(shards, "train", model_inputs(spec), batch, buffer, 7, chunk)
@@ -64,12 +65,13 @@ def main() -> None:
     print(f"{'tf.data alone (no shuffle)':<28} {plain:>10,.0f} rows/s")
     print(f"{'model':<12} {'params':>10} {'examples/s':>11} {'pipeline/training':>18}")
     for name in MODEL_NAMES:
-        params = dict((get_key(config, "models", {}) or {}).get(name) or {})
+        params = config.models.params(name)
         keras.utils.set_random_seed(7)
         model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params)
         valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=chunk)
         result = fit(model, train_set(), valid, Path(tempfile.mkdtemp()),
-                     {**training, "max_epochs": args.epochs, "early_stopping_patience": args.epochs, "verbose": 0})
+                     training.model_copy(update={"max_epochs": args.epochs, "early_stopping_patience": args.epochs,
+                                                 "verbose": 0}))
         rate = result["train_examples_per_second"]
         print(f"{name:<12} {model.count_params():>10,} {rate:>11,.0f} {shuffled / rate:>17.1f}x")
 

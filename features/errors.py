@@ -12,3 +12,8 @@ class PublishRefused(PipelineInputError):
 class QualityCheckFailed(Exception):
     """A data quality check of severity `error` failed: the job's tables and the `quality` rows are
     committed, but nothing downstream may use those days until a rerun passes (exit code 4)."""
+
+
+class SpecError(PipelineInputError, ValueError):
+    """A schemas/*.yaml file (table schema, feature spec, quality checks) with an unknown key or a bad
+    value: the message names the file and the key path, on one line."""

@@ -52,8 +52,9 @@ def dense_frame(samples: DataFrame, features: list[DenseFeature], keep: list[str
     return samples.select(*keep, *[f.column() for f in features])
 
 
-def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], params: dict):
-    """SparkXGBClassifier on the train rows, early stopping on the valid rows (column `is_valid`).
+def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], params):
+    """SparkXGBClassifier on the train rows, early stopping on the valid rows (column `is_valid`);
+    `params`: the `gbdt` settings (jobs/settings.py GbdtSettings: num_workers, n_estimators, ...).
     The inputs travel as one array<double> column (xgboost 3.2's list-of-columns path fails with a
     validation indicator)."""
     from xgboost.spark import SparkXGBClassifier
@@ -62,10 +63,9 @@ def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], para
     estimator = SparkXGBClassifier(
         features_col="features", label_col="label", weight_col="weight",
         validation_indicator_col="is_valid", missing=float("nan"),
-        num_workers=int(params.get("num_workers", 1)), n_estimators=int(params.get("n_estimators", 100)),
-        max_depth=int(params.get("max_depth", 5)), learning_rate=float(params.get("learning_rate", 0.1)),
-        early_stopping_rounds=int(params.get("early_stopping_rounds", 10)), eval_metric="logloss",
-        tree_method="hist", random_state=int(params.get("seed", 7)))
+        num_workers=params.num_workers, n_estimators=params.n_estimators, max_depth=params.max_depth,
+        learning_rate=params.learning_rate, early_stopping_rounds=params.early_stopping_rounds,
+        eval_metric="logloss", tree_method="hist", random_state=params.seed)
     booster = estimator.fit(assembled).get_booster()
     best = booster.best_iteration if booster.attr("best_iteration") is not None else None
     return booster[: best + 1] if best is not None else booster

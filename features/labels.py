@@ -7,37 +7,35 @@ Library code: DataFrames in, DataFrames out. Output columns of every labeler:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+
+from features.validation import Section
 
 LABELED_COLUMNS = ["sample_id", "event_id", "user_id", "item_id", "event_time", "event_date", "device", "page",
                    "position", "label", "weight", "is_sampled_negative"]
 
 
-@dataclass(frozen=True)
-class LabelConfig:
-    kind: str = "click"                   # click | rating
-    attribution_window_minutes: int = 30
-    rating_threshold: float = 4.0
-    negatives_per_positive: int = 0
-    negative_sampling: str = "popularity"  # popularity (count^0.75) | uniform
-    seed: int = 7
-    weight: str = "none"                  # none | dwell
+class LabelConfig(Section):
+    """How events become labeled samples: the `samples:` section of a pipeline config, whose label
+    fields and their defaults are these (jobs/settings.py adds the split settings)."""
 
-    @classmethod
-    def from_config(cls, section: dict | None) -> "LabelConfig":
-        section = dict(section or {})
-        known = {k: section[k] for k in cls.__dataclass_fields__ if k in section}
-        config = cls(**known)
-        if config.kind not in ("click", "rating"):
-            raise ValueError(f"samples.kind must be click or rating, not {config.kind!r}")
-        if config.negative_sampling not in ("popularity", "uniform"):
-            raise ValueError(f"samples.negative_sampling must be popularity or uniform, not {config.negative_sampling!r}")
-        return config
+    kind: Literal["click", "rating"] = "click"  # click: impression + click within the window | rating >= threshold
+    attribution_window_minutes: int = Field(30, ge=0)
+    rating_threshold: float = 4.0
+    negatives_per_positive: int = Field(0, ge=0)  # sampled items the user never interacted with, per positive
+    negative_sampling: Literal["popularity", "uniform"] = "popularity"  # popularity: interactions^0.75
+    seed: int = 7
+    weight: Literal["none", "dwell"] = "none"  # dwell: positives weighted by max(1, log1p(dwell seconds))
+
+    def label_fields(self) -> dict:
+        """The label settings alone (what a samples manifest records)."""
+        return {name: getattr(self, name) for name in LabelConfig.model_fields}
 
 
 def click_labels(events: DataFrame, first: dt.date, last: dt.date, config: LabelConfig) -> DataFrame:

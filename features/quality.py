@@ -14,13 +14,19 @@ import copy
 import datetime as dt
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from features.errors import SpecError
+from features.validation import Section, error_at, validate
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 RESULT_DDL = ("check_date date, table_name string, check string, column string, value double, "
@@ -50,9 +56,126 @@ class CheckResult:
         return f"{self.table_name} {self.check_date} {self.check}{where} = {shown} (allowed {self.threshold})"
 
 
+CHECKED_TABLES = ("events", "user_snapshot", "item_snapshot", "samples")  # the tables whose jobs run checks
+CheckedTable = Literal["events", "user_snapshot", "item_snapshot", "samples"]
+Severity = Literal["error", "warn"]
+
+
+def _number(value: Any) -> Any:
+    """A finite int or float, kept as written (thresholds are recorded as text in the quality table)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        hint = " (YAML reads 1e6 as text: write 1000000 or 1.0e+6)" if isinstance(value, str) else ""
+        raise ValueError(f"should be a finite number, got {value!r}{hint}")
+    return value
+
+
+Number = Annotated[Any, BeforeValidator(_number)]
+Share = Annotated[Number, Field(ge=0, le=1)]
+Bounds = tuple[Number | None, Number | None]  # [min, max], null = open
+
+
+def _ordered(columns: dict[str, tuple], where: str = "columns") -> None:
+    for column, (low, high) in columns.items():
+        if low is not None and high is not None and low > high:
+            raise error_at(f"{where}.{column}", f"min {low} is above max {high}")
+
+
+class RowCountChange(Section):
+    min_ratio: Number = Field(ge=0)
+    max_ratio: Number = Field(ge=0)
+    min_previous_rows: int = Field(1, ge=0)
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min_ratio > self.max_ratio:
+            raise error_at("min_ratio", f"{self.min_ratio} is above max_ratio {self.max_ratio}")
+        return self
+
+
+class QuarantineRate(Section):
+    max: Share
+    severity: Severity = "error"
+
+
+class NullRate(Section):
+    columns: dict[str, Share] = Field(min_length=1)
+    severity: Severity = "error"
+
+
+class RangeCheck(Section):
+    columns: dict[str, Bounds] = Field(min_length=1)
+    max_violation_rate: Share = 0.0
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        _ordered(self.columns)
+        return self
+
+
+class MeanCheck(Section):
+    columns: dict[str, Bounds] = Field(min_length=1)
+    min_rows: int = Field(1, ge=0)
+    severity: Severity = "error"
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        _ordered(self.columns)
+        return self
+
+
+class PsiCheck(Section):
+    features: list[str] = Field(min_length=1)
+    max: Number = Field(ge=0)
+    buckets: int = Field(10, ge=2)
+    min_rows: int = Field(1, ge=0)
+    severity: Severity = "error"
+
+
+class TableChecks(Section):
+    """The checks of one table (schemas/quality.yaml documents each kind); a kind left out does not run."""
+
+    job: Literal["ingest", "snapshot", "samples"] | None = None  # which job runs them (documentation)
+    rows_where: str | None = None  # a Spark SQL filter: every check of the table sees only these rows
+    row_count_change: RowCountChange | None = None
+    quarantine_rate: QuarantineRate | None = None
+    null_rate: NullRate | None = None
+    range: RangeCheck | None = None
+    mean: MeanCheck | None = None
+    psi: PsiCheck | None = None
+
+
+class QualityFile(Section):
+    """schemas/quality.yaml."""
+
+    version: Literal[1] = 1
+    tables: dict[CheckedTable, TableChecks]
+
+
+def load_quality(path: str | Path | None = None) -> dict[str, dict]:
+    """The declared checks per table of schemas/quality.yaml (or the file at `path`), validated: an
+    unknown table, check kind or key, or a bad value is a SpecError naming the file and the key."""
+    return _declared(str(path) if path is not None else None)
+
+
 @functools.cache
-def _declared() -> dict:
-    return yaml.safe_load(resources.files("schemas").joinpath("quality.yaml").read_text())["tables"]
+def _declared(path: str | None = None) -> dict[str, dict]:
+    source = path or "schemas/quality.yaml"
+    try:
+        text = Path(path).read_text() if path else resources.files("schemas").joinpath("quality.yaml").read_text()
+        doc = yaml.safe_load(text)
+    except OSError as error:
+        raise SpecError(f"{source}: cannot be read ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
+    validate(QualityFile, doc, source)
+    return dict(doc["tables"])
+
+
+def merge_checks(base: dict, override: dict | None) -> dict:
+    """`override` on top of `base`; a check (or a value) set to null is removed."""
+    return _merge(base, override or {})
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -66,28 +189,29 @@ def _merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def table_checks(table: str, config: dict | None = None) -> dict:
+def table_checks(table: str, config: Mapping | None = None) -> dict:
     """The checks of `table`: schemas/quality.yaml with the config's `quality.tables.<table>` on top
-    (a check set to null is turned off; `quality.enabled: false` turns every check off)."""
+    (a check set to null is turned off; `quality.enabled: false` turns every check off). `config` is a
+    pipeline config mapping; jobs/settings.py validates the overrides when the config is loaded."""
     section = (config or {}).get("quality") or {}
     if section.get("enabled", True) is False:
         return {}
-    return _merge(_declared().get(table, {}), (section.get("tables") or {}).get(table, {}))
+    return merge_checks(_declared().get(table, {}), (section.get("tables") or {}).get(table))
 
 
-def _profile(frame: DataFrame, day_column: str, checks: dict) -> dict[dt.date, dict]:
+def _profile(frame: DataFrame, day_column: str, checks: TableChecks) -> dict[dt.date, dict]:
     """Per day: rows, NULLs per null_rate column, values outside the range per range column."""
     aggregates = [F.count(F.lit(1)).alias("rows")]
-    for column in (checks.get("null_rate") or {}).get("columns", {}):
+    for column in (checks.null_rate.columns if checks.null_rate else {}):
         aggregates.append(F.count_if(F.col(column).isNull()).alias(f"null:{column}"))
-    for column, (low, high) in (checks.get("range") or {}).get("columns", {}).items():
+    for column, (low, high) in (checks.range.columns if checks.range else {}).items():
         outside = F.lit(False)
         if low is not None:
             outside = outside | (F.col(column) < F.lit(low))
         if high is not None:
             outside = outside | (F.col(column) > F.lit(high))
         aggregates.append(F.count_if(F.coalesce(outside, F.lit(False))).alias(f"range:{column}"))
-    for column in (checks.get("mean") or {}).get("columns", {}):
+    for column in (checks.mean.columns if checks.mean else {}):
         aggregates.append(F.avg(F.col(column).cast("double")).alias(f"mean:{column}"))
     rows = frame.groupBy(F.col(day_column).alias("day")).agg(*aggregates).collect()  # one row per day
     return {row["day"]: row.asDict() for row in rows}
@@ -124,15 +248,18 @@ def psi_by_day(frame: DataFrame, day_column: str, features: list[str], buckets: 
             .select(F.date_add("reference", 1).alias("day"), "feature", "psi", "rows", "baseline_rows"))
 
 
-def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days: list[dt.date],
+def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_column: str, days: list[dt.date],
                previous_rows: int | None = None, quarantined: dict[dt.date, int] | None = None,
                history_start: dt.date | None = None, windows: dict[str, int] | None = None) -> list[CheckResult]:
     """Run `checks` on the partitions `days` of `frame` (which may also hold day days[0]-1, the
     baseline of the first day's PSI). `previous_rows`: rows of the partition before days[0] (None:
     absent); `quarantined`: quarantined lines per day (quarantine_rate); `history_start` (first day
-    of events) and `windows` (feature → window days): PSI is skipped while a window is filling."""
+    of events) and `windows` (feature → window days): PSI is skipped while a window is filling.
+    `checks`: as table_checks returns them (validated here: a bad one is a SpecError)."""
     if not checks or not days:
         return []
+    if not isinstance(checks, TableChecks):
+        checks = validate(TableChecks, checks, f"quality checks of {table}")
     wanted = set(days)
     profile = _profile(frame.where(F.col(day_column).isin(list(days))), day_column, checks)
     results: list[CheckResult] = []
@@ -143,78 +270,78 @@ def run_checks(table: str, checks: dict, frame: DataFrame, day_column: str, days
                                    status, severity, detail))
 
     rows = {d: int(profile.get(d, {}).get("rows", 0)) for d in days}
-    spec = checks.get("row_count_change")
+    spec = checks.row_count_change
     if spec:
-        low, high, floor = float(spec["min_ratio"]), float(spec["max_ratio"]), int(spec.get("min_previous_rows", 1))
+        low, high, floor = float(spec.min_ratio), float(spec.max_ratio), spec.min_previous_rows
         for i, day in enumerate(days):
             before = previous_rows if i == 0 else rows[days[i - 1]]
             threshold = f"[{low}, {high}] x rows of the day before"
             if before is None or before < floor:
-                add(day, "row_count_change", "", None, threshold, None, spec.get("severity", "error"),
+                add(day, "row_count_change", "", None, threshold, None, spec.severity,
                     f"{rows[day]} rows; the day before has {before if before is not None else 'no partition'} "
                     f"(< {floor}): not compared")
             else:
                 ratio = rows[day] / before
-                add(day, "row_count_change", "", ratio, threshold, low <= ratio <= high, spec.get("severity", "error"),
+                add(day, "row_count_change", "", ratio, threshold, low <= ratio <= high, spec.severity,
                     f"{rows[day]} rows vs {before} the day before")
-    spec = checks.get("quarantine_rate")
+    spec = checks.quarantine_rate
     if spec and quarantined is not None:
         for day in days:
             bad = int(quarantined.get(day, 0))
             total = bad + rows[day]
             rate = bad / total if total else 0.0
-            add(day, "quarantine_rate", "", rate, f"<= {spec['max']}", rate <= float(spec["max"]),
-                spec.get("severity", "error"), f"{bad} of {total} lines invalid (duplicates not counted)")
-    spec = checks.get("null_rate")
+            add(day, "quarantine_rate", "", rate, f"<= {spec.max}", rate <= float(spec.max),
+                spec.severity, f"{bad} of {total} lines invalid (duplicates not counted)")
+    spec = checks.null_rate
     if spec:
-        for column, limit in spec.get("columns", {}).items():
+        for column, limit in spec.columns.items():
             for day in days:
                 nulls = int(profile.get(day, {}).get(f"null:{column}", 0))
                 rate = nulls / rows[day] if rows[day] else 0.0
-                add(day, "null_rate", column, rate, f"<= {limit}", rate <= float(limit), spec.get("severity", "error"),
+                add(day, "null_rate", column, rate, f"<= {limit}", rate <= float(limit), spec.severity,
                     f"{nulls} of {rows[day]} rows NULL")
-    spec = checks.get("range")
+    spec = checks.range
     if spec:
-        allowed = float(spec.get("max_violation_rate", 0.0))
-        for column, (low, high) in spec.get("columns", {}).items():
+        allowed = float(spec.max_violation_rate)
+        for column, (low, high) in spec.columns.items():
             for day in days:
                 outside = int(profile.get(day, {}).get(f"range:{column}", 0))
                 rate = outside / rows[day] if rows[day] else 0.0
                 add(day, "range", column, rate, f"share outside [{low}, {high}] <= {allowed}", rate <= allowed,
-                    spec.get("severity", "error"), f"{outside} of {rows[day]} rows outside")
-    spec = checks.get("mean")
+                    spec.severity, f"{outside} of {rows[day]} rows outside")
+    spec = checks.mean
     if spec:
-        minimum = int(spec.get("min_rows", 1))
-        for column, (low, high) in spec.get("columns", {}).items():
+        minimum = spec.min_rows
+        for column, (low, high) in spec.columns.items():
             for day in days:
                 mean = profile.get(day, {}).get(f"mean:{column}")
                 if rows[day] < minimum:
-                    add(day, "mean", column, mean, f"in [{low}, {high}]", None, spec.get("severity", "error"),
+                    add(day, "mean", column, mean, f"in [{low}, {high}]", None, spec.severity,
                         f"{rows[day]} rows (< {minimum}): not compared")
                     continue
                 inside = mean is not None and (low is None or mean >= low) and (high is None or mean <= high)
                 add(day, "mean", column, mean, f"in [{low}, {high}]", None if mean is None else inside,
-                    spec.get("severity", "error"), f"mean of {rows[day]} rows")
-    spec = checks.get("psi")
+                    spec.severity, f"mean of {rows[day]} rows")
+    spec = checks.psi
     if spec:
-        limit, minimum = float(spec["max"]), int(spec.get("min_rows", 1))
+        limit, minimum = float(spec.max), spec.min_rows
         measured = {(r["day"], r["feature"]): r for r in psi_by_day(
-            frame, day_column, list(spec["features"]), int(spec.get("buckets", 10))).collect() if r["day"] in wanted}
-        for feature in spec["features"]:
+            frame, day_column, list(spec.features), spec.buckets).collect() if r["day"] in wanted}
+        for feature in spec.features:
             window = int((windows or {}).get(feature) or 1)
             for day in days:
                 found = measured.get((day, feature))
                 if history_start is not None and (day - history_start).days + 1 <= window:
-                    add(day, "psi", feature, None, f"<= {limit}", None, spec.get("severity", "error"),
+                    add(day, "psi", feature, None, f"<= {limit}", None, spec.severity,
                         f"its {window}-day window is still filling (history starts {history_start}): not compared")
                 elif found is None or min(found["rows"], found["baseline_rows"]) < minimum:
                     have = "no day before" if found is None else f"{found['rows']} vs {found['baseline_rows']} rows"
-                    add(day, "psi", feature, None, f"<= {limit}", None, spec.get("severity", "error"),
+                    add(day, "psi", feature, None, f"<= {limit}", None, spec.severity,
                         f"{have} (< {minimum}): not compared")
                 else:
                     psi = float(found["psi"])
                     add(day, "psi", feature, psi, f"<= {limit}", math.isfinite(psi) and psi <= limit,
-                        spec.get("severity", "error"), f"vs {day - dt.timedelta(days=1)}, deciles of the day before")
+                        spec.severity, f"vs {day - dt.timedelta(days=1)}, deciles of the day before")
     return results
 
 

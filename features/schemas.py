@@ -9,7 +9,8 @@ A numeric column may declare per-category ranges, e.g. the events `value` by `ev
 
 The range of the row's category replaces the column's own min/max; categories without an entry keep
 the column's min/max. The pipeline config can replace category ranges (`ingest.value_ranges`, see
-apply_range_overrides). Unknown keys and wrongly typed values are a ValueError naming file and key.
+apply_range_overrides). Unknown keys and wrongly typed values are a SpecError (a ValueError) naming
+file and key path, on one line.
 """
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, StrictBool
 
-from features.errors import PipelineInputError
+from features.errors import PipelineInputError, SpecError
+from features.validation import Section, validate
 
 SPARK_TYPE_NAMES = {
     "string": "string",
@@ -34,11 +38,39 @@ SPARK_TYPE_NAMES = {
     "boolean": "boolean",
 }
 NUMERIC_TYPES = ("long", "int", "double")
-
-_TABLE_KEYS = ("name", "description", "key", "time_column", "partition_column", "columns")
-_COLUMN_KEYS = ("name", "type", "required", "description", "allowed", "min", "max", "ranges_by")
-_RANGES_BY_KEYS = ("column", "ranges")
 _RANGE_KEYS = ("min", "max")
+
+
+class _RangeDoc(Section):
+    min: Any = None  # numbers: checked by _bound (its message explains YAML's 1e6)
+    max: Any = None
+
+
+class _RangesByDoc(Section):
+    column: str
+    ranges: dict[str, _RangeDoc] = Field(min_length=1)
+
+
+class _ColumnDoc(Section):
+    name: str = Field(min_length=1)
+    type: Literal["string", "long", "int", "double", "timestamp", "date", "boolean"]  # SPARK_TYPE_NAMES
+    required: StrictBool = False
+    description: str = ""
+    allowed: list[str] | None = None
+    min: Any = None
+    max: Any = None
+    ranges_by: _RangesByDoc | None = None
+
+
+class _TableDoc(Section):
+    """The structure of schemas/<table>.yaml (parse_schema checks what refers to what)."""
+
+    name: str
+    description: str = ""
+    key: list[str] = []
+    time_column: str | None = None
+    partition_column: str
+    columns: list[_ColumnDoc] = Field(min_length=1)
 
 
 class RangeOverrideError(PipelineInputError, ValueError):
@@ -105,14 +137,6 @@ class TableSchema:
         return ", ".join(f"{c.name} string" for c in self.columns)
 
 
-def _check_keys(doc: Any, allowed: tuple[str, ...], where: str) -> None:
-    if not isinstance(doc, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {doc!r}")
-    unknown = [str(k) for k in doc if k not in allowed]
-    if unknown:
-        raise ValueError(f"{where}: unknown key {', '.join(unknown)} (allowed: {', '.join(allowed)})")
-
-
 def _bound(value: Any, where: str, error: type[ValueError] = ValueError) -> float | None:
     """A finite number or None (open). YAML reads 1e6 as a string: write 1000000 or 1.0e+6."""
     if value is None:
@@ -131,46 +155,39 @@ def _range(low: Any, high: Any, where: str, error: type[ValueError] = ValueError
 
 
 def _parse_ranges_by(doc: Any, column: str, columns: dict[str, Any], where: str) -> RangesBy:
-    _check_keys(doc, _RANGES_BY_KEYS, where)
     by = doc.get("column")
     if by not in columns:
         raise ValueError(f"{where}.column: {by!r} is not a column of this table")
     if columns[by]["type"] != "string" or by == column:
         raise ValueError(f"{where}.column: {by} must be another column of type string")
-    ranges = doc.get("ranges")
-    if not isinstance(ranges, Mapping) or not ranges:
-        raise ValueError(f"{where}.ranges must be a non-empty mapping of {by} value to {{min, max}}")
+    ranges = doc["ranges"]
     allowed = columns[by].get("allowed")
     parsed = []
     for category, bounds in ranges.items():
         key = f"{where}.ranges.{category}"
         if allowed and category not in [str(a) for a in allowed]:
             raise ValueError(f"{key}: {category!r} is not an allowed {by} ({', '.join(map(str, allowed))})")
-        _check_keys(bounds, _RANGE_KEYS, key)
         parsed.append((str(category), _range(bounds.get("min"), bounds.get("max"), key)))
     return RangesBy(column=str(by), ranges=tuple(parsed))
 
 
 def parse_schema(doc: dict[str, Any], source: str = "schema") -> TableSchema:
     """A table schema from its YAML document; source names the file in error messages
-    (e.g. schemas/events.yaml)."""
-    _check_keys(doc, _TABLE_KEYS, source)
-    if not isinstance(doc.get("columns"), list) or not doc["columns"]:
-        raise ValueError(f"{source}: columns must be a non-empty list")
-    for c in doc["columns"]:
-        _check_keys(c, _COLUMN_KEYS, f"{source}: columns.{c.get('name') if isinstance(c, Mapping) else c}")
+    (e.g. schemas/events.yaml). Errors are SpecError (a ValueError), one line naming file and key."""
+    validate(_TableDoc, doc, source)
+    try:
+        return _parse_checked(doc, source)
+    except SpecError:
+        raise
+    except ValueError as error:
+        raise SpecError(str(error)) from None
+
+
+def _parse_checked(doc: dict[str, Any], source: str) -> TableSchema:
     by_name = {c.get("name"): c for c in doc["columns"]}
     columns = []
     for c in doc["columns"]:
         where = f"{source}: columns.{c.get('name')}"
-        if not isinstance(c.get("name"), str):
-            raise ValueError(f"{where}.name must be a string")
-        if c.get("type") not in SPARK_TYPE_NAMES:
-            raise ValueError(f"{where}.type: unknown type {c.get('type')!r} (known: {', '.join(SPARK_TYPE_NAMES)})")
-        if not isinstance(c.get("required", False), bool):
-            raise ValueError(f"{where}.required must be true or false, got {c['required']!r}")
-        if c.get("allowed") is not None and not isinstance(c["allowed"], list):
-            raise ValueError(f"{where}.allowed must be a list, got {c['allowed']!r}")
         if c.get("type") not in NUMERIC_TYPES:
             for key in ("min", "max", "ranges_by"):
                 if c.get(key) is not None:
@@ -190,9 +207,6 @@ def parse_schema(doc: dict[str, Any], source: str = "schema") -> TableSchema:
             )
         )
     names = [c.name for c in columns]
-    for key in ("name", "partition_column"):
-        if not isinstance(doc.get(key), str):
-            raise ValueError(f"{source}: {key} must be a string")
     for k in doc.get("key", []):
         if k not in names:
             raise ValueError(f"{source}: key: {k!r} is not a column")
@@ -248,13 +262,22 @@ def apply_range_overrides(schema: TableSchema, overrides: Mapping[str, Any] | No
 _parse = parse_schema  # the former private name
 
 
+def load_schema(table: str, path: str | Path | None = None) -> TableSchema:
+    """Load schemas/<table>.yaml shipped with the package (or the schema file at `path`), validated."""
+    return _load(table, str(path) if path is not None else None)
+
+
 @functools.cache
-def load_schema(table: str) -> TableSchema:
-    """Load schemas/<table>.yaml shipped with the package."""
-    path = resources.files("schemas").joinpath(f"{table}.yaml")
-    if not path.is_file():
-        raise KeyError(f"no schema file schemas/{table}.yaml")
-    return parse_schema(yaml.safe_load(path.read_text()), f"schemas/{table}.yaml")
+def _load(table: str, path: str | None) -> TableSchema:
+    file = Path(path) if path else resources.files("schemas").joinpath(f"{table}.yaml")
+    source = path or f"schemas/{table}.yaml"
+    if not file.is_file():
+        raise KeyError(f"no schema file {source}")
+    try:
+        doc = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
+    return parse_schema(doc, source)
 
 
 RAW_TABLES = ("events", "users", "items")

@@ -13,7 +13,6 @@ column) and, beside it, <warehouse>/_artifacts/samples/v<samples version>/:
 from __future__ import annotations
 
 import datetime as dt
-import math
 import sys
 from pathlib import Path
 
@@ -35,8 +34,9 @@ from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
 from jobs.artifacts import samples_dir, write_json_atomically
 from jobs import quality_gate
-from jobs.config import date_range, get_key
+from jobs.config import date_range
 from jobs.run_info import new_run
+from jobs.settings import Settings, as_settings
 
 
 def artifact_dir(tables: Tables, version: int) -> Path:
@@ -58,7 +58,7 @@ def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomple
             f"ingested; ingest it or pass --allow-incomplete-labels")
 
 
-def _check_quality(tables: Tables, config: dict, days: list[dt.date], versions: dict[str, int]) -> None:
+def _check_quality(tables: Tables, config: Settings, days: list[dt.date], versions: dict[str, int]) -> None:
     """Samples only from days whose events and snapshots passed their quality checks, on the very
     versions this job reads: missing or stale results count as not passed."""
     event_days = sorted(partition_dates(tables, "events") & set(
@@ -73,13 +73,13 @@ def _check_quality(tables: Tables, config: dict, days: list[dt.date], versions: 
             f"fix the input and rerun that day's ingest or snapshot, or pass --ignore-quality-failures")
 
 
-def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[dt.date],
+def build_samples(spark: SparkSession, tables: Tables, config: Settings | dict, days: list[dt.date],
                   allow_incomplete_labels: bool = False, ignore_quality_failures: bool = False) -> dict:
+    settings = as_settings(config)
     spec = load_spec()
-    section = get_key(config, "samples", {}) or {}
-    label_config = labeling.LabelConfig.from_config(section)
-    quantiles = [float(q) for q in section.get("split_quantiles", [0.8, 0.9])]
-    relative_error = float(section.get("quantile_relative_error", 0.001))
+    label_config = labeling.LabelConfig(**settings.samples.label_fields())
+    quantiles = list(settings.samples.split_quantiles)
+    relative_error = settings.samples.quantile_relative_error
     _check_inputs(tables, days, label_config.kind, allow_incomplete_labels)
     start, end = days[0], days[-1]
     versions = {name: tables.version(name) for name in
@@ -87,11 +87,11 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
                  as_of.inactive_table("user"), as_of.inactive_table("item"))}
     drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
     ingest_runs.require_complete(tables, drops, "samples", versions["events"])
-    lateness_days = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
+    lateness_days = settings.ingest.lateness_days
     snapshot_runs.require_fresh(tables, [d - dt.timedelta(days=1) for d in days], lateness_days, "samples",
                                 versions["events"])
     if not ignore_quality_failures:
-        _check_quality(tables, config, days, versions)
+        _check_quality(tables, settings, days, versions)
     run = new_run("samples", partitions=[d.isoformat() for d in days], input_versions=versions)
 
     events = with_event_date(tables.read("events", version=versions["events"], partitions=drops)).where(
@@ -131,7 +131,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     joined = joined.persist()
     try:
         check_one_row_per_event(joined)
-        results = quality_gate.check_table(tables, config, "samples", joined, "event_date", days)
+        results = quality_gate.check_table(tables, settings, "samples", joined, "event_date", days)
         quality_gate.record_and_enforce(tables, results, run)  # before the samples commit: a failure publishes nothing
         cut_points = quantile_cut_points(joined, quantiles, relative_error)
         version = tables.replace_partitions("samples", assign_split(joined, cut_points), "event_date", days,
@@ -146,7 +146,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: dict, days: list[
     target = artifact_dir(tables, version)
     samples.write.mode("overwrite").partitionBy("split").parquet(str(target / "parquet"))
     manifest = {**run, "samples_version": version, "range": [start.isoformat(), end.isoformat()],
-                "labels": label_config.__dict__, "split_quantiles": quantiles, "relative_error": relative_error,
+                "labels": label_config.model_dump(), "split_quantiles": quantiles, "relative_error": relative_error,
                 "cut_points": [c.isoformat() for c in cut_points],
                 "splits": {s: counts.get(s, {"rows": 0, "positives": 0}) for s in SPLITS},
                 "features": [f.name for f in spec.model_features()]}

@@ -20,7 +20,6 @@ replaced snapshot versions stay readable by time travel: what was known then, an
 from __future__ import annotations
 
 import datetime as dt
-import math
 import sys
 from pathlib import Path
 
@@ -39,8 +38,9 @@ from features.feature_spec import FeatureSpec, load_spec
 from features.schemas import load_schema
 from features.tables import Tables, partition_dates
 from jobs import quality_gate
-from jobs.config import date_range, get_key
+from jobs.config import date_range
 from jobs.run_info import new_run
+from jobs.settings import Settings, as_settings
 
 KEY_TYPES = {"user_id": "bigint", "item_id": "bigint", "category": "string"}
 
@@ -106,13 +106,13 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
     return days
 
 
-def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.date],
+def build_snapshots(spark: SparkSession, tables: Tables, config: Settings | dict, dates: list[dt.date],
                     allow_missing: bool = False, cascade: bool = True) -> list[dict]:
+    settings = as_settings(config)
     spec = load_spec()
-    lateness = math.ceil(float(get_key(config, "ingest.allowed_lateness_hours", 48)) / 24)
-    rebuild_days = int(get_key(config, "snapshot.rebuild_days", lateness))
-    days = plan_dates(tables, dates, allow_missing or bool(get_key(config, "ingest.allow_missing_drops", False)),
-                      rebuild_days, cascade)
+    lateness = settings.ingest.lateness_days
+    days = plan_dates(tables, dates, allow_missing or settings.ingest.allow_missing_drops, settings.rebuild_days,
+                      cascade)
     start, end = days[0], days[-1]
     history = date_range(start - dt.timedelta(days=spec.max_window - 1), end)
     versions = {name: tables.version(name) for name in ("events", "users", "items") if tables.exists(name)}
@@ -162,7 +162,7 @@ def build_snapshots(spark: SparkSession, tables: Tables, config: dict, dates: li
     results = []
     for name in ("user_snapshot", "item_snapshot"):  # checks of schemas/quality.yaml, then the gate
         frame = tables.read(name, partitions=[start - dt.timedelta(days=1), *days])
-        results += quality_gate.check_table(tables, config, name, frame, "snapshot_date", days)
+        results += quality_gate.check_table(tables, settings, name, frame, "snapshot_date", days)
     snapshot_runs.record(tables, run, days, versions)  # which events version each rebuilt day saw
     quality_gate.record_and_enforce(tables, results, run, {r["table"]: r["version"] for r in summary})
     summary.append({"table": "quality", "results": results})

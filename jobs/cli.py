@@ -1,6 +1,7 @@
 """The `recpipe` command line: one sub-command per pipeline stage, plus `run` for all of them.
 
-User mistakes (bad dates, missing files or config keys, missing drops) print one line and exit 2.
+User mistakes (bad dates, missing files, config keys that are missing or unknown, config values of the
+wrong type or outside the allowed ones, missing drops) print one line and exit 2.
 """
 from __future__ import annotations
 
@@ -180,27 +181,25 @@ def _overrides(args) -> dict:
 
 
 def _dates(args, config) -> list:
-    from jobs.config import date_range, get_key, parse_date
+    from jobs.config import date_range, parse_date
 
     if getattr(args, "date", None):
         if args.start or args.end:
             raise PipelineInputError("give either --date or --start/--end, not both")
         day = parse_date(args.date)
         return [day]
-    return date_range(get_key(config, "dates.start"), get_key(config, "dates.end"))
+    return date_range(config.dates.start, config.dates.end)
 
 
 def _session(config, args):
     from features.tables import open_tables
-    from jobs.config import get_key
     from jobs.spark_session import build_session
 
-    spark_config = dict(config["spark"])
+    spark_config = config.spark
     if args.spark_submit and not args.master:
-        spark_config.pop("master", None)  # spark-submit's --master wins
-    backend = get_key(config, "delta.backend", "auto")
-    spark = build_session(spark_config, backend)
-    return spark, open_tables(spark, get_key(config, "paths.warehouse"), backend)
+        spark_config = spark_config.model_copy(update={"master": None})  # spark-submit's --master wins
+    spark = build_session(spark_config, config.delta.backend)
+    return spark, open_tables(spark, config.paths.warehouse, config.delta.backend)
 
 
 def cmd_generate_logs(args) -> int:
@@ -243,7 +242,7 @@ def cmd_ingest(args) -> int:
 
     def work(spark, tables, config, dates):
         if args.allow_missing:
-            config = {**config, "ingest": {**(config.get("ingest") or {}), "allow_missing_drops": True}}
+            config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"allow_missing_drops": True})})
         return ingest(spark, tables, config, dates)
 
     return _stage(args, "ingested", work, format_summary)
@@ -399,11 +398,11 @@ def cmd_register(args) -> int:
 
 
 def cmd_clean_orphans(args) -> int:
-    from jobs.config import get_key, load_config
+    from jobs.config import load_config
     from jobs.maintenance import clean_orphans, format_report
 
     config = load_config(args.config, _overrides(args))
-    result = clean_orphans(get_key(config, "paths.warehouse"), args.export_root or get_key(config, "export.root"),
+    result = clean_orphans(config.paths.warehouse, args.export_root or config.export.root,
                            args.table, args.older_than_minutes, args.dry_run)
     print(format_report(result))
     return 0

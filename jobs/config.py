@@ -1,13 +1,17 @@
-"""Pipeline configuration: one YAML file (conf/demo.yaml is the embedded default), CLI flags override."""
+"""Pipeline configuration: one YAML file (conf/demo.yaml is the embedded default), CLI flags override;
+loaded into the typed models of jobs/settings.py."""
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from features.errors import PipelineInputError
+
+if TYPE_CHECKING:
+    from jobs.settings import Settings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "demo.yaml"
 SPARK_CONF_PREFIX = "spark.conf."  # an override key spark.conf.<Spark setting> (from --conf KEY=VALUE)
@@ -15,53 +19,48 @@ REQUIRED_KEYS = ("paths.raw", "paths.warehouse", "spark.master", "dates.start", 
 
 
 class ConfigError(PipelineInputError):
-    """A config file that is missing, unreadable or lacks a key."""
+    """A config file that is missing, unreadable, lacks a key or holds an unknown key or a bad value."""
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read the YAML config, apply dotted-key overrides ({'spark.master': 'yarn'}), check required keys."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "Settings":
+    """Read the YAML config, apply dotted-key overrides ({'spark.master': 'yarn'}; a key
+    'spark.conf.<Spark setting>' sets that Spark setting under its own dotted name), validate it
+    (jobs/settings.py: unknown keys, types, ranges, allowed values) and check the required keys."""
+    from jobs.settings import as_settings
+
     config_path = Path(path) if path else DEFAULT_CONFIG
     if not config_path.is_file():
         raise ConfigError(f"config file not found: {config_path}")
     try:
         config = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: a date YAML cannot build, e.g. 2026-02-30
         raise ConfigError(f"config file {config_path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(config, dict):
         raise ConfigError(f"config file {config_path} must hold a mapping at the top level")
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if key in ("dates.start", "dates.end"):  # a flag's date: the same message as --date's
+            value = parse_date(value, f"{key.split('.')[1]} date")
         if key.startswith(SPARK_CONF_PREFIX):  # a Spark setting's own name holds dots: never split it
-            conf = config.setdefault("spark", {}).setdefault("conf", None) or {}
-            config["spark"]["conf"] = {**conf, key[len(SPARK_CONF_PREFIX):]: value}
+            section = config.get("spark") if isinstance(config.get("spark"), dict) else config.setdefault("spark", {})
+            conf = section.get("conf") if isinstance(section.get("conf"), dict) else {}
+            section["conf"] = {**conf, key[len(SPARK_CONF_PREFIX):]: value}
         else:
             set_key(config, key, value)
-    time_zone = (get_key(config, "spark.conf") or {}).get("spark.sql.session.timeZone", "UTC")
-    if str(time_zone) != "UTC":
-        raise ConfigError(f"spark.sql.session.timeZone is {time_zone!r} in {config_path} or --conf: recpipe's day "
-                          f"boundaries are UTC (event dates, drops, snapshots); remove the setting")
-    for key in REQUIRED_KEYS:
-        if get_key(config, key) is None:
-            raise ConfigError(f"config {config_path} is missing the key '{key}'")
-    config["_path"] = str(config_path)
-    return config
-
-
-def get_key(config: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
+    settings = as_settings(config, f"config {config_path}")
+    for key in settings.missing(REQUIRED_KEYS):
+        raise ConfigError(f"config {config_path} is missing the key '{key}'")
+    return settings
 
 
 def set_key(config: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = config
     for part in parents:
-        node = node.setdefault(part, {})
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
     node[last] = value
 
 

@@ -23,9 +23,9 @@ import numpy as np
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from jobs import artifacts
-from jobs.config import get_key
 from jobs.run_info import new_run
-from jobs.train_models import MODEL_NAMES, load_training_inputs
+from jobs.settings import MODEL_NAMES, Settings, as_settings
+from jobs.train_models import load_training_inputs
 
 KEYS = {"sample_id": "string", "user_id": "int64", "item_id": "int64"}
 
@@ -113,7 +113,7 @@ def explain_miss(bar: dict, labels: np.ndarray, summaries: dict, gbdt_metrics: d
         f"{m} {v:.4f}" for m, v in valid.items()) + ")"
 
 
-def evaluate(config: dict, samples_version: int | None = None) -> dict:
+def evaluate(config: Settings | dict, samples_version: int | None = None) -> dict:
     import keras
     import pandas as pd
 
@@ -121,7 +121,8 @@ def evaluate(config: dict, samples_version: int | None = None) -> dict:
     from training.metrics import binary_metrics
     from training.report import write_report
 
-    warehouse = get_key(config, "paths.warehouse")
+    settings = as_settings(config)
+    warehouse = settings.paths.warehouse
     inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=True)
     version, shards = inputs["version"], inputs["source"] / "parquet"
     trained = [m for m in MODEL_NAMES if (artifacts.model_dir(warehouse, m, version) / "model.keras").exists()]
@@ -151,8 +152,7 @@ def evaluate(config: dict, samples_version: int | None = None) -> dict:
         if not calibrated:
             metrics.update(logloss=None, normalized_entropy=None, calibration=None, mean_prediction=None)
         results[name] = metrics
-    lift = float(get_key(config, "evaluation.min_auc_lift_over_popularity", 0.05) or 0.05)
-    bars = quality_bars(results, lift)
+    bars = quality_bars(results, settings.evaluation.min_auc_lift_over_popularity)
     summaries = {m: json.loads((artifacts.model_dir(warehouse, m, version) / "summary.json").read_text()) for m in trained}
     for bar in bars:
         if not bar["met"] and bar["value"] is not None and bar["target"] is not None:

@@ -30,16 +30,9 @@ if __package__ in (None, ""):  # started as a script: make the repo importable
 from features.errors import PipelineInputError, PublishRefused
 from features.feature_spec import load_spec
 from jobs import artifacts
-from jobs.config import get_key
 from jobs.run_info import code_version
-from jobs.train_models import MODEL_NAMES, load_training_inputs
-
-EXPORT_DEFAULTS = {"root": "./export", "auc_floor": 0.55, "max_auc_drop": 0.01, "keep_versions": 3,
-                   "warmup_requests": 100, "parity_rows": 2000, "parity_tolerance": 1e-6}
-
-
-def export_config(config: dict) -> dict:
-    return {**EXPORT_DEFAULTS, **(get_key(config, "export", {}) or {})}
+from jobs.settings import MODEL_NAMES, ExportSettings, Settings, as_settings
+from jobs.train_models import load_training_inputs
 
 
 def published_versions(model_root: Path) -> list[int]:
@@ -59,8 +52,8 @@ def published_card(model_root: Path) -> dict | None:
     return json.loads(card.read_text()) if card.exists() else None
 
 
-def gate(test_auc: float, current: dict | None, settings: dict) -> tuple[bool, str]:
-    floor, drop = float(settings["auc_floor"]), float(settings["max_auc_drop"])
+def gate(test_auc: float, current: dict | None, settings: ExportSettings) -> tuple[bool, str]:
+    floor, drop = settings.auc_floor, settings.max_auc_drop
     if test_auc < floor:
         return False, f"test AUC {test_auc:.4f} is below the floor {floor}"
     if current is not None:
@@ -121,7 +114,7 @@ def model_card(name: str, version: int, inputs: dict, summary: dict, evaluation:
     }
 
 
-def export_model(config: dict, name: str, samples_version: int | None = None, force: bool = False) -> dict:
+def export_model(config: Settings | dict, name: str, samples_version: int | None = None, force: bool = False) -> dict:
     import keras
     import numpy as np
 
@@ -129,8 +122,8 @@ def export_model(config: dict, name: str, samples_version: int | None = None, fo
     from training import export
     from training.inputs import model_inputs
 
-    settings = export_config(config)
-    warehouse = get_key(config, "paths.warehouse")
+    config = as_settings(config)
+    settings, warehouse = config.export, config.paths.warehouse
     inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=False)
     version = inputs["version"]
     trained = artifacts.model_dir(warehouse, name, version)
@@ -139,7 +132,7 @@ def export_model(config: dict, name: str, samples_version: int | None = None, fo
                                      "run recpipe evaluate first")
     if name not in evaluation["results"]:
         raise PipelineInputError(f"the evaluation of samples v{version} has no {name}: run recpipe evaluate again")
-    model_root = Path(settings["root"]) / name
+    model_root = Path(settings.root) / name
     test_auc = evaluation["results"][name]["auc"]
     current = published_card(model_root)
     if current is not None and current["training"].get("run_id") == summary.get("run_id") and not force:
@@ -153,17 +146,17 @@ def export_model(config: dict, name: str, samples_version: int | None = None, fo
 
     model = keras.saving.load_model(trained / "model.keras")
     spec_inputs = model_inputs(load_spec())
-    rows = test_rows(inputs["source"] / "parquet", int(settings["parity_rows"]))
+    rows = test_rows(inputs["source"] / "parquet", settings.parity_rows)
     expected = np.asarray(model(export.to_tensors(rows, spec_inputs), training=False))
     model_root.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=model_root, prefix=".staging-"))
     try:
         saved_model = staged / "model"
         export.write_saved_model(model, spec_inputs, saved_model)
-        export.write_warmup(saved_model, export.warmup_records(rows, spec_inputs, name, int(settings["warmup_requests"])))
+        export.write_warmup(saved_model, export.warmup_records(rows, spec_inputs, name, settings.warmup_requests))
         served = export.parity_in_fresh_process(saved_model, rows, staged)
         difference = float(np.max(np.abs(served - expected)))
-        parity = {"rows": len(expected), "max_abs_difference": difference, "tolerance": float(settings["parity_tolerance"])}
+        parity = {"rows": len(expected), "max_abs_difference": difference, "tolerance": settings.parity_tolerance}
         if not difference <= parity["tolerance"]:
             raise PublishRefused(f"{name} not published: the reloaded SavedModel differs from the trained model by "
                                  f"{difference:.3g} > {parity['tolerance']} on {len(expected)} test rows")
@@ -173,16 +166,17 @@ def export_model(config: dict, name: str, samples_version: int | None = None, fo
         os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    removed = published_versions(model_root)[:-max(1, int(settings["keep_versions"]))]
+    removed = published_versions(model_root)[:-settings.keep_versions]
     for old in removed:
         shutil.rmtree(model_root / str(old), ignore_errors=True)
     return {"model": name, "version": new_version, "path": str(model_root / str(new_version)), "test_auc": test_auc,
             "gate": reason, "forced": not passed, "parity": parity, "removed_versions": removed}
 
 
-def export_models(config: dict, models: list[str], samples_version: int | None = None, force: bool = False) -> dict:
+def export_models(config: Settings | dict, models: list[str], samples_version: int | None = None,
+                  force: bool = False) -> dict:
     """Every model in turn; a refusal of one does not stop the others (the CLI exits 3 if any was refused)."""
-    results, refused = {}, []
+    config, results, refused = as_settings(config), {}, []
     for name in models:
         try:
             results[name] = export_model(config, name, samples_version, force)
@@ -206,10 +200,10 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-def resolve_export_models(config: dict, requested: str | None) -> list[str]:
+def resolve_export_models(config: Settings | dict, requested: str | None) -> list[str]:
     """'all' (the configured training.models), one name, or a comma-separated list."""
     if requested in (None, "all"):
-        return list((get_key(config, "training", {}) or {}).get("models", MODEL_NAMES))
+        return list(as_settings(config).training.models)
     names = [n.strip() for n in requested.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown or not names:

@@ -29,13 +29,12 @@ from pyspark.sql import functions as F
 from features import ingest_runs, raw_drops
 from features.errors import PipelineInputError, QualityCheckFailed
 from features.ingest import QUARANTINE_COLUMNS, DropWindow, parse_raw_lines, validate
-from features.redelivery import (default_horizon_days, horizon_partitions, redelivery_reason, relabel_late_copies,
-                                 split_redelivered)
-from features.schemas import RAW_TABLES, apply_range_overrides, load_schema
+from features.redelivery import horizon_partitions, redelivery_reason, relabel_late_copies, split_redelivered
+from features.schemas import RAW_TABLES, load_schema
 from features.tables import ConcurrentWriteError, Tables, partition_dates
 from jobs import quality_gate
-from jobs.config import get_key
 from jobs.run_info import new_run
+from jobs.settings import Settings, as_settings
 
 WINDOW_REASON = "event_time outside the drop's window"  # features/ingest.py's reason for a time outside the window
 GLOB_CHARACTERS = re.compile(r"([\[\]{}*?\\])")
@@ -149,23 +148,15 @@ def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt
             "files": len(files), "skipped": [s for entries in skipped.values() for s in entries]}
 
 
-def ingest(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.date]) -> list[dict]:
+def ingest(spark: SparkSession, tables: Tables, config: Settings | dict, dates: list[dt.date]) -> list[dict]:
     """Ingest the events (required each day unless allow_missing_drops) and users/items (optional)
     drops of the given dates. A day without a drop of a table keeps that table's partition as it is."""
-    raw_root = get_key(config, "paths.raw")
-    allow_missing = bool(get_key(config, "ingest.allow_missing_drops", False))
-    window = DropWindow(
-        allowed_lateness_hours=float(get_key(config, "ingest.allowed_lateness_hours", 48)),
-        allowed_clock_skew_minutes=float(get_key(config, "ingest.allowed_clock_skew_minutes", 60)),
-    )
-    horizon = get_key(config, "ingest.redelivery_horizon_days", None)
-    horizon = default_horizon_days(window.allowed_lateness_hours) if horizon is None else int(horizon)
-    if horizon < 0:
-        raise PipelineInputError(f"ingest.redelivery_horizon_days must be >= 0 (got {horizon})")
-    if get_key(config, "ingest.redelivery_check", True) is False:  # upstream guarantees unique ids (and the benchmark's peer)
-        horizon = None
-    value_ranges = get_key(config, "ingest.value_ranges", None)
-    apply_range_overrides(load_schema("events"), value_ranges)  # a bad override fails before anything runs
+    settings = as_settings(config)  # a bad value (e.g. of ingest.value_ranges) fails before anything runs
+    raw_root, allow_missing = settings.paths.raw, settings.ingest.allow_missing_drops
+    window = DropWindow(allowed_lateness_hours=settings.ingest.allowed_lateness_hours,
+                        allowed_clock_skew_minutes=settings.ingest.allowed_clock_skew_minutes)
+    horizon = settings.redelivery_horizon_days  # None: upstream guarantees unique ids (and the benchmark's peer)
+    value_ranges = settings.ingest.value_ranges
     drops = {table: find_drops(raw_root, table, dates, required=(table == "events" and not allow_missing))
              for table in RAW_TABLES}
     for table in RAW_TABLES:
@@ -201,7 +192,7 @@ def ingest(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.dat
         event_days = sorted(drops["events"])
         failed = None
         try:
-            results = check_quality(tables, config, event_days, run, summary[0]["version"]) if event_days else []
+            results = check_quality(tables, settings, event_days, run, summary[0]["version"]) if event_days else []
         except QualityCheckFailed as error:  # the ingest itself is complete; the gate is downstream's
             failed = error
         ingest_runs.commit(tables, run, run_days, started, committed)
@@ -217,7 +208,7 @@ def ingest(spark: SparkSession, tables: Tables, config: dict, dates: list[dt.dat
     return summary
 
 
-def check_quality(tables: Tables, config: dict, dates: list[dt.date], run: dict, events_version: int) -> list:
+def check_quality(tables: Tables, config: Settings | dict, dates: list[dt.date], run: dict, events_version: int) -> list:
     """The events checks of schemas/quality.yaml on the ingested days, recorded in `quality` with the
     events version they checked; raises QualityCheckFailed (after recording) when one of severity
     error failed."""

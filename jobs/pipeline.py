@@ -12,34 +12,30 @@ import time
 from typing import Callable
 
 from features.errors import PipelineInputError
-from jobs.config import get_key
+from jobs.settings import Settings, as_settings
 
 
-def prepare_source(config: dict, dates: list[dt.date]) -> dict | None:
-    kind = get_key(config, "source.kind")
-    raw_root = get_key(config, "paths.raw")
+def prepare_source(config: Settings | dict, dates: list[dt.date]) -> dict | None:
+    settings = as_settings(config)
+    kind, raw_root = settings.source.kind, settings.paths.raw
     if kind == "synthetic":
         from features.synthetic_logs import generate_logs
 
-        options = get_key(config, "source.synthetic", {}) or {}
+        options = settings.source.synthetic.model_dump(exclude_none=True)
         return generate_logs(raw_root, start_date=dates[0], days=len(dates), **options)
     if kind == "movielens":
         from features.movielens import import_movielens
 
-        path = get_key(config, "source.movielens_path")
-        if not path:
-            raise PipelineInputError("source.kind is movielens but source.movielens_path is not set")
-        return import_movielens(path, raw_root)
+        return import_movielens(settings.source.movielens_path, raw_root)
     if kind == "raw":
         return None
-    raise PipelineInputError(f"unknown source.kind '{kind}': use synthetic, movielens or raw")
+    raise PipelineInputError("source.kind is not set: use synthetic, movielens or raw")
 
 
-def samples_range(config: dict, dates: list[dt.date]) -> list[dt.date]:
+def samples_range(config: Settings | dict, dates: list[dt.date]) -> list[dt.date]:
     """Days that can be labeled and joined in a run over `dates`: not the first (no snapshot of the day
     before) and, for click labels, not the last (its clicks after midnight are in the next drop)."""
-    kind = get_key(config, "samples.kind", "click")
-    return dates[1:-1] if kind == "click" else dates[1:]
+    return dates[1:-1] if as_settings(config).samples.kind == "click" else dates[1:]
 
 
 def format_tables(rows: list[dict]) -> str:
@@ -53,13 +49,14 @@ def format_tables(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> None:
+def run_pipeline(config: Settings | dict, dates: list[dt.date], open_session: Callable) -> None:
     from features.tables import describe
     from jobs import build_samples, build_snapshot, evaluate_models, export_model, train_gbdt, train_models
     from jobs.ingest import format_summary, ingest
 
+    config = as_settings(config)
     started = time.time()
-    print(f"[source] {get_key(config, 'source.kind')} → {get_key(config, 'paths.raw')}")
+    print(f"[source] {config.source.kind} → {config.paths.raw}")
     summary = prepare_source(config, dates)
     if summary:
         print("  " + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict)))
@@ -81,7 +78,7 @@ def run_pipeline(config: dict, dates: list[dt.date], open_session: Callable) -> 
             print(train_models.format_summary(train_models.train_models(config, models)))
             print("[evaluate]")
             print(evaluate_models.format_summary(evaluate_models.evaluate(config)))
-            print(f"[export] → {export_model.export_config(config)['root']}")
+            print(f"[export] → {config.export.root}")
             exported = export_model.export_models(config, models)
             print(export_model.format_summary(exported))
             refused = exported["refused"]

@@ -17,14 +17,15 @@ from features.errors import QualityCheckFailed
 from features.feature_spec import load_spec
 from features.quality import CheckResult, results_frame, run_checks, table_checks
 from features.tables import Tables, partition_dates
+from jobs.settings import Settings, as_settings
 
 QUALITY_TABLE = "quality"
 
 
-def check_table(tables: Tables, config: dict, table: str, frame: DataFrame, day_column: str,
+def check_table(tables: Tables, config: Settings | dict, table: str, frame: DataFrame, day_column: str,
                 days: list[dt.date], quarantined: dict[dt.date, int] | None = None) -> list[CheckResult]:
     """Checks of `table` on `days`; `frame` holds those partitions and, if it exists, the day before."""
-    checks = table_checks(table, config)
+    checks = table_checks(table, as_settings(config).checks_config())
     if not checks:
         return []
     before = days[0] - dt.timedelta(days=1)
@@ -74,12 +75,12 @@ def enforce(results: list[CheckResult]) -> None:
                                  f"(recpipe sql \"SELECT * FROM quality WHERE status = 'fail'\")")
 
 
-def unpassed(tables: Tables, config: dict, table: str, days: list[dt.date], version: int) -> list[str]:
+def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.date], version: int) -> list[str]:
     """What keeps `days` of `table` (read at `version`) from counting as checked and passed, one line
     per day: no results recorded, results computed on other data (the partition changed since the
     version they checked), or a failed check of severity error. Empty when the table has no checks
     (none declared, or turned off by the config)."""
-    if not table_checks(table, config) or not days:
+    if not table_checks(table, as_settings(config).checks_config()) or not days:
         return []
     rows = (tables.read(QUALITY_TABLE, partitions=days).where(F.col("table_name") == table)
             .groupBy("check_date", "table_version")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import SparkSession
+
+from jobs.settings import SparkSettings
 
 # Settings every recpipe session needs whatever the master: UTC day boundaries for the time rules,
 # Parquet timestamps Delta readers understand, and Arrow for pandas UDFs.
@@ -28,20 +31,24 @@ DELTA_SPARK_CONF = {
 }
 
 
-def build_session(spark_config: dict[str, Any], delta_backend: str = "auto") -> SparkSession:
-    """spark_config: {master, app_name, conf: {key: value}}. delta_backend 'delta-spark' adds the
-    io.delta extension settings (its jars must be on the classpath, e.g. --packages on a cluster)."""
+def build_session(spark_config: SparkSettings | Mapping[str, Any], delta_backend: str = "auto") -> SparkSession:
+    """spark_config: the `spark` section of the settings, or a mapping {master, app_name, conf: {key:
+    value}, log_level} validated as one. delta_backend 'delta-spark' adds the io.delta extension
+    settings (its jars must be on the classpath, e.g. --packages on a cluster)."""
+    from jobs.settings import as_section
+
+    spark_config = as_section(SparkSettings, spark_config, "spark")
     # Python workers (pandas UDFs) run the same interpreter as the driver unless the cluster says otherwise
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(spark_config.get("app_name", "recpipe"))
-    if spark_config.get("master"):
-        builder = builder.master(str(spark_config["master"]))
+    builder = SparkSession.builder.appName(spark_config.app_name)
+    if spark_config.master:
+        builder = builder.master(spark_config.master)
     conf = dict(REQUIRED_CONF)
     if delta_backend == "delta-spark":
         conf.update(DELTA_SPARK_CONF)
-    conf.update({str(k): str(v) for k, v in (spark_config.get("conf") or {}).items()})
+    conf.update(spark_config.conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel(spark_config.get("log_level", "WARN"))
+    session.sparkContext.setLogLevel(spark_config.log_level)
     return session

@@ -29,8 +29,9 @@ from features.tables import Tables
 from jobs import artifacts
 from jobs.artifacts import gbdt_dir, write_json_atomically
 from jobs.build_samples import artifact_dir as samples_artifact_dir
-from jobs.config import date_range, get_key
+from jobs.config import date_range
 from jobs.run_info import new_run
+from jobs.settings import Settings, as_settings
 
 KEEP = ["sample_id", "event_date", "split", "label"]
 
@@ -43,7 +44,7 @@ def latest_samples_version(tables: Tables) -> int:
     return artifacts.latest_samples_version(tables.root)
 
 
-def train_gbdt(spark: SparkSession, tables: Tables, config: dict, samples_version: int | None = None) -> dict:
+def train_gbdt(spark: SparkSession, tables: Tables, config: Settings | dict, samples_version: int | None = None) -> dict:
     spec = load_spec()
     version = latest_samples_version(tables) if samples_version is None else samples_version
     source = samples_artifact_dir(tables, version)
@@ -51,7 +52,7 @@ def train_gbdt(spark: SparkSession, tables: Tables, config: dict, samples_versio
         raise PipelineInputError(f"samples version {version} has no manifest at {source}")
     manifest = json.loads((source / "manifest.json").read_text())
     transforms = json.loads((source / "transforms.json").read_text())["features"]
-    params = dict(get_key(config, "gbdt", {}) or {})
+    params = as_settings(config).gbdt
     days = date_range(*manifest["range"])
     run = new_run("gbdt", samples_version=version, input_versions={"samples": version})
 
@@ -77,7 +78,7 @@ def train_gbdt(spark: SparkSession, tables: Tables, config: dict, samples_versio
     write_json_atomically(target / "importance.json",
                           {"gain": gbdt.importance(booster, features).to_dict(orient="records")})
     summary = {**run, "trees": trees["n_trees"], "leaves": int(sum(trees["leaves_per_tree"])),
-               "gbdt_leaves_version": leaves_version, "params": params, "metrics": metrics}
+               "gbdt_leaves_version": leaves_version, "params": params.model_dump(), "metrics": metrics}
     write_json_atomically(target / "metrics.json", summary)
     return summary
 

@@ -24,24 +24,16 @@ if __package__ in (None, ""):  # started as a script: make the repo importable
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from jobs import artifacts
-from jobs.config import get_key
 from jobs.run_info import new_run
-
-MODEL_NAMES = ("lr", "gbdt_lr", "wide_deep", "deepfm")
-TRAINING_DEFAULTS = {"batch_size": 1024, "shuffle_buffer": 65536, "chunk_rows": 32768, "max_epochs": 10,
-                     "early_stopping_patience": 2, "seed": 7, "verbose": 2, "models": list(MODEL_NAMES)}
+from jobs.settings import MODEL_NAMES, Settings, as_settings
 
 
-def resolve_models(config: dict, requested: str | None) -> list[str]:
-    names = list(training_config(config)["models"]) if requested in (None, "all") else [requested]
+def resolve_models(config: Settings | dict, requested: str | None) -> list[str]:
+    names = list(as_settings(config).training.models) if requested in (None, "all") else [requested]
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown:
         raise PipelineInputError(f"unknown model '{unknown[0]}': choose one of {', '.join(MODEL_NAMES)} or all")
     return names
-
-
-def training_config(config: dict) -> dict:
-    return {**TRAINING_DEFAULTS, **(get_key(config, "training", {}) or {})}
 
 
 def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt: bool) -> dict:
@@ -71,7 +63,7 @@ def _leaf_values(path: Path) -> tuple[list[list[float]], float]:
     return leaf_values_from_booster(booster)
 
 
-def train_one(name: str, config: dict, inputs: dict) -> dict:
+def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     import keras
 
     from training.dataset import make_dataset
@@ -80,21 +72,21 @@ def train_one(name: str, config: dict, inputs: dict) -> dict:
     from training.models import build_model
     from training.train import compile_model, fit
 
-    spec, training = load_spec(), training_config(config)
-    params = dict((get_key(config, "models", {}) or {}).get(name) or {})
-    train_split = inputs["manifest"]["splits"]["train"]
-    rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
-    params.setdefault("initial_bias", math.log(rate / (1 - rate)))  # the logit of the train positive rate
-    seed = int(training["seed"])
-    keras.utils.set_random_seed(seed)
+    settings = as_settings(config)
+    spec, training = load_spec(), settings.training
+    params = settings.models.params(name)
+    if params.initial_bias is None:  # the logit of the train positive rate
+        train_split = inputs["manifest"]["splits"]["train"]
+        rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
+        params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
+    keras.utils.set_random_seed(training.seed)
     shards = inputs["source"] / "parquet"
-    batch_size = int(training["batch_size"])
-    train = make_dataset(shards, "train", model_inputs(spec), batch_size, int(training["shuffle_buffer"]), seed,
-                         int(training["chunk_rows"]))
-    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch_size, chunk_rows=int(training["chunk_rows"]))
+    train = make_dataset(shards, "train", model_inputs(spec), training.batch_size, training.shuffle_buffer,
+                         training.seed, training.chunk_rows)
+    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * training.batch_size, chunk_rows=training.chunk_rows)
     model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params)
 
-    warehouse = get_key(config, "paths.warehouse")
+    warehouse = settings.paths.warehouse
     target = artifacts.model_dir(warehouse, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     print(f"[train {name}] samples v{inputs['version']}, {model.count_params():,} parameters")
@@ -103,7 +95,7 @@ def train_one(name: str, config: dict, inputs: dict) -> dict:
     manifest = inputs["manifest"]
     run = new_run("train", model=name, samples_version=inputs["version"],
                   input_versions={"samples": inputs["version"], **manifest.get("input_versions", {})})
-    summary = {**run, "params": params, "training": {k: v for k, v in training.items() if k != "models"},
+    summary = {**run, "params": params.model_dump(mode="json"), "training": training.model_dump(exclude={"models"}),
                "parameters": model.count_params(), "cut_points": manifest["cut_points"],
                "splits": manifest["splits"], **{k: v for k, v in result.items() if k != "history"}}
     if inputs["gbdt"] is not None:
@@ -114,11 +106,11 @@ def train_one(name: str, config: dict, inputs: dict) -> dict:
     return summary
 
 
-def train_models(config: dict, models: list[str], samples_version: int | None = None) -> dict:
-    warehouse = get_key(config, "paths.warehouse")
-    inputs = load_training_inputs(warehouse, samples_version, needs_gbdt="gbdt_lr" in models)
+def train_models(config: Settings | dict, models: list[str], samples_version: int | None = None) -> dict:
+    settings = as_settings(config)
+    inputs = load_training_inputs(settings.paths.warehouse, samples_version, needs_gbdt="gbdt_lr" in models)
     started = time.time()
-    trained = {name: train_one(name, config, inputs) for name in models}
+    trained = {name: train_one(name, settings, inputs) for name in models}
     return {"samples_version": inputs["version"], "seconds": time.time() - started, "models": trained}
 
 

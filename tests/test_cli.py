@@ -94,9 +94,9 @@ def test_conf_flags_reach_spark_under_their_own_name_and_the_time_zone_stays_utc
 
     config = load_config(None, {"spark.conf.spark.recpipe.test.marker": "set-by-flag",
                                 "spark.conf.spark.sql.session.timeZone": "UTC"})
-    assert config["spark"]["conf"]["spark.recpipe.test.marker"] == "set-by-flag"
-    assert "spark" not in config["spark"]["conf"]  # not split into a nested dict at the dots
-    flagged = {"spark.recpipe.test.marker": config["spark"]["conf"]["spark.recpipe.test.marker"]}
+    assert config.spark.conf["spark.recpipe.test.marker"] == "set-by-flag"
+    assert "spark" not in config.spark.conf  # not split into a nested dict at the dots
+    flagged = {"spark.recpipe.test.marker": config.spark.conf["spark.recpipe.test.marker"]}
     session = build_session({"conf": flagged})  # the suite's session: getOrCreate applies the setting to it
     assert session.conf.get("spark.recpipe.test.marker") == "set-by-flag"
     with pytest.raises(ConfigError, match=r"spark.sql.session.timeZone is 'America/New_York'.*day boundaries are UTC"):

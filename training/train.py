@@ -13,9 +13,9 @@ import keras
 OPTIMIZERS = ("adam", "adagrad", "ftrl", "sgd")
 
 
-def optimizer(params: dict) -> keras.optimizers.Optimizer:
-    name = str(params.get("optimizer", "adam")).lower()
-    rate = float(params.get("learning_rate", 0.001))
+def optimizer(params) -> keras.optimizers.Optimizer:
+    """params: a model's settings (jobs/settings.py ModelParams: optimizer, learning_rate, l1, ftrl_l2)."""
+    name, rate = params.optimizer, params.learning_rate
     if name == "adam":
         return keras.optimizers.Adam(rate)
     if name == "adagrad":
@@ -23,12 +23,12 @@ def optimizer(params: dict) -> keras.optimizers.Optimizer:
     if name == "sgd":
         return keras.optimizers.SGD(rate)
     if name == "ftrl":  # FTRL-Proximal with L1: sparse wide weights (McMahan et al., 2013)
-        return keras.optimizers.Ftrl(rate, l1_regularization_strength=float(params.get("l1", 0.0)),
-                                     l2_regularization_strength=float(params.get("ftrl_l2", 0.0)))
+        return keras.optimizers.Ftrl(rate, l1_regularization_strength=params.l1,
+                                     l2_regularization_strength=params.ftrl_l2)
     raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
-def compile_model(model: keras.Model, params: dict) -> keras.Model:
+def compile_model(model: keras.Model, params) -> keras.Model:
     model.compile(optimizer=optimizer(params), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
     return model
@@ -54,10 +54,11 @@ class _Throughput(keras.callbacks.Callback):
             self.rates.append((self.batches - 1) * self.batch_size / (time.perf_counter() - self.first_batch))
 
 
-def fit(model: keras.Model, train, valid, out_dir: Path, training: dict) -> dict:
-    """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput."""
-    patience = int(training.get("early_stopping_patience", 2))
-    throughput = _Throughput(int(training.get("batch_size", 1024)))
+def fit(model: keras.Model, train, valid, out_dir: Path, training) -> dict:
+    """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput.
+    training: the `training` settings (jobs/settings.py TrainingSettings)."""
+    patience = training.early_stopping_patience
+    throughput = _Throughput(training.batch_size)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max",
@@ -68,8 +69,8 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training: dict) -> dict
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*(shuffle=True. was passed|input ran out of data)")  # tf.data: expected
-    history = model.fit(train, validation_data=valid, epochs=int(training.get("max_epochs", 10)),
-                        callbacks=callbacks, verbose=int(training.get("verbose", 2)))
+    history = model.fit(train, validation_data=valid, epochs=training.max_epochs,
+                        callbacks=callbacks, verbose=training.verbose)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     best = max(range(len(logs["val_auc"])), key=lambda i: logs["val_auc"][i])
     return {"history": logs, "best_epoch": best + 1, "epochs": len(logs["val_auc"]),

@@ -7,7 +7,8 @@ BUILDERS = {"lr": lr.build, "gbdt_lr": gbdt_lr.build, "wide_deep": wide_deep.bui
 MODEL_NAMES = tuple(BUILDERS)
 
 
-def build_model(name: str, encoders, params: dict, gbdt: dict | None = None):
+def build_model(name: str, encoders, params, gbdt: dict | None = None):
+    """params: the model's settings (jobs/settings.py models.<name>: LRParams, GBDTLRParams, ...)."""
     if name not in BUILDERS:
         raise ValueError(f"unknown model '{name}': choose one of {', '.join(MODEL_NAMES)}")
     return BUILDERS[name](encoders, params, gbdt)

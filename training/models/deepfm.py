@@ -15,9 +15,8 @@ from training.layers import embed, fm_interaction, linear_logit, mlp, probabilit
 FIELD_INITIALIZER = keras.initializers.RandomUniform(-0.05, 0.05)  # keras.layers.Embedding's default
 
 
-def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
-    k = int(params.get("embedding_dim", 8))
-    l2 = float(params.get("l2", 0.0))
+def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
+    k, l2 = params.embedding_dim, params.l2
     regularizer = keras.regularizers.L2(l2) if l2 else None
     vectors, categoricals, numerics = [], {}, {}
     for field in encoders.names("fm"):
@@ -32,7 +31,7 @@ def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> 
                                               kernel_regularizer=regularizer, name=f"field_{field}")(numerics[field]))
     fields = ops.stack(vectors, axis=1)  # [batch, fields, k], shared by the FM and the deep part
     first_order = linear_logit(categoricals, numerics, "first_order", l2=l2)
-    deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.get("hidden_units", [256, 128, 64])),
-               float(params.get("dropout", 0.3)), "deep")
+    deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.hidden_units), params.dropout, "deep")
     logits = [first_order, fm_interaction(fields), deep]
-    return keras.Model(encoders.inputs, probability(logits, float(params.get("initial_bias", 0.0))), name="deepfm")
+    bias = 0.0 if params.initial_bias is None else params.initial_bias
+    return keras.Model(encoders.inputs, probability(logits, bias), name="deepfm")

@@ -10,16 +10,17 @@ from training.feature_layers import FeatureEncoders
 from training.layers import linear_logit, probability
 
 
-def wide_logit(encoders: FeatureEncoders, params: dict, name: str = "wide"):
+def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
     """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features)
-    plus the spec's crosses: all (`crosses: true`, the default), none (`false`) or a list of cross names."""
+    plus the spec's crosses: all (`crosses: true`), none (`false`, the default) or a list of cross names.
+    `params`: the model's settings (jobs/settings.py)."""
     categoricals, numerics = {}, {}
     for feature in encoders.names("wide"):
         if encoders.is_categorical(feature):
             categoricals[feature] = encoders.categorical(feature)
         else:
             numerics[feature] = encoders.numeric(feature)
-    chosen = params.get("crosses", True)
+    chosen = params.crosses
     crosses = {c.name: c for c in encoders.spec.crosses}
     names = list(crosses) if chosen is True else list(chosen or [])
     unknown = [n for n in names if n not in crosses]
@@ -27,8 +28,9 @@ def wide_logit(encoders: FeatureEncoders, params: dict, name: str = "wide"):
         raise ValueError(f"unknown cross {unknown[0]}: the spec has {', '.join(crosses)}")
     for name in names:
         categoricals[name] = encoders.cross(crosses[name])
-    return linear_logit(categoricals, numerics, name, l2=float(params.get("l2", 0.0)))
+    return linear_logit(categoricals, numerics, name, l2=params.l2)
 
 
-def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
-    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)], float(params.get("initial_bias", 0.0))), name="lr")
+def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
+    bias = 0.0 if params.initial_bias is None else params.initial_bias
+    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)], bias), name="lr")

@@ -21,8 +21,9 @@ def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0):
     return ops.concatenate(parts, axis=-1)
 
 
-def build(encoders: FeatureEncoders, params: dict, gbdt: dict | None = None) -> keras.Model:
-    deep = deep_input(encoders, int(params.get("embedding_dim", 16)), float(params.get("l2", 0.0)))
-    deep_logit = mlp(deep, list(params.get("hidden_units", [256, 128, 64])), float(params.get("dropout", 0.3)), "deep")
+def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
+    deep = deep_input(encoders, params.embedding_dim, params.l2)
+    deep_logit = mlp(deep, list(params.hidden_units), params.dropout, "deep")
     logits = [wide_logit(encoders, params), deep_logit]
-    return keras.Model(encoders.inputs, probability(logits, float(params.get("initial_bias", 0.0))), name="wide_deep")
+    bias = 0.0 if params.initial_bias is None else params.initial_bias
+    return keras.Model(encoders.inputs, probability(logits, bias), name="wide_deep")
