@@ -25,7 +25,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from features.errors import PipelineInputError
-from features.tables import ConcurrentWriteError, Tables
+from features.tables import ConcurrentWriteError, PartitionVersions, Tables
 
 INGEST_RUNS = "ingest_runs"
 STARTED, COMMITTED = "started", "committed"
@@ -51,9 +51,8 @@ def start(tables: Tables, run: dict, days: list[dt.date]) -> int:
 def newer_runs(tables: Tables, days: list[dt.date], started_version: int) -> list[str]:
     """Days of `days` whose ingest_runs partition changed since this run's start (another run started
     or committed there)."""
-    then = tables.partition_files(INGEST_RUNS, days, version=started_version)
-    now = tables.partition_files(INGEST_RUNS, days)
-    return [day for day in sorted(now) if now[day] - then.get(day, frozenset())]
+    runs = PartitionVersions(tables, INGEST_RUNS, days)
+    return [day for day in sorted(runs.files()) if runs.files()[day] - runs.files(started_version).get(day, frozenset())]
 
 
 def check_still_owner(tables: Tables, run: dict, days: list[dt.date], started_version: int,
@@ -83,9 +82,8 @@ def commit(tables: Tables, run: dict, days: list[dt.date], started_version: int,
     that was absent) are kept from the day's previous manifest."""
     check_still_owner(tables, run, days, started_version, written, "committing its ingest_runs rows")
     for entry in written:
-        recorded = tables.partition_files(entry["table"], entry["days"], version=entry["version"])
-        current = tables.partition_files(entry["table"], entry["days"])
-        changed = [day for day in entry["days"] if recorded[day.isoformat()] != current[day.isoformat()]]
+        written_days = PartitionVersions(tables, entry["table"], entry["days"])
+        changed = [day for day in entry["days"] if written_days.changed(day, since=entry["version"])]
         if changed:
             raise IngestRaceLost(
                 f"ingest run {run['run_id']} did not commit its ingest_runs rows: {entry['table']} of "
@@ -119,7 +117,7 @@ def incomplete_days(tables: Tables, days: list[dt.date], events_version: int | N
     if not wanted:
         return []
     problems = []
-    current_cache: dict[tuple[str, int | None], dict] = {}  # (table, version) -> files per day
+    tables_read: dict[str, PartitionVersions] = {}
     for day in wanted:
         entries = by_day.get(day, [])
         if not any(e["table_name"] == "events" for e in entries):
@@ -129,14 +127,8 @@ def incomplete_days(tables: Tables, days: list[dt.date], events_version: int | N
             name = entry["table_name"]
             if not tables.exists(name):
                 continue
-            read_version = events_version if name == "events" else None
-            key = (name, read_version)
-            if key not in current_cache:
-                current_cache[key] = tables.partition_files(name, wanted, version=read_version)
-            recorded_key = (name, int(entry["table_version"]))
-            if recorded_key not in current_cache:
-                current_cache[recorded_key] = tables.partition_files(name, wanted, version=recorded_key[1])
-            if current_cache[recorded_key][day.isoformat()] != current_cache[key][day.isoformat()]:
+            partitions = tables_read.setdefault(name, PartitionVersions(tables, name, wanted))
+            if partitions.changed(day, since=int(entry["table_version"]), now=events_version if name == "events" else None):
                 problems.append((day, f"{name} was replaced after ingest run {entry['run_id']} completed "
                                       f"(by a run that did not complete)"))
                 break

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 
 from features.errors import PipelineInputError
-from features.tables import Tables, partition_dates
+from features.tables import PartitionVersions, Tables, partition_dates
 
 SNAPSHOT_RUNS = "snapshot_runs"
 DDL = "run_id string, events_version long, users_version long, items_version long, built_at timestamp, snapshot_date date"
@@ -36,18 +36,15 @@ def stale_days(tables: Tables, days: list[dt.date], lateness_days: int,
     built = {r["snapshot_date"]: r["events_version"] for r in
              tables.read(SNAPSHOT_RUNS, partitions=days).select("snapshot_date", "events_version").collect()}
     drops = sorted(d for d in partition_dates(tables, "events") if d <= max(days) + dt.timedelta(days=lateness_days))
-    current = tables.partition_files("events", drops, version=events_version)
-    files_at: dict[int, dict] = {}
+    events = PartitionVersions(tables, "events", drops)
     problems = []
     for day in days:
         version = built.get(day)
         if version is None:
             problems.append((day, "no record of the events it was built from"))
             continue
-        if version not in files_at:
-            files_at[version] = tables.partition_files("events", drops, version=version)
         horizon = day + dt.timedelta(days=lateness_days)
-        changed = [d for d in drops if d <= horizon and files_at[version][d.isoformat()] != current[d.isoformat()]]
+        changed = [d for d in drops if d <= horizon and events.changed(d, since=version, now=events_version)]
         if changed:
             problems.append((day, f"built from events v{version}; the drop of {changed[0]} changed since"))
     return problems

@@ -527,6 +527,26 @@ def _as_datetime(value: str | dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
+class PartitionVersions:
+    """The data files of some partitions of one table at any version, each version listed once from the
+    Delta log (no data read): whether a partition differs between two versions, e.g. the version a
+    check, a snapshot or an ingest run recorded and the version a job reads now."""
+
+    def __init__(self, tables: Tables, name: str, partitions: Iterable[Any]):
+        self.tables, self.name, self.partitions = tables, name, list(partitions)
+        self._files: dict[int | None, dict[str, frozenset]] = {}
+
+    def files(self, version: int | None = None) -> dict[str, frozenset]:
+        if version not in self._files:
+            self._files[version] = self.tables.partition_files(self.name, self.partitions, version=version)
+        return self._files[version]
+
+    def changed(self, partition: Any, since: int, now: int | None = None) -> bool:
+        """Whether `partition` holds other files at `now` (default: the newest version) than at `since`."""
+        key = _partition_strings([partition])[0]
+        return self.files(since).get(key, frozenset()) != self.files(now).get(key, frozenset())
+
+
 def partition_dates(tables: Tables, name: str) -> set[dt.date]:
     """The date partitions a table holds now (empty when the table does not exist yet)."""
     if not tables.exists(name):

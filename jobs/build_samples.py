@@ -85,7 +85,8 @@ def build_samples(spark: SparkSession, tables: Tables, config: Settings | dict, 
     versions = {name: tables.version(name) for name in
                 ("events", "user_snapshot", "item_snapshot", "user_category_snapshot",
                  as_of.inactive_table("user"), as_of.inactive_table("item"))}
-    drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=3))))
+    ingested = partition_dates(tables, "events")
+    drops = sorted(d for d in ingested if start - dt.timedelta(days=1) <= d <= end + dt.timedelta(days=3))
     ingest_runs.require_complete(tables, drops, "samples", versions["events"])
     lateness_days = settings.ingest.lateness_days
     snapshot_runs.require_fresh(tables, [d - dt.timedelta(days=1) for d in days], lateness_days, "samples",
@@ -103,8 +104,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: Settings | dict, 
         if label_config.negatives_per_positive > 0:
             # point in time: a negative of day E avoids what the user had interacted with by the end of E
             # and is drawn by popularity as of E-1; events after the range's last day are never read
-            known_drops = sorted(partition_dates(tables, "events") & set(
-                date_range(min(partition_dates(tables, "events")), end + dt.timedelta(days=lateness_days))))
+            known_drops = sorted(d for d in ingested if d <= end + dt.timedelta(days=lateness_days))
             history = with_event_date(tables.read("events", version=versions["events"], partitions=known_drops)
                                       ).where(F.col("event_date") <= F.lit(end))
             first_interactions = history.groupBy("user_id", "item_id").agg(F.min("event_date").alias("first_date"))

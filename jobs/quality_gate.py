@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from features.errors import QualityCheckFailed
 from features.feature_spec import load_spec
 from features.quality import CheckResult, results_frame, run_checks, table_checks
-from features.tables import Tables, partition_dates
+from features.tables import PartitionVersions, Tables, partition_dates
 from jobs.settings import Settings, as_settings
 
 QUALITY_TABLE = "quality"
@@ -91,8 +91,7 @@ def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.
                          ignorenulls=True).alias("first_failure"))
             .collect()) if tables.exists(QUALITY_TABLE) else []  # one row per day
     by_day = {row["check_date"]: row for row in rows}
-    current = tables.partition_files(table, days, version=version)
-    checked_files: dict[int, dict] = {}
+    partitions = PartitionVersions(tables, table, days)
     problems = []
     for day in days:
         row = by_day.get(day)
@@ -103,9 +102,7 @@ def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.
             problems.append(f"{table} {day}: quality results do not say which version they checked")
             continue
         checked = int(row["table_version"])
-        if checked not in checked_files:
-            checked_files[checked] = tables.partition_files(table, days, version=checked)
-        if checked_files[checked][day.isoformat()] != current[day.isoformat()]:
+        if partitions.changed(day, since=checked, now=version):
             problems.append(f"{table} {day}: quality results were computed on version {checked}, and the partition "
                             f"changed since (read at version {version})")
         elif row["failed"]:
