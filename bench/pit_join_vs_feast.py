@@ -53,7 +53,8 @@ def prepare(args) -> None:
     from features.daily_aggregates import with_event_date
     from features.feature_spec import load_spec
     from features.labels import LabelConfig, click_labels
-    from features.samples import point_in_time_join
+    from features import snapshot_as_of as as_of
+    from features.samples import ctr_priors, point_in_time_join
     from features.tables import open_tables
     from jobs.spark_session import build_session
 
@@ -63,8 +64,7 @@ def prepare(args) -> None:
     spec = load_spec()
     features = _scalar_features()
     OUT.mkdir(parents=True, exist_ok=True)
-    _, days = tables.partitions("user_snapshot")
-    days = [dt.date.fromisoformat(d) for d in days]
+    days = sorted(as_of.built_days(tables, "user"))
     events = with_event_date(tables.read("events"))
     labeled = click_labels(events, days[1], days[-2], LabelConfig())
     labeled = labeled.orderBy("event_time", "sample_id").limit(args.rows).localCheckpoint()
@@ -74,14 +74,19 @@ def prepare(args) -> None:
     # both sides get the snapshot days the rows need (the day before each event day), nothing more
     needed = sorted(r.day for r in labeled.select(F.date_sub("event_date", 1).alias("day")).distinct().collect())
     end_of_day = F.expr("cast(date_add(snapshot_date, 1) as timestamp) - interval 1 microsecond")
+    # Feast gets every known user and item on each needed day (the dense rows: sparse ones would leave it
+    # without the inactive entities' values), and the stored user x category rows
     for entity, keys in (("user", ["user_id"]), ("item", ["item_id"]), ("user_category", ["user_id", "category"])):
-        table = tables.read(spec.entities[entity]["table"], partitions=needed)
+        table = (as_of.dense_snapshot(tables, spec, entity, needed) if entity != "user_category"
+                 else tables.read(spec.entities[entity]["table"], partitions=needed))
         table.select(*keys, *[name for name, _ in features[entity]], end_of_day.alias("feature_ts")) \
             .write.mode("overwrite").parquet(str(OUT / f"{entity}_snapshot"))
 
-    snapshots = [tables.read(spec.entities[e]["table"], partitions=needed) for e in ("user", "item", "user_category")]
-    started = time.perf_counter()
-    joined = point_in_time_join(labeled, *snapshots, spec)
+    started = time.perf_counter()  # ours: resolve the rows' entities from the sparse tables, then join
+    day_before = F.date_sub("event_date", 1).alias("snapshot_date")
+    resolved = [as_of.read_as_of(tables, spec, e, labeled.select(f"{e}_id", day_before), needed) for e in ("user", "item")]
+    joined = point_in_time_join(labeled, *resolved, tables.read("user_category_snapshot", partitions=needed), spec,
+                                priors=ctr_priors(tables.read("item_snapshot", partitions=needed), spec))
     joined.write.mode("overwrite").parquet(str(OUT / "ours"))
     seconds = time.perf_counter() - started
     (OUT / "ours.json").write_text(json.dumps({"rows": rows, "seconds": seconds}))

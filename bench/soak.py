@@ -50,7 +50,7 @@ from jobs.spark_session import build_session  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 1, 1)
 COMPARED = ("events", "users", "items", "item_daily", "user_daily", "user_category_daily", "item_snapshot",
-            "user_snapshot", "user_category_snapshot", "samples")
+            "user_snapshot", "item_snapshot_inactive", "user_snapshot_inactive", "user_category_snapshot", "samples")
 BAD_LINES = ['{"event_id": "bad-json", "event_type": ', "not json at all",
              '{"event_id": "bad-type", "event_type": "click", "user_id": "abc", "item_id": 1, '
              '"event_time": "2026-01-01T00:00:00.000Z"}',
