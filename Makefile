@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java airflow clean bench-snapshot bench-feast bench-training bench-serving bench-soak bench-ingest
+.PHONY: demo test java airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -46,6 +46,10 @@ clean:
 bench-snapshot: java $(INSTALLED)
 	$(BIN)/python bench/snapshot_bench.py --source movielens
 	$(BIN)/python bench/snapshot_bench.py --source synthetic --days 200 --users 6500 --items 3000
+
+# Sparse snapshots at scale (issue 15): 2000 days, 300 users, 10,000 items; 10x unseen catalogue.
+bench-sparse: java $(INSTALLED)
+	$(BIN)/python bench/sparse_snapshot_bench.py
 
 bench-feast: java $(INSTALLED)
 	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && .venv-feast/bin/pip install --quiet 'feast==0.67.0' 'pandas<3')
