@@ -14,9 +14,8 @@ import yaml
 from jobs.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFLOW_BIN = REPO / ".venv-airflow" / "bin"
-pytestmark = pytest.mark.skipif(not (AIRFLOW_BIN / "airflow").exists(),
-                                reason="Airflow's virtualenv is missing: run make airflow (make test does)")
+AIRFLOW_BIN = Path(os.environ.get("RECPIPE_AIRFLOW_VENV", REPO / ".venv-airflow")) / "bin"
+pytestmark = pytest.mark.usefixtures("airflow_bin")  # skips without Airflow's virtualenv; fails under CI=true
 
 INSPECT = """
 import json, sys
