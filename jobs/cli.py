@@ -347,8 +347,11 @@ def cmd_history(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     spark, tables = _session(config, args)
-    if not tables.exists(args.table):
-        raise PipelineInputError(f"no table {args.table} under {tables.root}; tables: {', '.join(tables.names())}")
+    names = tables.names()
+    if args.table not in names:  # a name, never a path: ../x or /x would read outside the warehouse
+        path = any(c in args.table for c in "/\\") or args.table in (".", "..")
+        what = f"{args.table!r} is a path, not a table name" if path else f"no table {args.table} under {tables.root}"
+        raise PipelineInputError(f"{what}; tables: {', '.join(names) or 'none'}")
     print(format_history(args.table, tables.history(args.table, args.limit)))
     return 0
 
