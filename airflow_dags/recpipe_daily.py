@@ -53,7 +53,8 @@ class RecpipeJob(BashOperator):
     """A recpipe command whose exit code says whether a retry can help: 2 (bad input or config) and 4
     (a data quality check failed) fail the task at once, without retries, because the same input gives
     the same answer (fix the input, then clear the task); 3 (export refused by the gate) skips; any
-    other failure (a lost executor, a full disk, a race) is retried with exponential backoff."""
+    other failure (1 a bug or a lost executor, 5 another writer won a race, 6 the Spark master is
+    unreachable, a kill, a full disk) is retried with exponential backoff."""
 
     NOT_RETRIED = {2: "bad input or configuration", 4: "a data quality check failed"}
 

@@ -1,4 +1,14 @@
-"""Errors a user can act on: the CLI prints their message on one line and exits with code 2."""
+"""Errors a user can act on: the CLI prints their message on one line and exits with the code below.
+
+    0  success
+    1  internal error: a bug (the traceback is printed, then one line)
+    2  PipelineInputError (and FileNotFoundError): the user's input or usage — arguments, config, files,
+       directories, a query, a request, a damaged table
+    3  PublishRefused: the export gate or parity check refused; nothing was published
+    4  QualityCheckFailed: a data quality check of severity error failed
+    5  ConcurrentWriteError: another writer won the commit race; nothing was committed, a rerun can succeed
+    6  SparkMasterUnreachable: the Spark master accepts no connection; a retry can help once it is up
+"""
 
 
 class PipelineInputError(Exception):
@@ -12,6 +22,16 @@ class PublishRefused(PipelineInputError):
 class QualityCheckFailed(Exception):
     """A data quality check of severity `error` failed: the job's tables and the `quality` rows are
     committed, but nothing downstream may use those days until a rerun passes (exit code 4)."""
+
+
+class ConcurrentWriteError(Exception):
+    """Another writer committed to the table during this write and this one could not be committed after
+    it. Not the user's mistake: nothing was committed and a rerun can succeed (exit code 5)."""
+
+
+class SparkMasterUnreachable(Exception):
+    """The Spark master URL names a host and port that accept no connection: the cluster may be down or
+    the URL wrong; a retry can help once it is up (exit code 6)."""
 
 
 class SpecError(PipelineInputError, ValueError):

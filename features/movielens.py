@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.errors import PipelineInputError
 from features.raw_drops import iso_utc, write_drop
 
 ML100K_FILES = ("u.data", "u.item", "u.user")
@@ -21,6 +22,10 @@ ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "Thriller", "War", "Western")
 NO_GENRES = "(no genres listed)"
 MS_PER_DAY = 86_400_000
+
+
+class NotMovieLens(PipelineInputError, ValueError):
+    """A directory without the files of either MovieLens layout, or without ratings."""
 
 
 def import_movielens(path, out) -> dict:
@@ -35,11 +40,11 @@ def import_movielens(path, out) -> dict:
         layout = "csv"
         ratings, items, users = _read_csv_layout(path)
     else:
-        raise ValueError(f"{path} is not a MovieLens directory: expected {', '.join(ML100K_FILES)} (ml-100k) "
+        raise NotMovieLens(f"{path} is not a MovieLens directory: expected {', '.join(ML100K_FILES)} (ml-100k) "
                          f"or {', '.join(CSV_FILES)} (ml-latest-small, ml-25m)")
 
     if ratings.empty:
-        raise ValueError(f"{path} has no ratings")
+        raise NotMovieLens(f"{path} has no ratings")
     ratings = ratings.sort_values(["timestamp", "user_id", "item_id"], kind="stable", ignore_index=True)
     time_ms = ratings["timestamp"].to_numpy(np.int64) * 1000
     day_number = time_ms // MS_PER_DAY

@@ -13,6 +13,7 @@ CREATE TABLE ... USING DELTA LOCATION statements that make the same names perman
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 from features.errors import PipelineInputError
 from features.tables import Tables
@@ -28,21 +29,25 @@ def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
     unknown = sorted((set(as_of_versions) | {t for t, _ in (pinned or {}).values()}) - set(names))
     if unknown:
         raise PipelineInputError(f"no table {unknown[0]} under {tables.root}; tables: {', '.join(names)}")
-    registered = {}
+    registered, missing = {}, []
     for name in names:
         version = as_of_versions.get(name)
         if version is not None and not 0 <= version <= tables.version(name):
             raise PipelineInputError(f"{name} has versions 0..{tables.version(name)}, not {version}")
-        try:
-            frame = tables.read(name, version=version, timestamp=None if version is not None else as_of_timestamp)
-        except (ValueError, OSError) as error:  # e.g. a timestamp before the table's first commit
-            if as_of_timestamp is None:
-                raise
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            print(f"note: {name} skipped, it did not exist at {as_of_timestamp} ({message})")
-            continue
-        frame.createOrReplaceTempView(name)
-        registered[name] = version if version is not None else _version_at(tables, name, as_of_timestamp)
+        if version is None and as_of_timestamp is not None:
+            version = _version_at(tables, name, as_of_timestamp)
+            if version is None:  # the table's first commit is after the timestamp
+                missing.append(name)
+                continue
+        tables.read(name, version=version).createOrReplaceTempView(name)
+        registered[name] = version if version is not None else tables.version(name)
+    if missing and not registered:
+        oldest = min((tables.history(name)[-1] | {"table": name} for name in missing), key=lambda c: c["timestamp"])
+        raise PipelineInputError(f"no table existed at {_format_moment(as_of_timestamp)}: the first commit is "
+                                 f"{oldest['table']} v{oldest['version']} at {_format_moment(oldest['timestamp'])}")
+    for name in missing:  # not even a view left from an earlier call of this session
+        tables.spark.catalog.dropTempView(name)
+        print(f"note: {name} skipped, it did not exist at {_format_moment(as_of_timestamp)}")
     for view, (name, version) in (pinned or {}).items():
         if not 0 <= version <= tables.version(name):
             raise PipelineInputError(f"{name} has versions 0..{tables.version(name)}, not {version}")
@@ -51,17 +56,28 @@ def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
     return registered
 
 
-def _version_at(tables: Tables, name: str, timestamp) -> int:
-    if timestamp is None:
-        return tables.version(name)
+def _as_moment(timestamp) -> dt.datetime:
     moment = timestamp if isinstance(timestamp, dt.datetime) else dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
-    return max(h["version"] for h in tables.history(name) if h["timestamp"] is not None and h["timestamp"] <= moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _format_moment(timestamp) -> str:
+    return _as_moment(timestamp).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _version_at(tables: Tables, name: str, timestamp) -> int | None:
+    """The newest version committed at or before `timestamp`; None when the table did not exist yet."""
+    moment = _as_moment(timestamp)
+    committed = [h["version"] for h in tables.history(name) if h["timestamp"] is not None and h["timestamp"] <= moment]
+    return max(committed) if committed else None
 
 
 def register_statements(tables: Tables, database: str) -> list[str]:
-    """Metastore DDL for every pipeline table (delta-spark: the tables then answer `VERSION AS OF`)."""
+    """Metastore DDL for every pipeline table (delta-spark: the tables then answer `VERSION AS OF`).
+    `database` must be a plain SQL identifier (letters, digits, underscores; not starting with a digit)."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database or ""):
+        raise PipelineInputError(f"--database must be a SQL identifier (letters, digits and underscores, not "
+                                 f"starting with a digit), not {database!r}")
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
     statements += [f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{tables.path(name)}'"
                    for name in tables.names()]

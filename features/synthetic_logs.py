@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,10 @@ def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int
     """
     if days < 1 or users < 1 or items < 1:
         raise ValueError("days, users and items must be positive")
+    if not (math.isfinite(impressions_per_user_day) and impressions_per_user_day > 0):
+        raise ValueError(f"impressions_per_user_day must be a positive number, not {impressions_per_user_day}")
+    if not (math.isfinite(late_fraction) and 0 <= late_fraction <= 1):
+        raise ValueError(f"late_fraction must be between 0 and 1, not {late_fraction}")
     start_ms = (start_date - EPOCH).days * MS_PER_DAY
     user_table, taste = _make_users(np.random.default_rng([seed, 0, STREAM_USERS]), users)
     item_table, catalog = _make_items(np.random.default_rng([seed, 0, STREAM_ITEMS]), items, start_date, days)

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
-from features.errors import PipelineInputError
+from features.errors import ConcurrentWriteError, PipelineInputError
 
 STAGING_DIR = "_staging"
 MAX_RECORDS_PER_FILE = 2_000_000  # one file per date partition unless it is larger than this
@@ -50,8 +50,8 @@ class TableNotFound(FileNotFoundError):
     """A table that has never been written (the message names its path)."""
 
 
-class ConcurrentWriteError(PipelineInputError):
-    """Another writer committed to the table during this write and this one could not be committed after it."""
+class TableUnreadable(PipelineInputError):
+    """A table whose Delta log cannot be read (a damaged or foreign _delta_log): the message names the table."""
 
 
 def _fault_point(table: str) -> None:
@@ -181,14 +181,21 @@ class DeltaRsTables(_TablesBase):
 
     def _delta(self, name: str, version: int | None = None, timestamp: str | dt.datetime | None = None):
         from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
             table = DeltaTable(self.path(name))
         except TableNotFoundError as error:
             raise TableNotFound(f"table {name} does not exist at {self.path(name)}") from error
+        except DeltaError as error:
+            raise _unreadable(name, self.path(name), error) from None
         if version is not None:
-            table.load_as_version(int(version))
+            if not 0 <= int(version) <= table.version():
+                raise PipelineInputError(f"{name} has versions 0..{table.version()}, not {version}")
+            try:
+                table.load_as_version(int(version))
+            except DeltaError as error:
+                raise _unreadable(name, self.path(name), error) from None
         elif timestamp is not None:
             table.load_as_version(_as_datetime(timestamp))
         return table
@@ -503,6 +510,12 @@ def open_tables(spark: SparkSession, root: str, backend: str = "auto") -> Tables
                                "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.0.0); use 'delta-rs'")
         return DeltaSparkTables(spark, root)
     return DeltaRsTables(spark, root)
+
+
+def _unreadable(name: str, path: str, error: Exception) -> TableUnreadable:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return TableUnreadable(f"table {name} at {path}: its Delta log cannot be read ({first}); restore "
+                           f"{path}/_delta_log from a backup or rebuild the table")
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:

@@ -1,16 +1,24 @@
 """What `recpipe history` and `recpipe sql` print or write (the SQL views live in features.sql_views)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
+import time
+import warnings
 from pathlib import Path
 
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from features.errors import PipelineInputError
 from features.sql_views import register_views
 from features.tables import Tables
+from jobs.sql_guard import check_read_only
+
+# SQLSTATE classes of errors that are not the query's: XX internal error (Spark's bug), 58 system error
+INTERNAL_SQLSTATES = ("XX", "58")
 
 
 def format_history(table: str, commits: list[dict]) -> str:
@@ -61,31 +69,95 @@ def parse_views(values: list[str]) -> dict[str, tuple[str, int]]:
 
 def run_sql(spark: SparkSession, tables: Tables, query: str, versions: dict[str, int] | int | None = None,
             timestamp: str | None = None, out: str | None = None, limit: int = 50,
-            pinned: dict[str, tuple[str, int]] | None = None) -> str:
-    if isinstance(versions, int):  # every table that has this version
-        versions = {name: versions for name in tables.names() if tables.version(name) >= versions}
-    registered = register_views(tables, versions or {}, timestamp, pinned)
-    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # the one-line error below says it
-    try:
-        result = spark.sql(query)
-    except Exception as error:  # AnalysisException, ParseException: the analyst's query, not our bug
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise PipelineInputError(f"query failed: {first}") from None
-    read = ", ".join(f"{name} v{version}" for name, version in sorted(registered.items()))
+            pinned: dict[str, tuple[str, int]] | None = None, read_only: bool = True) -> str:
+    """Runs one analyst statement over the pipeline tables (read_only: see jobs.sql_guard; the CLI has no
+    way to lift it). Mistakes in the query, found by Spark when it parses, analyses or runs it (an unknown
+    column, a division by zero under ANSI mode, a bad CAST), raise PipelineInputError on one line."""
     if out:
-        rows = write_result(result, Path(out))
-        return f"wrote {rows} rows to {out} (read {read})"
-    shown = result.limit(limit + 1).toPandas()  # never more than `limit` rows travel to the driver
+        check_out(Path(out))
+    if read_only:
+        check_read_only(spark, query, tables.root)
+    if isinstance(versions, int):  # every table that has this version
+        wanted, versions = versions, {name: versions for name in tables.names() if tables.version(name) >= versions}
+        if not versions:
+            ranges = ", ".join(f"{name} 0..{tables.version(name)}" for name in tables.names()) or "no tables"
+            raise PipelineInputError(f"no table has version {wanted} (versions: {ranges})")
+    registered = register_views(tables, versions or {}, timestamp, pinned)
+    read = ", ".join(f"{name} v{version}" for name, version in sorted(registered.items()))
+    with _quiet_query(spark):
+        try:
+            result = spark.sql(query)
+            if out:
+                rows = write_result(result, Path(out))
+                return f"wrote {rows} rows to {out} (read {read})"
+            shown = _to_pandas(result.limit(limit + 1))  # never more than `limit` rows travel to the driver
+        except PySparkException as error:
+            state = error.getSqlState() or ""
+            if state.startswith(INTERNAL_SQLSTATES):
+                raise
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PipelineInputError(f"query failed: {first}") from None
     more = f"\n... more than {limit} rows (use --limit or --out)" if len(shown) > limit else ""
     text = shown.head(limit).to_string(index=False) if len(shown) else "(no rows)"
     return f"{text}{more}\n(read {read})"
 
 
-def write_result(result: DataFrame, out: Path) -> int:
-    """One Parquet or CSV file, written by Spark (one task), then moved into place."""
+def _to_pandas(result: DataFrame):
+    try:
+        return result.toPandas()
+    except PySparkException:
+        raise
+    except (ValueError, OverflowError) as error:  # e.g. ArrowInvalid: a timestamp after 2262 does not fit pandas
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PipelineInputError(f"cannot print the result ({first}): write it with --out FILE.parquet") from None
+
+
+@contextlib.contextmanager
+def _quiet_query(spark: SparkSession):
+    """While the analyst's statement runs, Spark's own logging is off: a failing task would log its Java
+    stack trace (local mode prints executor logs on the driver's stderr), and pyspark warns on several
+    lines when toPandas fails; the error itself is raised and printed on one line."""
+    jvm = spark.sparkContext._jvm
+    level = str(jvm.org.apache.logging.log4j.LogManager.getRootLogger().getLevel())
+    spark.sparkContext.setLogLevel("OFF")
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # pyspark's, also several lines
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="toPandas attempted Arrow optimization")
+            yield
+    finally:
+        _wait_for_running_tasks(spark)  # tasks of a failed job still stopping would log after the restore
+        spark.sparkContext.setLogLevel(level)
+
+
+def _wait_for_running_tasks(spark: SparkSession, seconds: float = 5.0) -> None:
+    tracker = spark.sparkContext._jsc.sc().statusTracker()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        executors = tracker.getExecutorInfos()
+        if sum(executor.numRunningTasks() for executor in executors) == 0:
+            return
+        time.sleep(0.05)
+
+
+def check_out(out: Path) -> None:
+    """--out: FILE.parquet or FILE.csv whose directory is, or can be created as, a directory."""
     kind = out.suffix.lower().lstrip(".")
     if kind not in ("parquet", "csv"):
         raise PipelineInputError(f"--out must end in .parquet or .csv, got {out.name}")
+    if out.is_dir():
+        raise PipelineInputError(f"--out {out} is a directory; give a file name ending in .{kind}")
+    for parent in [out.parent, *out.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PipelineInputError(f"--out {out}: {parent} is a file, not a directory")
+            break
+
+
+def write_result(result: DataFrame, out: Path) -> int:
+    """One Parquet or CSV file, written by Spark (one task), then moved into place."""
+    check_out(out)
+    kind = out.suffix.lower().lstrip(".")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

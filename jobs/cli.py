@@ -1,22 +1,32 @@
 """The `recpipe` command line: one sub-command per pipeline stage, plus `run` for all of them.
 
 User mistakes (bad dates, missing files, config keys that are missing or unknown, config values of the
-wrong type or outside the allowed ones, missing drops) print one line and exit 2.
+wrong type or outside the allowed ones, missing drops, a bad query or request) print one line and exit 2;
+the other exit codes are listed in features.errors and the README. Only a bug prints a traceback (exit 1).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Callable
 
-from features.errors import PipelineInputError, PublishRefused, QualityCheckFailed
+from features.errors import (ConcurrentWriteError, PipelineInputError, PublishRefused, QualityCheckFailed,
+                             SparkMasterUnreachable)
 
-EXIT_USAGE = 2
+EXIT_INTERNAL = 1  # a bug: the traceback is printed
+EXIT_USAGE = 2  # the user's input or usage: arguments, config, files, a query, a request
 EXIT_REFUSED = 3  # the publish gate or the parity check refused: nothing was published
 EXIT_QUALITY = 4  # a data quality check of severity error failed: downstream stages must not run
+EXIT_CONFLICT = 5  # another writer won the commit race: nothing was committed, a rerun can succeed
+EXIT_UNREACHABLE = 6  # the Spark master accepts no connection: a retry can help once the cluster is up
+# OSErrors that only a path the user gave can cause (permissions, a file where a directory should be)
+USER_OS_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -191,10 +201,28 @@ def _dates(args, config) -> list:
     return date_range(config.dates.start, config.dates.end)
 
 
-def _session(config, args):
+def _check_directory(path: str, what: str, write: bool = False) -> None:
+    """A local directory the user named (or its nearest existing parent) must be a directory, and, to be
+    written, writable; other file systems (s3a://, hdfs://) are left to their clients."""
+    if "://" in path and not path.startswith("file:"):
+        return
+    local = Path(path.removeprefix("file://").removeprefix("file:")).absolute()
+    existing = next(candidate for candidate in [local, *local.parents] if candidate.exists())
+    if not existing.is_dir():
+        raise PipelineInputError(f"{what} {path}: {existing} is a file, not a directory")
+    if write:
+        dirs = [existing] + ([child for child in existing.iterdir() if child.is_dir()] if existing == local else [])
+        locked = [d for d in dirs if not os.access(d, os.W_OK | os.X_OK)]
+        if locked:
+            raise PipelineInputError(f"{what} {path} is not writable ({locked[0]}: permission denied)")
+
+
+def _session(config, args, write: bool = False):
+    """The Spark session and the tables; `write`: the command writes tables, so the warehouse must be writable."""
     from features.tables import open_tables
     from jobs.spark_session import build_session
 
+    _check_directory(config.paths.warehouse, "warehouse", write)
     spark_config = config.spark
     if args.spark_submit and not args.master:
         spark_config = spark_config.model_copy(update={"master": None})  # spark-submit's --master wins
@@ -208,6 +236,10 @@ def cmd_generate_logs(args) -> int:
 
     if min(args.days, args.users, args.items) <= 0:
         raise PipelineInputError("--days, --users and --items must be positive")
+    rate = args.impressions_per_user_day
+    if not (math.isfinite(rate) and rate > 0):
+        raise PipelineInputError(f"--impressions-per-user-day must be a positive number, not {rate}")
+    _check_directory(args.out, "--out", write=True)
     summary = generate_logs(args.out, start_date=parse_date(args.start_date, "--start-date"), days=args.days,
                             users=args.users, items=args.items, seed=args.seed,
                             impressions_per_user_day=args.impressions_per_user_day)
@@ -218,6 +250,7 @@ def cmd_generate_logs(args) -> int:
 def cmd_import_movielens(args) -> int:
     from features.movielens import import_movielens
 
+    _check_directory(args.out, "--out", write=True)
     print(json.dumps(import_movielens(args.path, args.out), indent=2, default=str))
     return 0
 
@@ -228,7 +261,7 @@ def _stage(args, verb: str, work: Callable, formatter: Callable, dated: bool = T
 
     config = load_config(args.config, _overrides(args))
     dates = _dates(args, config) if dated else None
-    spark, tables = _session(config, args)
+    spark, tables = _session(config, args, write=True)
     started = time.time()
     result = work(spark, tables, config, dates)
     span = f" {dates[0]}..{dates[-1]}" if dates else ""
@@ -302,21 +335,27 @@ def cmd_export(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from pathlib import Path
-
     model_dir, request = Path(args.model_dir), Path(args.request)
-    if not (model_dir / "saved_model.pb").exists():
+    if not (model_dir / "saved_model.pb").is_file():
         raise PipelineInputError(f"no SavedModel at {model_dir} (saved_model.pb missing)")
+    if not request.exists():
+        raise PipelineInputError(f"request file not found: {request}")
+    if request.is_dir():
+        raise PipelineInputError(f"request {request} is a directory, not a JSON file")
     try:
-        body = json.loads(request.read_text())
+        body = json.loads(request.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise PipelineInputError(f"request {request} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     except json.JSONDecodeError as error:
         raise PipelineInputError(f"request {request} is not valid JSON: {error}") from None
-    from training.serving_requests import RequestError, predict
+    from training.serving_requests import ModelError, RequestError, predict
 
     try:
         print(json.dumps(predict(str(model_dir), body, args.signature)))
     except RequestError as error:
         raise PipelineInputError(f"bad request {request}: {error}") from None
+    except ModelError as error:
+        raise PipelineInputError(f"cannot load the SavedModel at {model_dir}: {error}") from None
     return 0
 
 
@@ -326,7 +365,7 @@ def cmd_run(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     dates = _dates(args, config)
-    run_pipeline(config, dates, lambda: _session(config, args))
+    run_pipeline(config, dates, lambda: _session(config, args, write=True))
     return 0
 
 
@@ -347,8 +386,11 @@ def cmd_history(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     spark, tables = _session(config, args)
-    if not tables.exists(args.table):
-        raise PipelineInputError(f"no table {args.table} under {tables.root}; tables: {', '.join(tables.names())}")
+    names = tables.names()
+    if args.table not in names:  # a name, never a path: ../x or /x would read outside the warehouse
+        path = any(c in args.table for c in "/\\") or args.table in (".", "..")
+        what = f"{args.table!r} is a path, not a table name" if path else f"no table {args.table} under {tables.root}"
+        raise PipelineInputError(f"{what}; tables: {', '.join(names) or 'none'}")
     print(format_history(args.table, tables.history(args.table, args.limit)))
     return 0
 
@@ -409,8 +451,6 @@ def cmd_clean_orphans(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    from pathlib import Path
-
     from features.data_dictionary import render
     from features.feature_spec import load_spec
 
@@ -449,18 +489,34 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # usage errors (already printed on one line) and --help
         return int(stop.code or 0)
+    prefix = f"recpipe {args.command}:"
     try:
         return COMMANDS[args.command](args)
     except PublishRefused as refusal:
-        print(f"recpipe {args.command}: refused: {refusal}", file=sys.stderr)
+        print(f"{prefix} refused: {refusal}", file=sys.stderr)
         return EXIT_REFUSED
     except QualityCheckFailed as failure:
-        print(f"recpipe {args.command}: quality check failed: {str(failure).splitlines()[0]}", file=sys.stderr)
+        print(f"{prefix} quality check failed: {_first_line(failure)}", file=sys.stderr)
         return EXIT_QUALITY
-    except (PipelineInputError, FileNotFoundError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"recpipe {args.command}: error: {message}", file=sys.stderr)
+    except ConcurrentWriteError as conflict:
+        print(f"{prefix} concurrent write: {_first_line(conflict)}", file=sys.stderr)
+        return EXIT_CONFLICT
+    except SparkMasterUnreachable as error:
+        print(f"{prefix} error: {_first_line(error)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except (PipelineInputError, FileNotFoundError, *USER_OS_ERRORS) as error:
+        print(f"{prefix} error: {_first_line(error)}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as error:  # a bug: keep everything a developer needs
+        traceback.print_exc()
+        print(f"{prefix} internal error: {type(error).__name__}: {_first_line(error)} (a bug: please report it "
+              f"with the traceback above)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import SparkSession
 
+from features.errors import SparkMasterUnreachable
 from jobs.settings import SparkSettings
 
 # Settings every recpipe session needs whatever the master: UTC day boundaries for the time rules,
@@ -31,6 +33,40 @@ DELTA_SPARK_CONF = {
 }
 
 
+MASTER_CONNECT_SECONDS = 3.0  # a master that does not accept a connection by then counts as unreachable
+
+
+def check_master_reachable(master: str | None, timeout: float = MASTER_CONNECT_SECONDS) -> None:
+    """Fails fast, before a JVM starts, when a spark:// master (any of a standby list) or the API server
+    of a k8s:// master accepts no TCP connection: Spark itself retries for about a minute and logs Java
+    stack traces meanwhile. Other masters (local, yarn) are not probed."""
+    if not master or not master.startswith(("spark://", "k8s://")):
+        return
+    if master.startswith("spark://"):
+        hosts = master.removeprefix("spark://").split(",")
+        addresses = [_host_port(host, 7077) for host in hosts]
+    else:
+        url = master.removeprefix("k8s://")
+        scheme = "http" if url.startswith("http://") else "https"
+        addresses = [_host_port(url.split("://", 1)[-1].split("/", 1)[0], 80 if scheme == "http" else 443)]
+    problems = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except (OSError, ValueError) as error:
+            problems.append(f"{host}:{port}: {getattr(error, 'strerror', None) or error}")
+    raise SparkMasterUnreachable(f"cannot reach the Spark master {master} ({'; '.join(problems)}): check --master "
+                                 f"or spark.master, and that the cluster is up")
+
+
+def _host_port(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit():
+        return text.strip(), default_port
+    return host.strip("[]"), int(port)
+
+
 def build_session(spark_config: SparkSettings | Mapping[str, Any], delta_backend: str = "auto") -> SparkSession:
     """spark_config: the `spark` section of the settings, or a mapping {master, app_name, conf: {key:
     value}, log_level} validated as one. delta_backend 'delta-spark' adds the io.delta extension
@@ -40,6 +76,7 @@ def build_session(spark_config: SparkSettings | Mapping[str, Any], delta_backend
     spark_config = as_section(SparkSettings, spark_config, "spark")
     # Python workers (pandas UDFs) run the same interpreter as the driver unless the cluster says otherwise
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    check_master_reachable(spark_config.master)
     builder = SparkSession.builder.appName(spark_config.app_name)
     if spark_config.master:
         builder = builder.master(spark_config.master)

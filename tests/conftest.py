@@ -1,4 +1,6 @@
-"""Shared fixtures: one session-scoped local SparkSession, paths to the real data in ../shared."""
+"""Shared fixtures: one session-scoped local SparkSession, paths to the real data in ../shared and to
+Airflow's virtualenv. Where they are missing, the tests that need them skip with the reason, except
+under CI=true, where a missing prerequisite fails them: CI must run everything."""
 from __future__ import annotations
 
 import os
@@ -12,13 +14,29 @@ time.tzset()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K_DIR = Path(os.environ.get("RECPIPE_ML100K", REPO_ROOT.parent / "shared" / "data" / "ml-100k"))
+AIRFLOW_VENV = Path(os.environ.get("RECPIPE_AIRFLOW_VENV", REPO_ROOT / ".venv-airflow"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skips the test, or fails it when CI=true (a prerequisite missing in CI is a broken CI, not a skip)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} [CI=true: missing prerequisites fail instead of skipping]", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def ml100k_dir() -> Path:
     if not (ML100K_DIR / "u.data").exists():
-        pytest.skip(f"MovieLens 100K not found at {ML100K_DIR} (set RECPIPE_ML100K or place ../shared/data/ml-100k)")
+        skip_or_fail(f"MovieLens 100K not found at {ML100K_DIR} (set RECPIPE_ML100K or place ../shared/data/ml-100k)")
     return ML100K_DIR
+
+
+@pytest.fixture(scope="session")
+def airflow_bin() -> Path:
+    """bin/ of Airflow's own virtualenv (make airflow; RECPIPE_AIRFLOW_VENV overrides its place)."""
+    if not (AIRFLOW_VENV / "bin" / "airflow").exists():
+        skip_or_fail(f"Airflow's virtualenv is missing at {AIRFLOW_VENV}: run make airflow (make test does)")
+    return AIRFLOW_VENV / "bin"
 
 
 @pytest.fixture(scope="session")
