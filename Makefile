@@ -13,6 +13,7 @@ demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
 
 test: java $(INSTALLED) $(AIRFLOW_INSTALLED)
+	$(BIN)/ruff check jobs features training tests bench airflow_dags
 	$(BIN)/pytest
 
 # Airflow in a virtualenv of its own: its pins never meet Spark's or TensorFlow's (and the Spark

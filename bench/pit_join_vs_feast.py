@@ -46,7 +46,6 @@ def _scalar_features() -> dict[str, list[tuple[str, str]]]:
 
 def prepare(args) -> None:
     sys.path.insert(0, str(REPO))
-    import datetime as dt
 
     from pyspark.sql import functions as F
 

@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import yaml  # noqa: E402
 
-from features import raw_drops  # noqa: E402
 from features.synthetic_logs import generate_logs  # noqa: E402
 from features.tables import open_tables  # noqa: E402
 from jobs.cli import main  # noqa: E402

@@ -10,7 +10,6 @@ import os
 import shutil
 
 import pytest
-from chispa import assert_df_equality
 
 from features import ingest_runs, raw_drops
 from features.errors import PipelineInputError, QualityCheckFailed

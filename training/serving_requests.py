@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: TensorFlow is imported lazily
+    import tensorflow as tf
 
 
 class RequestError(ValueError):
