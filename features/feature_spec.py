@@ -4,15 +4,13 @@ from __future__ import annotations
 import functools
 import itertools
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, model_validator
 
 from features.errors import SpecError
-from features.validation import Section, error_at, validate
+from features.validation import Section, error_at, read_schema_file, validate
 
 # What the code computes (features/snapshot.py feature_column, features/samples.py _context_column),
 # how it transforms (features/transforms.py, training/feature_layers.py) and the model roles.
@@ -225,15 +223,7 @@ def parse_spec(doc: dict, source: str = "schemas/features.yaml") -> FeatureSpec:
 
 @functools.cache
 def _load(path: str | None) -> FeatureSpec:
-    source = path or "schemas/features.yaml"
-    try:
-        text = Path(path).read_text() if path else resources.files("schemas").joinpath("features.yaml").read_text()
-        doc = yaml.safe_load(text)
-    except OSError as error:
-        raise SpecError(f"{source}: cannot be read ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_spec(doc, source)
+    return parse_spec(*read_schema_file("features.yaml", path))
 
 
 def load_spec(path: str | Path | None = None) -> FeatureSpec:

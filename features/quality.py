@@ -16,17 +16,14 @@ import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BeforeValidator, Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features.errors import SpecError
-from features.validation import Section, error_at, validate
+from features.validation import Section, error_at, read_schema_file, validate
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 RESULT_DDL = ("check_date date, table_name string, check string, column string, value double, "
@@ -161,14 +158,7 @@ def load_quality(path: str | Path | None = None) -> dict[str, dict]:
 
 @functools.cache
 def _declared(path: str | None = None) -> dict[str, dict]:
-    source = path or "schemas/quality.yaml"
-    try:
-        text = Path(path).read_text() if path else resources.files("schemas").joinpath("quality.yaml").read_text()
-        doc = yaml.safe_load(text)
-    except OSError as error:
-        raise SpecError(f"{source}: cannot be read ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
+    doc, source = read_schema_file("quality.yaml", path)
     validate(QualityFile, doc, source)
     return dict(doc["tables"])
 

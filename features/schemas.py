@@ -22,11 +22,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, StrictBool
 
 from features.errors import PipelineInputError, SpecError
-from features.validation import Section, validate
+from features.validation import Section, read_schema_file, validate
 
 SPARK_TYPE_NAMES = {
     "string": "string",
@@ -270,14 +269,9 @@ def load_schema(table: str, path: str | Path | None = None) -> TableSchema:
 @functools.cache
 def _load(table: str, path: str | None) -> TableSchema:
     file = Path(path) if path else resources.files("schemas").joinpath(f"{table}.yaml")
-    source = path or f"schemas/{table}.yaml"
     if not file.is_file():
-        raise KeyError(f"no schema file {source}")
-    try:
-        doc = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as error:
-        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
-    return parse_schema(doc, source)
+        raise KeyError(f"no schema file {path or f'schemas/{table}.yaml'}")
+    return parse_schema(*read_schema_file(f"{table}.yaml", path))
 
 
 RAW_TABLES = ("events", "users", "items")

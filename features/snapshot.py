@@ -21,6 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from features.feature_spec import Feature, FeatureSpec
+from features.snapshot_as_of import day_features
 
 MEASURES_EXTRA = ("engagements", "rating_count", "rating_sum", "rating_sq_sum")
 
@@ -173,8 +174,6 @@ def inactive_values(spec: FeatureSpec, entity: str, dates: DataFrame, sums: Data
     of each feature that depends on the day only (snapshot_as_of.day_features), computed with the
     same expressions as the stored rows (a smoothed CTR of zero counts is bit for bit the same; a
     competition rank without engagements is 1 + the number of entities with engagements)."""
-    from features.snapshot_as_of import day_features
-
     keys = spec.entities[entity]["key"]
     features = day_features(spec, entity)
     measures = [c for c in sums.columns if c not in (*keys, "snapshot_date")]

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import difflib
 import types
+from importlib import resources
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
@@ -189,3 +192,16 @@ def problems(model: type[BaseModel], data: Any) -> list[tuple[str, str]]:
     except ValidationError as problem:
         return error_pairs(problem, model, data)
     return []
+
+
+def read_schema_file(name: str, path: str | None = None) -> tuple[Any, str]:
+    """(parsed YAML, source name) of schemas/<name> shipped with the package, or of the file at `path`;
+    an unreadable file or invalid YAML is a SpecError naming it."""
+    source = path or f"schemas/{name}"
+    try:
+        text = Path(path).read_text() if path else resources.files("schemas").joinpath(name).read_text()
+        return yaml.safe_load(text), source
+    except OSError as error:
+        raise SpecError(f"{source}: cannot be read ({error.strerror or error})") from None
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML: {str(error).splitlines()[0]}") from None
