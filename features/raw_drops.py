@@ -12,9 +12,12 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from features.errors import PipelineInputError
 
 SUCCESS_MARKER = "_SUCCESS"
 
@@ -56,6 +59,29 @@ def drop_listing(raw_root: str | os.PathLike, table: str, day: dt.date) -> tuple
         else:
             skipped.append((entry, "not a regular file"))
     return files, skipped
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A complete drop: its data files and the entries of its directory that were not read (with why)."""
+
+    files: list[Path]
+    skipped: list[tuple[Path, str]]
+
+
+def find_drops(raw_root: str, table: str, dates: list[dt.date], required: bool) -> dict[dt.date, Drop]:
+    """Each day's complete drop (a drop with _SUCCESS and no data files is complete and empty). A
+    required drop that is absent or incomplete is an error naming its path; an optional one is left out."""
+    found = {}
+    for day in dates:
+        if is_complete(raw_root, table, day):
+            found[day] = Drop(*drop_listing(raw_root, table, day))
+        elif required:
+            directory = drop_dir(raw_root, table, day)
+            state = "is incomplete (no _SUCCESS marker)" if directory.exists() else "is missing"
+            raise PipelineInputError(
+                f"{table} drop for {day} {state}: {directory} (use --allow-missing to skip missing days)")
+    return found
 
 
 def write_drop(raw_root: str | os.PathLike, table: str, day: dt.date, frame: pd.DataFrame) -> Path:

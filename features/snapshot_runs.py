@@ -6,14 +6,18 @@ items) versions it read. A snapshot of day S depends on every event with event d
 in any drop up to S + the lateness; it is *stale* when the events partitions of those drops hold other
 files now than in the version it was built from (a day re-ingested with --no-cascade, a restatement
 whose later snapshots were not rebuilt, a snapshot run that died before recording). Samples refuse
-stale days and name them.
+stale days and name them. Also the planning of a snapshot run: which days a request builds.
 """
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 from features.errors import PipelineInputError
+from features.snapshot_as_of import built_days
 from features.tables import PartitionVersions, Tables, partition_dates
+
+_log = logging.getLogger(__name__)
 
 SNAPSHOT_RUNS = "snapshot_runs"
 DDL = "run_id string, events_version long, users_version long, items_version long, built_at timestamp, snapshot_date date"
@@ -58,3 +62,39 @@ def require_fresh(tables: Tables, days: list[dt.date], lateness_days: int, job: 
         day, why = problems[0]
         raise PipelineInputError(f"{job} refused: the snapshots of {names} are stale ({day}: {why}); rebuild them: "
                                  f"recpipe snapshot --date {day}")
+
+
+def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0,
+               cascade: bool = True) -> list[dt.date]:
+    """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
+    back to the day after the latest existing snapshot (or the first ingested day) when the day before
+    has no snapshot to carry state from, and (cascade) forward to the last snapshot already built:
+    every later snapshot carries state from the rebuilt days, so it is rebuilt in the same pass. With
+    cascade=False the later snapshots are left as they are and printed as stale."""
+    ingested = partition_dates(tables, "events")
+    if not ingested:
+        raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
+    start = max(dates[0] - dt.timedelta(days=rebuild_days), min(min(ingested), dates[0]))
+    built = built_days(tables, "user")
+    if start - dt.timedelta(days=1) not in built and min(ingested) < start:
+        earlier = [d for d in built if d < start]
+        carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
+        _log.info("no snapshot for %s to carry state from: building from %s", start - dt.timedelta(days=1),
+                  carried_from)
+        start = carried_from
+    later = sorted(d for d in built if d > dates[-1])
+    if later and cascade:
+        _log.info("rebuilding the %d later snapshots %s..%s too: they carry state from the days rebuilt "
+                  "(--no-cascade leaves them stale)", len(later), later[0], later[-1])
+    elif later:
+        _log.warning("--no-cascade: the %d later snapshots %s..%s were built from the old data and are now stale; "
+                     "samples refuse them until they are rebuilt", len(later), later[0], later[-1])
+    end = later[-1] if later and cascade else dates[-1]
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    missing = [d for d in days if d not in ingested]
+    if missing and not allow_missing:
+        raise PipelineInputError(
+            f"no events drop ingested for {missing[0]} (events partition drop_date={missing[0]} is missing at "
+            f"{tables.path('events')}); ingest it first or pass --allow-missing"
+            + (f" ({len(missing)} days missing)" if len(missing) > 1 else ""))
+    return days

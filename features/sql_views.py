@@ -13,10 +13,13 @@ CREATE TABLE ... USING DELTA LOCATION statements that make the same names perman
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 
 from features.errors import PipelineInputError
 from features.tables import Tables
+
+_log = logging.getLogger(__name__)
 
 
 def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
@@ -47,7 +50,7 @@ def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
                                  f"{oldest['table']} v{oldest['version']} at {_format_moment(oldest['timestamp'])}")
     for name in missing:  # not even a view left from an earlier call of this session
         tables.spark.catalog.dropTempView(name)
-        print(f"note: {name} skipped, it did not exist at {_format_moment(as_of_timestamp)}")
+        _log.warning("%s skipped, it did not exist at %s", name, _format_moment(as_of_timestamp))
     for view, (name, version) in (pinned or {}).items():
         if not 0 <= version <= tables.version(name):
             raise PipelineInputError(f"{name} has versions 0..{tables.version(name)}, not {version}")

@@ -20,6 +20,7 @@ replaced snapshot versions stay readable by time travel: what was known then, an
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
 from pathlib import Path
 
@@ -33,17 +34,17 @@ from features import daily_aggregates as daily
 from features import ingest_runs, snapshot_runs
 from features import snapshot
 from features import snapshot_as_of as as_of
-from features.errors import PipelineInputError
 from features.feature_spec import FeatureSpec, load_spec
 from features.schemas import load_schema
 from features.tables import Tables, partition_dates
 from jobs import quality_gate
 from jobs.config import date_range
-from jobs.run_info import new_run
+from jobs.run_info import new_run, new_run_id
 from jobs.settings import Settings, as_settings
 
 KEY_TYPES = {"user_id": "bigint", "item_id": "bigint", "category": "string"}
 
+_log = logging.getLogger(__name__)
 
 def snapshot_ddl(spec: FeatureSpec, entity: str) -> str:
     keys = [f"{k} {KEY_TYPES[k]}" for k in spec.entities[entity]["key"]]
@@ -71,52 +72,18 @@ def _base(tables: Tables, spec: FeatureSpec, entity: str, sums: DataFrame, dims:
     return as_of.read_as_of(tables, spec, entity, requests, [start - dt.timedelta(days=1)])
 
 
-def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0,
-               cascade: bool = True) -> list[dt.date]:
-    """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
-    back to the day after the latest existing snapshot (or the first ingested day) when the day before
-    has no snapshot to carry state from, and (cascade) forward to the last snapshot already built:
-    every later snapshot carries state from the rebuilt days, so it is rebuilt in the same pass. With
-    cascade=False the later snapshots are left as they are and printed as stale."""
-    ingested = partition_dates(tables, "events")
-    if not ingested:
-        raise PipelineInputError(f"no events ingested yet at {tables.path('events')}: run recpipe ingest first")
-    start = max(dates[0] - dt.timedelta(days=rebuild_days), min(min(ingested), dates[0]))
-    built = as_of.built_days(tables, "user")
-    if start - dt.timedelta(days=1) not in built and min(ingested) < start:
-        earlier = [d for d in built if d < start]
-        carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
-        print(f"[snapshot] no snapshot for {start - dt.timedelta(days=1)} to carry state from: "
-              f"building from {carried_from}")
-        start = carried_from
-    later = sorted(d for d in built if d > dates[-1])
-    if later and cascade:
-        print(f"[snapshot] rebuilding the {len(later)} later snapshots {later[0]}..{later[-1]} too: they carry "
-              f"state from the days rebuilt (--no-cascade leaves them stale)")
-    elif later:
-        print(f"[snapshot] --no-cascade: the {len(later)} later snapshots {later[0]}..{later[-1]} were built from "
-              f"the old data and are now stale; samples refuse them until they are rebuilt")
-    days = date_range(start, later[-1] if later and cascade else dates[-1])
-    missing = [d for d in days if d not in ingested]
-    if missing and not allow_missing:
-        raise PipelineInputError(
-            f"no events drop ingested for {missing[0]} (events partition drop_date={missing[0]} is missing at "
-            f"{tables.path('events')}); ingest it first or pass --allow-missing"
-            + (f" ({len(missing)} days missing)" if len(missing) > 1 else ""))
-    return days
-
-
 def build_snapshots(spark: SparkSession, tables: Tables, config: Settings | dict, dates: list[dt.date],
                     allow_missing: bool = False, cascade: bool = True) -> list[dict]:
     settings = as_settings(config)
     spec = load_spec()
     lateness = settings.ingest.lateness_days
-    days = plan_dates(tables, dates, allow_missing or settings.ingest.allow_missing_drops, settings.rebuild_days,
+    run_id = new_run_id()
+    days = snapshot_runs.plan_dates(tables, dates, allow_missing or settings.ingest.allow_missing_drops, settings.rebuild_days,
                       cascade)
     start, end = days[0], days[-1]
     history = date_range(start - dt.timedelta(days=spec.max_window - 1), end)
     versions = {name: tables.version(name) for name in ("events", "users", "items") if tables.exists(name)}
-    run = new_run("snapshot", partitions=[d.isoformat() for d in days], input_versions=versions)
+    run = new_run("snapshot", run_id, partitions=[d.isoformat() for d in days], input_versions=versions)
 
     drops = sorted(partition_dates(tables, "events") & set(date_range(start - dt.timedelta(days=1), end + dt.timedelta(days=lateness))))
     ingest_runs.require_complete(tables, drops, "snapshot", versions["events"])

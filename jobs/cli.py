@@ -305,7 +305,8 @@ def cmd_gbdt(args) -> int:
 
 def cmd_train(args) -> int:
     from jobs.config import load_config
-    from jobs.train_models import format_summary, resolve_models, train_models
+    from jobs.settings import resolve_models
+    from jobs.train_models import format_summary, train_models
 
     config = load_config(args.config, _overrides(args))
     models = resolve_models(config, args.model)
@@ -324,10 +325,11 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     from jobs.config import load_config
-    from jobs.export_model import export_models, format_summary, resolve_export_models
+    from jobs.export_model import export_models, format_summary
+    from jobs.settings import resolve_models
 
     config = load_config(args.config, _overrides(args))
-    result = export_models(config, resolve_export_models(config, args.model), args.samples_version, args.force)
+    result = export_models(config, resolve_models(config, args.model), args.samples_version, args.force)
     print(format_summary(result))
     for refusal in result["refused"]:
         print(f"recpipe export: refused: {refusal}", file=sys.stderr)
@@ -490,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # usage errors (already printed on one line) and --help
         return int(stop.code or 0)
     prefix = f"recpipe {args.command}:"
+    from features import logs
+
+    logs.configure()
     try:
         return COMMANDS[args.command](args)
     except PublishRefused as refusal:

@@ -15,7 +15,6 @@ import datetime as dt
 import logging
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +26,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features import ingest_runs, raw_drops
-from features.errors import PipelineInputError, QualityCheckFailed
+from features.errors import QualityCheckFailed
 from features.ingest import QUARANTINE_COLUMNS, DropWindow, parse_raw_lines, validate
 from features.redelivery import horizon_partitions, redelivery_reason, relabel_late_copies, split_redelivered
 from features.schemas import RAW_TABLES, load_schema
@@ -39,29 +38,6 @@ from jobs.settings import Settings, as_settings
 WINDOW_REASON = "event_time outside the drop's window"  # features/ingest.py's reason for a time outside the window
 GLOB_CHARACTERS = re.compile(r"([\[\]{}*?\\])")
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Drop:
-    """A complete drop: its data files and the entries of its directory that were not read (with why)."""
-
-    files: list[Path]
-    skipped: list[tuple[Path, str]]
-
-
-def find_drops(raw_root: str, table: str, dates: list[dt.date], required: bool) -> dict[dt.date, Drop]:
-    """Each day's complete drop (a drop with _SUCCESS and no data files is complete and empty). A
-    required drop that is absent or incomplete is an error naming its path; an optional one is left out."""
-    found = {}
-    for day in dates:
-        if raw_drops.is_complete(raw_root, table, day):
-            found[day] = Drop(*raw_drops.drop_listing(raw_root, table, day))
-        elif required:
-            directory = raw_drops.drop_dir(raw_root, table, day)
-            state = "is incomplete (no _SUCCESS marker)" if directory.exists() else "is missing"
-            raise PipelineInputError(
-                f"{table} drop for {day} {state}: {directory} (use --allow-missing to skip missing days)")
-    return found
 
 
 def _hadoop_path(path: Path) -> str:
@@ -107,7 +83,7 @@ def _without_redeliveries(tables: Tables, parsed: DataFrame, valid: DataFrame, q
     return kept, quarantine
 
 
-def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt.date, Drop], window: DropWindow | None,
+def ingest_table(spark: SparkSession, tables: Tables, table: str, drops: dict[dt.date, raw_drops.Drop], window: DropWindow | None,
                  run: dict, horizon_days: int | None, before_commit: Callable[[str], None],
                  value_ranges: dict | None = None) -> dict:
     """Validates the drops of `table` and replaces exactly their days' partitions of the table and its
@@ -157,18 +133,17 @@ def ingest(spark: SparkSession, tables: Tables, config: Settings | dict, dates: 
                         allowed_clock_skew_minutes=settings.ingest.allowed_clock_skew_minutes)
     horizon = settings.redelivery_horizon_days  # None: upstream guarantees unique ids (and the benchmark's peer)
     value_ranges = settings.ingest.value_ranges
-    drops = {table: find_drops(raw_root, table, dates, required=(table == "events" and not allow_missing))
+    run = new_run("ingest")  # before anything is logged: its id is on every line
+    drops = {table: raw_drops.find_drops(raw_root, table, dates, required=(table == "events" and not allow_missing))
              for table in RAW_TABLES}
     for table in RAW_TABLES:
         absent = [d for d in dates if d not in drops[table]]
         if absent:
             shown = ", ".join(d.isoformat() for d in absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
-            _log.info("%s: no complete drop for %s: partitions left untouched", table, shown)
-            print(f"[ingest] {table}: no complete drop for {shown}: partitions left untouched")
+            _log.warning("%s: no complete drop for %s: partitions left untouched", table, shown)
     run_days = sorted({d for table in RAW_TABLES for d in drops[table]})
     if not run_days:
         return []
-    run = new_run("ingest")
     started = ingest_runs.start(tables, run, run_days)
     committed: list[dict] = []
 

@@ -13,6 +13,7 @@ The directory is built beside its final place and renamed in: a rerun replaces i
 """
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -21,19 +22,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # started as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from jobs import artifacts
-from jobs.run_info import new_run
-from jobs.settings import MODEL_NAMES, Settings, as_settings
+from jobs.run_info import new_run, new_run_id
+from jobs.settings import Settings, as_settings
 
-
-def resolve_models(config: Settings | dict, requested: str | None) -> list[str]:
-    names = list(as_settings(config).training.models) if requested in (None, "all") else [requested]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown:
-        raise PipelineInputError(f"unknown model '{unknown[0]}': choose one of {', '.join(MODEL_NAMES)} or all")
-    return names
+_log = logging.getLogger(__name__)
 
 
 def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt: bool) -> dict:
@@ -73,6 +67,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     from training.train import compile_model, fit
 
     settings = as_settings(config)
+    run_id = new_run_id()
     spec, training = load_spec(), settings.training
     params = settings.models.params(name)
     if params.initial_bias is None:  # the logit of the train positive rate
@@ -89,11 +84,11 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     warehouse = settings.paths.warehouse
     target = artifacts.model_dir(warehouse, name, inputs["version"])
     staged = artifacts.staging_dir(target)
-    print(f"[train {name}] samples v{inputs['version']}, {model.count_params():,} parameters")
-    result = fit(model, train, valid, staged, training)
+    _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
+    result = fit(model, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
     model.save(staged / "model.keras")
     manifest = inputs["manifest"]
-    run = new_run("train", model=name, samples_version=inputs["version"],
+    run = new_run("train", run_id, model=name, samples_version=inputs["version"],
                   input_versions={"samples": inputs["version"], **manifest.get("input_versions", {})})
     summary = {**run, "params": params.model_dump(mode="json"), "training": training.model_dump(exclude={"models"}),
                "parameters": model.count_params(), "cut_points": manifest["cut_points"],

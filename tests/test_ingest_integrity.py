@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 
 import pytest
 
-from features import ingest_runs, raw_drops
+from features import ingest_runs, logs, raw_drops
 from features.errors import PipelineInputError, QualityCheckFailed
 from features.tables import open_tables
 from jobs import quality_gate
@@ -61,10 +62,15 @@ def test_a_day_without_a_drop_keeps_its_partitions(spark, config, tables, capsys
     assert len(users) == 1 and len(events) == 3
 
     shutil.rmtree(raw_drops.drop_dir(raw, "users", D1))      # the optional users drop of D1 is gone
+    logs.configure()  # what the CLI does: the job's log lines on stderr, each with its run id
     capsys.readouterr()
     ingest(spark, tables, config, [D1])
     assert _rows(tables, "users") == users
-    assert "users: no complete drop for 2026-02-01: partitions left untouched" in capsys.readouterr().out
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "no complete drop" in x]
+    found = re.search(r" WARNING run=([0-9a-f]{12}) jobs\.ingest: users: no complete drop for 2026-02-01: partitions "
+                      r"left untouched$", line)
+    assert found, line  # the id of this run, as its ingest_runs rows record it
+    assert found.group(1) in {r.run_id for r in tables.read("ingest_runs").select("run_id").collect()}
 
     shutil.rmtree(raw_drops.drop_dir(raw, "events", D2))     # with --allow-missing, a missing events drop too
     ingest(spark, tables, {**config, "ingest": {**config["ingest"], "allow_missing_drops": True}}, [D1, D2])

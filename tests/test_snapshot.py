@@ -6,8 +6,11 @@ import datetime as dt
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
+from pyspark.sql import functions as F
 
+from features import logs as run_logs
 from features import raw_drops, snapshot_runs
+from features import snapshot_as_of as as_of
 from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from features.synthetic_logs import generate_logs
@@ -43,14 +46,38 @@ def _assert_same(left, right):
     assert_df_equality(left, right, ignore_row_order=True, ignore_nullable=True)
 
 
-def test_snapshot_columns_are_exactly_the_feature_spec(spark, tmp_path, logs):
+def test_snapshot_columns_are_the_documented_features_and_counts_add_up_to_the_events(spark, tmp_path, logs):
+    """The stored columns, written out by hand from schemas/features.yaml (not read through the spec code),
+    and every user's 1-day counters summing to the day's events of that type."""
     config = _config(tmp_path)
     tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
     ingest(spark, tables, config, DAYS[:2])
     build_snapshots(spark, tables, config, DAYS[:2])
-    spec = load_spec()
-    for entity in spec.snapshot_entities:
-        assert tables.read(spec.entities[entity]["table"]).columns == spec.columns(entity)
+    counters, windows = ["impressions", "clicks", "ratings", "likes", "purchases"], [1, 7, 30]
+    counts = lambda entity: [f"{entity}_{c}_{w}d" for w in windows for c in counters]  # noqa: E731
+    expected = {
+        "user_snapshot": ["user_id", *counts("user"), "user_ctr_1d", "user_ctr_7d", "user_ctr_30d",
+                          "user_rating_mean_30d", "user_rating_std_30d", "user_first_active_date",
+                          "user_last_active_date", "user_days_since_first_active", "user_days_since_last_active",
+                          "user_last_items", "user_top_categories", "user_top_category_shares", "user_age",
+                          "user_gender", "user_occupation", "user_zip_code", "snapshot_date"],
+        "item_snapshot": ["item_id", *counts("item"), "item_ctr_1d", "item_ctr_7d", "item_ctr_30d",
+                          "item_rating_mean_30d", "item_popularity_rank_7d", "item_first_seen_date",
+                          "item_days_since_first_seen", "item_days_since_release", "item_category", "item_genres",
+                          "item_release_date", "item_price", "snapshot_date"],
+        "user_category_snapshot": ["user_id", "category", "user_category_impressions_30d",
+                                   "user_category_clicks_30d", "user_category_ratings_30d", "user_category_ctr_30d",
+                                   "user_category_rating_mean_30d", "snapshot_date"],
+    }
+    for table, columns in expected.items():
+        assert tables.read(table).columns == columns, table
+    events = tables.read("events").where(F.to_date("event_time") == DAYS[1]).groupBy("event_type").count().toPandas()
+    by_type = dict(zip(events.event_type, events["count"]))
+    users = _snapshot_of(tables, "user_snapshot", DAYS[1]).agg(
+        *[F.sum(f"user_{c}_1d").alias(c) for c in counters]).first().asDict()
+    assert users["clicks"] == by_type["click"] > 0 and users["impressions"] == by_type["impression"] > 0
+    for counter, event_type in (("ratings", "rating"), ("likes", "like"), ("purchases", "purchase")):
+        assert users[counter] == by_type.get(event_type, 0)
 
 
 def test_future_invariance_and_idempotent_rerun(spark, tmp_path, logs):
@@ -201,11 +228,41 @@ def test_no_cascade_leaves_later_snapshots_stale_and_samples_refuse_them(spark, 
     build_snapshots(spark, tables, config, DAYS)
     _restate(logs, D)
     ingest(spark, tables, config, [D])
+    run_logs.configure()
     capsys.readouterr()
     build_snapshots(spark, tables, config, [D], cascade=False)
     later = DAYS[DAYS.index(D) + 1:]
     assert (f"--no-cascade: the {len(later)} later snapshots {later[0]}..{later[-1]} were built from the old data "
-            f"and are now stale") in capsys.readouterr().out
+            f"and are now stale") in capsys.readouterr().err
     assert [day for day, _ in snapshot_runs.stale_days(tables, DAYS, 2)] == later
     with pytest.raises(PipelineInputError, match=rf"samples refused: the snapshots of {later[0]}.* are stale"):
         build_samples(spark, tables, config, [later[0] + dt.timedelta(days=1)], allow_incomplete_labels=True)
+
+
+def test_smoothed_ctrs_and_their_prior_match_a_brute_force_over_the_events(spark, tmp_path, logs):
+    """(clicks + s * prior) / (impressions + s) per user and item, the prior being the CTR of every event in
+    the window, recomputed with pandas from the ingested events; entities without impressions in a window
+    (inactive ones included) get the prior itself."""
+    config = _config(tmp_path)
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS[:5])
+    build_snapshots(spark, tables, config, DAYS[:5])
+    events = tables.read("events").select("event_type", "user_id", "item_id",
+                                          F.to_date("event_time").alias("event_date")).toPandas()
+    strength = 20.0  # schemas/features.yaml ctr_prior_strength, written out here on purpose
+    day, without_impressions = DAYS[4], 0
+    for entity, key in (("user", "user_id"), ("item", "item_id")):
+        resolved = as_of.dense_snapshot(tables, load_spec(), entity, [day]).toPandas().set_index(key)
+        assert len(resolved) > 0
+        for window in (1, 7):
+            seen = events[(events.event_date > day - dt.timedelta(days=window)) & (events.event_date <= day)]
+            clicks = seen[seen.event_type == "click"].groupby(key).size()
+            impressions = seen[seen.event_type == "impression"].groupby(key).size()
+            prior = len(seen[seen.event_type == "click"]) / len(seen[seen.event_type == "impression"])
+            for entity_id, value in resolved[f"{entity}_ctr_{window}d"].items():
+                c, i = clicks.get(entity_id, 0), impressions.get(entity_id, 0)
+                assert value == pytest.approx((c + strength * prior) / (i + strength), rel=1e-12), (entity, entity_id, window)
+            inactive = resolved.index.difference(impressions.index.union(clicks.index))
+            assert all(resolved.loc[inactive, f"{entity}_ctr_{window}d"].sub(prior).abs() < 1e-12)
+            without_impressions += len(inactive)
+    assert without_impressions > 0  # the prior-only case was exercised
