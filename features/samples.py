@@ -10,6 +10,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from features import snapshot
 from features.errors import PipelineInputError
 from features.feature_spec import Feature, FeatureSpec
 
@@ -29,14 +30,10 @@ def _context_column(feature: Feature) -> Column:
 
 
 def ctr_priors(item_snapshot: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """The all-item CTR of each window on each snapshot day: the default of a missing smoothed CTR. The
+    """The CTR prior of each window on each snapshot day (features.snapshot.ctr_priors, the one
+    definition), from the item snapshot's window counts: the default of a missing smoothed CTR. The
     stored (sparse) partitions give the same sums as every item would: inactive items count zero."""
-    priors = []
-    for window in spec.windows_days:
-        clicks, impressions = F.sum(f"item_clicks_{window}d"), F.sum(f"item_impressions_{window}d")
-        priors.append(F.when(impressions > 0, clicks / impressions).otherwise(F.lit(spec.ctr_prior_fallback))
-                      .alias(f"_prior_{window}d"))
-    return item_snapshot.groupBy("snapshot_date").agg(*priors)
+    return snapshot.ctr_priors(item_snapshot, spec, spec.windows_days, measure="item_{m}_{w}d", alias="_prior_{w}d")
 
 
 def _with_default(feature: Feature, spec: FeatureSpec) -> Column:

@@ -59,13 +59,20 @@ def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.
     return exploded.groupBy(*keys, "snapshot_date").agg(*sums).localCheckpoint()
 
 
-def ctr_priors(sums: DataFrame, spec: FeatureSpec) -> DataFrame:
-    """All-entity CTR of each window and day (the Bayesian prior), fallback when there are no impressions."""
+def ctr_priors(sums: DataFrame, spec: FeatureSpec, windows: list[int] | None = None, measure: str = "{m}_{w}d",
+               alias: str = "prior_{w}d") -> DataFrame:
+    """The CTR prior, defined once: per snapshot day and window, the CTR of every entity together (sum of
+    clicks / sum of impressions), or the spec's fallback when the window has no impressions at all.
+    `sums` has the window sums as `measure` (default clicks_7d, impressions_7d; the samples job reads
+    them from the item snapshot as item_clicks_7d ...); the windows default to those `sums` holds."""
+    if windows is None:
+        windows = sorted(int(c.split("_")[-1][:-1]) for c in sums.columns if c.startswith("clicks_"))
     priors = []
-    for w in sorted(int(c.split("_")[-1][:-1]) for c in sums.columns if c.startswith("clicks_")):
-        clicks, impressions = F.sum(f"clicks_{w}d"), F.sum(f"impressions_{w}d")
+    for w in windows:
+        clicks = F.sum(measure.format(m="clicks", w=w))
+        impressions = F.sum(measure.format(m="impressions", w=w))
         priors.append(F.when(impressions > 0, clicks / impressions)
-                      .otherwise(F.lit(spec.ctr_prior_fallback)).alias(f"prior_{w}d"))
+                      .otherwise(F.lit(spec.ctr_prior_fallback)).alias(alias.format(w=w)))
     return sums.groupBy("snapshot_date").agg(*priors)
 
 

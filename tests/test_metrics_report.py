@@ -262,3 +262,24 @@ def test_format_table_lists_every_name_aligned():
     item_line = next(line for line in lines if line.startswith("baseline: item"))
     assert item_line.split()[3:5] == ["-", "-"]  # auc and pr_auc None
     assert f"{results['lr']['auc']:.4f}" in table
+
+
+def test_spark_gbdt_metrics_agree_with_the_numpy_ones_and_sklearn(spark):
+    """One logloss and one AUC: the GBDT job's distributed metrics (Spark aggregation + pyspark.ml's
+    evaluator) equal training.metrics' and sklearn's on the same rows."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from features.gbdt import binary_metrics as spark_metrics
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 2000)
+    predictions = np.clip(0.3 * labels + rng.uniform(0, 0.7, 2000), 0.001, 0.999).round(3)  # ties included
+    frame = spark.createDataFrame([(int(y), float(p)) for y, p in zip(labels, predictions)],
+                                  "label int, gbdt_probability double")
+    distributed = spark_metrics(frame)
+    local = binary_metrics(labels, predictions, 0.5)
+    assert distributed["rows"] == 2000 and distributed["positive_rate"] == pytest.approx(labels.mean())
+    assert distributed["logloss"] == pytest.approx(log_loss(labels, predictions), rel=1e-12)
+    assert local["logloss"] == pytest.approx(log_loss(labels, predictions), rel=1e-12)
+    assert distributed["auc"] == pytest.approx(roc_auc_score(labels, predictions), abs=1e-9)
+    assert local["auc"] == pytest.approx(roc_auc_score(labels, predictions), abs=1e-9)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, log_loss, precision_recall_curve, roc_auc_score, roc_curve
 
 LOGLOSS_EPS = 1e-7
 
@@ -44,9 +44,9 @@ def _has_both_classes(y: np.ndarray, w: np.ndarray) -> bool:
 
 
 def _mean_logloss(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
-    clipped = np.clip(p, LOGLOSS_EPS, 1 - LOGLOSS_EPS)
-    per_row = -(y * np.log(clipped) + (1 - y) * np.log1p(-clipped))
-    return float(np.average(per_row, weights=w))
+    """sklearn's log loss (weighted mean); the Spark job's distributed one (features.gbdt.binary_metrics)
+    is tested against it."""
+    return float(log_loss(y, np.clip(p, LOGLOSS_EPS, 1 - LOGLOSS_EPS), sample_weight=w, labels=[0, 1]))
 
 
 def normalized_entropy(labels: Any, predictions: Any, train_positive_rate: float, weights: Any = None) -> float:
