@@ -39,10 +39,6 @@ from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
 
 
-def artifact_dir(tables: Tables, version: int) -> Path:
-    return samples_dir(tables.root, version)
-
-
 def _check_inputs(tables: Tables, days: list[dt.date], kind: str, allow_incomplete_labels: bool) -> None:
     snapshots = as_of.built_days(tables, "user") & as_of.built_days(tables, "item")
     missing = [d for d in days if d - dt.timedelta(days=1) not in snapshots]
@@ -143,7 +139,7 @@ def build_samples(spark: SparkSession, tables: Tables, config: Settings | dict, 
     counts = {row["split"]: {"rows": row["rows"], "positives": row["positives"]} for row in
               samples.groupBy("split").agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives")).collect()}
     transforms = fit_transforms(samples.where(F.col("split") == "train"), spec, relative_error)
-    target = artifact_dir(tables, version)
+    target = samples_dir(tables.root, version)
     samples.write.mode("overwrite").partitionBy("split").parquet(str(target / "parquet"))
     manifest = {**run, "samples_version": version, "range": [start.isoformat(), end.isoformat()],
                 "labels": label_config.model_dump(), "split_quantiles": quantiles, "relative_error": relative_error,

@@ -31,7 +31,7 @@ from features.errors import PipelineInputError, PublishRefused
 from features.feature_spec import load_spec
 from jobs import artifacts
 from jobs.run_info import code_version
-from jobs.settings import MODEL_NAMES, ExportSettings, Settings, as_settings
+from jobs.settings import ExportSettings, Settings, as_settings
 from jobs.train_models import load_training_inputs
 
 
@@ -198,17 +198,6 @@ def format_summary(result: dict) -> str:
                          f"{r['parity']['max_abs_difference']:.2g} on {r['parity']['rows']} rows"
                          + (" (forced)" if r["forced"] else ""))
     return "\n".join(lines)
-
-
-def resolve_export_models(config: Settings | dict, requested: str | None) -> list[str]:
-    """'all' (the configured training.models), one name, or a comma-separated list."""
-    if requested in (None, "all"):
-        return list(as_settings(config).training.models)
-    names = [n.strip() for n in requested.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown or not names:
-        raise PipelineInputError(f"unknown model '{(unknown or [requested])[0]}': choose from {', '.join(MODEL_NAMES)} or all")
-    return names
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import time
 from typing import Callable
 
 from features.errors import PipelineInputError
-from jobs.settings import Settings, as_settings
+from jobs.settings import Settings, as_settings, resolve_models
 
 
 def prepare_source(config: Settings | dict, dates: list[dt.date]) -> dict | None:
@@ -72,7 +72,7 @@ def run_pipeline(config: Settings | dict, dates: list[dt.date], open_session: Ca
         print(build_samples.format_summary(build_samples.build_samples(spark, tables, config, sample_days)))
         print("[gbdt]")
         print(train_gbdt.format_summary(train_gbdt.train_gbdt(spark, tables, config)))
-        models = train_models.resolve_models(config, "all")
+        models = resolve_models(config, "all")
         if models:
             print(f"[train] {', '.join(models)}")
             print(train_models.format_summary(train_models.train_models(config, models)))

@@ -22,7 +22,7 @@ from features.errors import PipelineInputError
 from features.labels import LabelConfig
 from features.validation import Section, error_at, nested_errors, problems, validate
 
-ModelName = Literal["lr", "gbdt_lr", "wide_deep", "deepfm"]  # training/models BUILDERS
+ModelName = Literal["lr", "gbdt_lr", "wide_deep", "deepfm"]  # the model registry (training/models BUILDERS)
 MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
 Optimizer = Literal["adam", "adagrad", "ftrl", "sgd"]  # training/train.py OPTIMIZERS
 UTC_SETTING = "spark.sql.session.timeZone"
@@ -336,3 +336,16 @@ def as_section(model: type[SECTION], section: SECTION | Mapping[str, Any], path:
     if isinstance(section, model):
         return section
     return getattr(as_settings({path: dict(section)}), path)
+
+
+def resolve_models(config: "Settings | dict", requested: str | None) -> list[str]:
+    """The models a command works on: 'all' or nothing (the configured training.models), one name, or a
+    comma-separated list; an unknown name is the user's mistake (exit 2)."""
+    if requested in (None, "all"):
+        return list(as_settings(config).training.models)
+    names = [n.strip() for n in requested.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown or not names:
+        raise PipelineInputError(
+            f"unknown model '{(unknown or [requested])[0]}': choose one of {', '.join(MODEL_NAMES)} or all")
+    return names

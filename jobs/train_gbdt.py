@@ -27,8 +27,7 @@ from features.feature_spec import load_spec
 from features.gbdt_trees import to_json, tree_tables_from_booster
 from features.tables import Tables
 from jobs import artifacts
-from jobs.artifacts import gbdt_dir, write_json_atomically
-from jobs.build_samples import artifact_dir as samples_artifact_dir
+from jobs.artifacts import write_json_atomically
 from jobs.config import date_range
 from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
@@ -36,18 +35,10 @@ from jobs.settings import Settings, as_settings
 KEEP = ["sample_id", "event_date", "split", "label"]
 
 
-def gbdt_artifact_dir(tables: Tables, samples_version: int) -> Path:
-    return gbdt_dir(tables.root, samples_version)
-
-
-def latest_samples_version(tables: Tables) -> int:
-    return artifacts.latest_samples_version(tables.root)
-
-
 def train_gbdt(spark: SparkSession, tables: Tables, config: Settings | dict, samples_version: int | None = None) -> dict:
     spec = load_spec()
-    version = latest_samples_version(tables) if samples_version is None else samples_version
-    source = samples_artifact_dir(tables, version)
+    version = artifacts.latest_samples_version(tables.root) if samples_version is None else samples_version
+    source = artifacts.samples_dir(tables.root, version)
     if not (source / "manifest.json").exists():
         raise PipelineInputError(f"samples version {version} has no manifest at {source}")
     manifest = json.loads((source / "manifest.json").read_text())
@@ -67,7 +58,7 @@ def train_gbdt(spark: SparkSession, tables: Tables, config: Settings | dict, sam
     leaves_version = tables.replace_partitions("gbdt_leaves", scored, "event_date", days, run)
     metrics = {split: gbdt.binary_metrics(scored.where(F.col("split") == split)) for split in ("train", "valid", "test")}
 
-    target = gbdt_artifact_dir(tables, version)
+    target = artifacts.gbdt_dir(tables.root, version)
     target.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(target / "booster.json"))
     write_json_atomically(target / "trees.json", trees)

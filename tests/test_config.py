@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.errors import SpecError
+from features.errors import PipelineInputError, SpecError
 from features.feature_spec import load_spec
 from features.quality import load_quality
 from features.schemas import load_schema
 from jobs.cli import main
 from jobs.config import ConfigError, load_config
+from jobs import settings
 from jobs.settings import MODEL_NAMES, Settings, as_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,3 +301,16 @@ def test_the_cli_prints_one_line_and_exits_2_for_a_config_error(tmp_path, capsys
     err = capsys.readouterr().err
     assert err == (f"recpipe tables: error: config {bad_enum}: delta.backend: unknown value 'delta_rs' "
                    f"(did you mean delta-rs? allowed: auto, delta-rs, delta-spark)\n")
+
+
+def test_one_model_registry_and_one_resolver_for_train_and_export():
+    from training.models import BUILDERS
+
+    assert tuple(BUILDERS) == settings.MODEL_NAMES == ("lr", "gbdt_lr", "wide_deep", "deepfm")
+    config = {"training": {"models": ["deepfm", "lr"]}}
+    assert settings.resolve_models(config, None) == settings.resolve_models(config, "all") == ["deepfm", "lr"]
+    assert settings.resolve_models(config, "wide_deep") == ["wide_deep"]
+    assert settings.resolve_models(config, " lr, gbdt_lr ") == ["lr", "gbdt_lr"]
+    for bad in ("deepfn", "lr,xgb", ","):
+        with pytest.raises(PipelineInputError, match="unknown model .*choose one of lr, gbdt_lr, wide_deep, deepfm or all"):
+            settings.resolve_models(config, bad)

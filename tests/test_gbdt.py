@@ -11,8 +11,7 @@ from pyspark.sql import functions as F
 from features import gbdt
 from features.feature_spec import load_spec
 from features.gbdt_trees import from_json, leaf_indices_from_pred_leaf
-from jobs.build_samples import artifact_dir
-from jobs.train_gbdt import gbdt_artifact_dir
+from jobs import artifacts
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +19,10 @@ def trained(ml100k_warehouse):
     """`recpipe run` on ml-100k trained the GBDT on the samples it built (rating >= 4 labels)."""
     tables = ml100k_warehouse
     # other modules may build newer samples in the shared warehouse: take the ones the GBDT trained on
-    trained_on = [int(p.name[1:]) for p in gbdt_artifact_dir(tables, 0).parent.glob("v*")]
+    trained_on = [int(p.name[1:]) for p in artifacts.gbdt_dir(tables.root, 0).parent.glob("v*")]
     version = max(trained_on)
-    target = gbdt_artifact_dir(tables, version)
-    transforms = json.loads((artifact_dir(tables, version) / "transforms.json").read_text())["features"]
+    target = artifacts.gbdt_dir(tables.root, version)
+    transforms = json.loads((artifacts.samples_dir(tables.root, version) / "transforms.json").read_text())["features"]
     booster = xgb.Booster()
     booster.load_model(str(target / "booster.json"))
     trees = json.loads((target / "trees.json").read_text())
