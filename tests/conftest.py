@@ -77,3 +77,17 @@ def ml100k_warehouse(spark, ml100k_dir, tmp_path_factory):
     path.write_text(yaml.safe_dump(config))
     assert main(["run", "--config", str(path)]) == 0
     return open_tables(spark, str(root / "warehouse"), "delta-rs")
+
+
+@pytest.fixture
+def ml100k_warehouse_copy(spark, ml100k_warehouse, tmp_path):
+    """A private copy of the MovieLens warehouse's Delta tables (not its trained artefacts), for tests
+    that write (new samples versions, say): the shared session warehouse stays as `recpipe run` left it,
+    so the tests that read its latest samples and models pass in any order."""
+    import shutil
+
+    from features.tables import open_tables
+
+    copy = tmp_path / "ml100k-warehouse"
+    shutil.copytree(ml100k_warehouse.root, copy, ignore=shutil.ignore_patterns("_artifacts", "samples", "gbdt_leaves"))
+    return open_tables(spark, str(copy), "delta-rs")

@@ -380,3 +380,39 @@ def test_export_staging_left_by_a_killed_export_is_invisible_and_cleaned_when_st
     assert not stale.exists() and in_flight.exists()  # the export still running is not touched
     assert (model_root / "1" / "saved_model.pb").read_bytes() == b"published"
     assert published_versions(model_root) == [1] and next_version(model_root) == 2
+
+
+def test_an_export_killed_while_writing_leaves_the_published_version_served(ml100k_warehouse, tmp_path, capsys):
+    """A real `recpipe export` process SIGKILLed while it writes its SavedModel: the version TF Serving
+    serves is untouched, the half-written staging dir is not a version, and clean-orphans removes it."""
+    from jobs import export_model as exporting
+
+    config = yaml.safe_load((REPO / "conf" / "movielens.yaml").read_text())
+    config["paths"]["warehouse"] = ml100k_warehouse.root
+    config["export"] = {**config.get("export", {}), "root": str(tmp_path / "serving")}
+    path = tmp_path / "movielens.yaml"
+    path.write_text(yaml.safe_dump(config))
+    model_root = tmp_path / "serving" / "lr"
+    assert exporting.export_model(config, "lr")["version"] == 1
+    published = {p.relative_to(model_root): p.read_bytes() for p in (model_root / "1").rglob("*") if p.is_file()}
+
+    log = tmp_path / "export.log"
+    export = _start(["-m", "jobs.cli", "export", "--config", str(path), "--model", "lr", "--force"], _child_env(), log)
+    try:
+        deadline = time.monotonic() + CHILD_TIMEOUT
+        while not any(model_root.glob(".staging-*/model/*")):  # the SavedModel is being written
+            assert export.poll() is None, f"export exited with {export.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the export did not start writing in time"
+            time.sleep(0.05)
+    finally:
+        _stop_group(export)
+    assert export.returncode == -signal.SIGKILL
+    (staging,) = model_root.glob(".staging-*")
+    assert exporting.published_versions(model_root) == [1] and exporting.next_version(model_root) == 2
+    assert {p.relative_to(model_root): p.read_bytes() for p in (model_root / "1").rglob("*") if p.is_file()} == published
+
+    empty = tmp_path / "empty-warehouse"  # only the export root is cleaned, not the session's shared warehouse
+    empty.mkdir()
+    assert main(["clean-orphans", "--config", str(path), "--warehouse", str(empty), "--older-than-minutes", "0"]) == 0
+    assert f"removed export staging dir {staging}" in capsys.readouterr().out
+    assert not staging.exists() and exporting.published_versions(model_root) == [1]

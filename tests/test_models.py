@@ -41,10 +41,15 @@ def test_models_beat_the_baselines_and_the_quality_bars_are_reported(evaluated):
         assert results[model]["gauc_users"] > 50 and 0.6 < results[model]["gauc"] < 1.0
     assert results["gbdt_lr"]["auc"] >= results["lr"]["auc"] - 0.01
     assert max(results[m]["auc"] for m in MODELS) >= results["baseline: xgboost"]["auc"] - 0.005
-    bars = {bar["bar"]: bar for bar in metrics["quality_bars"]}
-    assert len(bars) == len(MODELS) + 2
-    for bar in bars.values():  # a bar is met exactly when the value reaches the target; a miss says why
-        assert bar["met"] == (bar["value"] >= bar["target"])
+    # the bars of the issue, written out here from the results: +0.05 over popularity (conf/movielens.yaml),
+    # GBDT+LR over LR, the best model over XGBoost alone; a missed bar says why in standard errors
+    best = max(MODELS, key=lambda m: results[m]["auc"])
+    expected = {f"{m} test AUC >= item popularity + 0.05": results[m]["auc"] >= popularity + 0.05 for m in MODELS}
+    expected["gbdt_lr test AUC >= lr"] = results["gbdt_lr"]["auc"] >= results["lr"]["auc"]
+    expected[f"best model ({best}) test AUC >= xgboost alone"] = (
+        results[best]["auc"] >= results["baseline: xgboost"]["auc"])
+    assert {bar["bar"]: bar["met"] for bar in metrics["quality_bars"]} == expected
+    for bar in metrics["quality_bars"]:
         assert bar["met"] or "standard errors" in bar["why"]
 
 

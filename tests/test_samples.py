@@ -20,7 +20,8 @@ from features.split import assign_split, quantile_cut_points, rolling_splits
 from features.synthetic_logs import generate_logs
 from features.tables import open_tables
 from features.transforms import fit_transforms
-from jobs.build_samples import artifact_dir, build_samples
+from jobs import artifacts
+from jobs.build_samples import build_samples
 from jobs.build_snapshot import build_snapshots
 from jobs.ingest import ingest
 
@@ -90,7 +91,7 @@ def test_time_split_puts_no_test_event_before_the_cut(synthetic_samples):
     assert bounds["valid"][1] < valid_cut <= bounds["test"][0]
     total = sum(b[2] for b in bounds.values())
     assert abs(bounds["train"][2] / total - 0.8) < 0.01 and abs(bounds["test"][2] / total - 0.1) < 0.01
-    on_disk = json.loads((artifact_dir(tables, manifest["samples_version"]) / "manifest.json").read_text())
+    on_disk = json.loads((artifacts.samples_dir(tables.root, manifest["samples_version"]) / "manifest.json").read_text())
     assert on_disk["cut_points"] == manifest["cut_points"]
     assert on_disk["input_versions"]["events"] == tables.version("events")
 
@@ -106,9 +107,24 @@ def test_every_sample_joins_the_snapshot_of_the_day_before(synthetic_samples):
     joined = samples.where("user_in_snapshot").join(snapshot, ["user_id", "snapshot_date"])
     assert joined.count() == samples.where("user_in_snapshot").count() > 0
     assert joined.where((F.col("user_clicks_7d") != F.col("expected")) | (F.col("user_ctr_7d") != F.col("ctr"))).count() == 0
-    # features never see the labeled day itself: a click counted in user_clicks_1d happened the day before
-    spec = load_spec()
-    assert set(spec.feature(f.name).name for f in spec.model_features()) <= set(samples.columns)
+    # no leakage, brute force from the events: a sample's 1-day and 7-day user and item counters are the
+    # clicks and impressions of the day(s) before its event date, never of the labeled day itself
+    events = tables.read("events").select("event_type", "user_id", "item_id", F.to_date("event_time").alias("day"))
+    rows = samples.select("sample_id", "user_id", "item_id", "event_date", "user_clicks_1d", "user_impressions_7d",
+                          "item_clicks_1d", "item_impressions_7d")
+    for entity, window, event_type, column in (("user", 1, "click", "user_clicks_1d"),
+                                               ("user", 7, "impression", "user_impressions_7d"),
+                                               ("item", 1, "click", "item_clicks_1d"),
+                                               ("item", 7, "impression", "item_impressions_7d")):
+        key = f"{entity}_id"
+        counted = (rows.alias("s").join(events.where(F.col("event_type") == event_type).alias("e"),
+                                        (F.col(f"s.{key}") == F.col(f"e.{key}"))
+                                        & (F.col("e.day") < F.col("s.event_date"))
+                                        & (F.col("e.day") >= F.date_sub("s.event_date", window)), "left")
+                   .groupBy("s.sample_id", F.col(f"s.{column}").alias("got")).agg(F.count("e.day").alias("expected")))
+        assert counted.count() == samples.count()
+        wrong = counted.where(F.col("got") != F.col("expected")).limit(3).collect()
+        assert not wrong, (column, wrong)
 
 
 def test_missing_entities_get_defaults_and_an_indicator(synthetic_samples):
@@ -121,7 +137,7 @@ def test_missing_entities_get_defaults_and_an_indicator(synthetic_samples):
 def test_transforms_are_fitted_on_train_only(spark, synthetic_samples):
     tables, manifest = synthetic_samples
     samples = tables.read("samples", version=manifest["samples_version"])
-    saved = json.loads((artifact_dir(tables, manifest["samples_version"]) / "transforms.json").read_text())
+    saved = json.loads((artifacts.samples_dir(tables.root, manifest["samples_version"]) / "transforms.json").read_text())
     spec = load_spec()
     assert saved["features"] == json.loads(json.dumps(fit_transforms(samples.where("split = 'train'"), spec)))
     # extreme values placed only in test rows do not move any boundary, mean or vocabulary
@@ -135,11 +151,48 @@ def test_transforms_are_fitted_on_train_only(spark, synthetic_samples):
     assert everything["item_price"]["mean"] > saved["features"]["item_price"]["mean"]
 
 
+def test_fitted_transforms_match_numpy_on_the_train_rows(synthetic_samples):
+    """Quantile boundaries within approxQuantile's rank error, vocabularies with min_count 5 ordered by count
+    then value, log1p and normalize statistics: recomputed with numpy/pandas from the train rows."""
+    import numpy as np
+
+    tables, manifest = synthetic_samples
+    saved = json.loads((artifacts.samples_dir(tables.root, manifest["samples_version"]) / "transforms.json").read_text())["features"]
+    train = tables.read("samples", version=manifest["samples_version"]).where("split = 'train'").toPandas()
+    n = len(train)
+    checked = {"quantile_buckets": 0, "vocabulary": 0, "log1p": 0, "normalize": 0}
+    for name, fitted in saved.items():
+        kind = fitted["transform"]
+        if kind == "quantile_buckets":  # 10 buckets: each boundary's rank range meets p*n within 0.001*n
+            values = np.sort(train[name].dropna().astype(float).to_numpy())
+            boundaries = fitted["boundaries"]
+            assert boundaries == sorted(set(boundaries)) and set(boundaries) <= set(values.tolist())
+            for p in [i / 10 for i in range(1, 10)]:
+                target = p * len(values)
+                assert any(np.searchsorted(values, b, "left") - 0.001 * n - 1 <= target
+                           <= np.searchsorted(values, b, "right") + 0.001 * n + 1 for b in boundaries), (name, p)
+        elif kind == "vocabulary":
+            column = train[name].explode() if fitted["dtype"].startswith("array<") else train[name]
+            counts = column.dropna().astype(str).value_counts()
+            kept = sorted(((-c, v) for v, c in counts.items() if c >= 5))[:10000]
+            assert [str(v) for v in fitted["values"]] == [v for _, v in kept], name
+        elif kind in ("log1p", "normalize"):
+            values = train[name].dropna().astype(float).to_numpy()
+            values = np.log1p(np.maximum(values, 0.0)) if kind == "log1p" else values
+            assert fitted["count"] == len(values)
+            assert fitted["mean"] == pytest.approx(values.mean(), rel=1e-9, abs=1e-12), name
+            assert fitted["std"] == pytest.approx(values.std(), rel=1e-9, abs=1e-12), name  # population sd
+        else:
+            continue
+        checked[kind] += 1
+    assert min(checked.values()) > 0, checked  # every kind was exercised
+
+
 def test_parquet_shards_for_tensorflow(synthetic_samples):
     import pyarrow.dataset as ds
 
     tables, manifest = synthetic_samples
-    shards = ds.dataset(artifact_dir(tables, manifest["samples_version"]) / "parquet", partitioning="hive")
+    shards = ds.dataset(artifacts.samples_dir(tables.root, manifest["samples_version"]) / "parquet", partitioning="hive")
     counts = shards.to_table(columns=["split"]).column("split").value_counts().to_pylist()
     assert {c["values"]: c["counts"] for c in counts} == {s: manifest["splits"][s]["rows"] for s in ("train", "valid", "test")}
 
@@ -167,8 +220,8 @@ def test_samples_need_the_snapshot_of_the_day_before(spark, synthetic_samples, t
         build_samples(spark, tables, _config(tmp_path), [DAYS[-1]])
 
 
-def test_negative_sampling_never_picks_an_item_interacted_with_by_then(spark, ml100k_warehouse, tmp_path):
-    tables = ml100k_warehouse
+def test_negative_sampling_never_picks_an_item_interacted_with_by_then(spark, ml100k_warehouse_copy, tmp_path):
+    tables = ml100k_warehouse_copy  # writes samples versions: not into the shared warehouse other tests read
     config = {"paths": {"warehouse": tables.root}, "samples": {
         "kind": "rating", "negatives_per_positive": 3, "seed": 3, "split_quantiles": [0.8, 0.9]},
         "quality": {"enabled": False}}  # MovieLens day sizes swing; its run config relaxes those checks
