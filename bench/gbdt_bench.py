@@ -4,14 +4,15 @@ TensorFlow encoder vs xgboost's predict(pred_leaf=True) on the same rows.
     .venv/bin/python bench/gbdt_bench.py [--warehouse bench/out/snapshot-synthetic/warehouse] [--rows 1000000]
 
 Needs a warehouse where `recpipe samples` and `recpipe gbdt` ran (e.g. `make demo` leaves ./warehouse).
-Prints rows/s of each path and their ratios (one run; compare ratios, not seconds).
+Prints rows/s of each path (one warm-up, then the median of --repeats runs) and their ratios, like
+for like: leaves + probability on both sides of Spark vs one process, leaves only on both sides of
+the TensorFlow encoder vs xgboost (compare ratios, not seconds).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features import gbdt  # noqa: E402
+from timing import median_seconds  # noqa: E402  (bench/timing.py, beside this script)
 from features.feature_spec import load_spec  # noqa: E402
 from features.gbdt_trees import from_json, leaf_indices_from_pred_leaf  # noqa: E402
 from features.tables import open_tables  # noqa: E402
-from jobs.build_samples import artifact_dir  # noqa: E402
+from jobs import artifacts  # noqa: E402
 from jobs.spark_session import build_session  # noqa: E402
-from jobs.train_gbdt import gbdt_artifact_dir, latest_samples_version  # noqa: E402
 
 
 def rate(rows: int, seconds: float) -> str:
@@ -35,6 +36,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", default="warehouse")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows scored (samples repeated if fewer)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path after a warm-up (median)")
     args = parser.parse_args()
 
     import xgboost as xgb
@@ -42,9 +44,9 @@ def main() -> int:
     spark = build_session({"master": "local[2]", "app_name": "gbdt-bench", "conf": {
         "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"}})
     tables = open_tables(spark, args.warehouse, "delta-rs")
-    version = latest_samples_version(tables)
-    target = gbdt_artifact_dir(tables, version)
-    transforms = json.loads((artifact_dir(tables, version) / "transforms.json").read_text())["features"]
+    version = artifacts.latest_samples_version(tables.root)
+    target = artifacts.gbdt_dir(tables.root, version)
+    transforms = json.loads((artifacts.samples_dir(tables.root, version) / "transforms.json").read_text())["features"]
     features = gbdt.dense_features(load_spec(), transforms)
     trees = json.loads((target / "trees.json").read_text())
     booster = xgb.Booster()
@@ -57,17 +59,28 @@ def main() -> int:
     rows = frame.count()
     print(f"{rows} rows ({base} samples x {copies}), {trees['n_trees']} trees, {len(features)} features")
 
-    started = time.perf_counter()
-    gbdt.leaves_and_scores(spark, frame, features, booster, trees, ["sample_id"]).write.format("noop").mode("overwrite").save()
-    spark_seconds = time.perf_counter() - started
+    repeats = args.repeats
+
+    def spark_leaves_and_scores():
+        gbdt.leaves_and_scores(spark, frame, features, booster, trees, ["sample_id"]).write.format("noop") \
+            .mode("overwrite").save()
+
+    spark_seconds = median_seconds(spark_leaves_and_scores, repeats)
 
     matrix = frame.select(*[f.name for f in features]).toPandas().to_numpy(dtype=np.float32)
     tables_model = from_json(trees)
-    started = time.perf_counter()  # the same work as each Spark task: leaves and probability
-    data = xgb.DMatrix(matrix, missing=np.nan)
-    expected = leaf_indices_from_pred_leaf(booster.predict(data, pred_leaf=True), tables_model)
-    booster.predict(data)
-    process_seconds = time.perf_counter() - started
+
+    def xgboost_leaves():
+        return leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
+                                           tables_model)
+
+    def xgboost_leaves_and_scores():  # the same work as each Spark task: leaves and probability
+        data = xgb.DMatrix(matrix, missing=np.nan)
+        leaf_indices_from_pred_leaf(booster.predict(data, pred_leaf=True), tables_model)
+        booster.predict(data)
+
+    leaves_seconds = median_seconds(xgboost_leaves, repeats)
+    process_seconds = median_seconds(xgboost_leaves_and_scores, repeats)
 
     import tensorflow as tf
 
@@ -75,17 +88,20 @@ def main() -> int:
 
     encoder = GBDTLeafEncoder(trees)
     call = tf.function(lambda x: encoder(x), input_signature=[tf.TensorSpec([None, matrix.shape[1]], tf.float32)])
-    call(matrix[:1024])  # trace
-    started = time.perf_counter()
-    outputs = [call(matrix[i:i + 65536]).numpy() for i in range(0, len(matrix), 65536)]
-    encoder_seconds = time.perf_counter() - started
-    assert np.array_equal(np.concatenate(outputs), expected), "encoder and pred_leaf disagree"
 
-    print(f"leaf extraction, Spark mapInPandas on local[2]: {rate(rows, spark_seconds)}")
-    print(f"leaf extraction, one process (pred_leaf + vocab map + probability): {rate(rows, process_seconds)}")
-    print(f"in-graph TensorFlow encoder (batches of 65,536): {rate(rows, encoder_seconds)}")
-    print(f"ratio Spark / one process: {process_seconds / spark_seconds:.2f}x throughput")
-    print(f"ratio TF encoder / xgboost (leaves + probability): {process_seconds / encoder_seconds:.2f}x throughput")
+    def encoder_leaves():
+        return np.concatenate([call(matrix[i:i + 65536]).numpy() for i in range(0, len(matrix), 65536)])
+
+    assert np.array_equal(encoder_leaves(), xgboost_leaves()), "encoder and pred_leaf disagree"
+    encoder_seconds = median_seconds(encoder_leaves, repeats)
+
+    print(f"median of {repeats} runs after one warm-up each")
+    print(f"leaves + probability, Spark mapInPandas on local[2]: {rate(rows, spark_seconds)}")
+    print(f"leaves + probability, one process (pred_leaf + vocab map + predict): {rate(rows, process_seconds)}")
+    print(f"leaves only, one process (pred_leaf + vocab map): {rate(rows, leaves_seconds)}")
+    print(f"leaves only, in-graph TensorFlow encoder (batches of 65,536): {rate(rows, encoder_seconds)}")
+    print(f"ratio Spark / one process (leaves + probability): {process_seconds / spark_seconds:.2f}x throughput")
+    print(f"ratio TF encoder / xgboost (leaves only): {leaves_seconds / encoder_seconds:.2f}x throughput")
     spark.stop()
     return 0
 

@@ -14,8 +14,9 @@ day: Feast's "latest row at or before the event, within ttl = 1 day" is then exa
 day before". The user×category features need the item's category first, so Feast runs two retrievals;
 its file store leaves out entity rows whose key never occurs in a feature view, so those are joined back
 as "not found". At 1,000,000 rows Feast's file store was killed by the OOM killer on the 24 GiB
-machine (it merges every entity row with every feature row of its key before filtering by time); use
---rows to compare at a size it can hold.
+machine (it merges every entity row with every feature row of its key before filtering by time), so
+--rows defaults to 250,000. Each side is warmed up once, then timed --repeats times (median); both
+sides' times include writing their result to Parquet.
 Features compared: every scalar model feature of the user, item and user×category snapshots.
 """
 from __future__ import annotations
@@ -23,10 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
+from timing import median_seconds  # bench/timing.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out" / "pit-join"
@@ -81,15 +82,17 @@ def prepare(args) -> None:
         table.select(*keys, *[name for name, _ in features[entity]], end_of_day.alias("feature_ts")) \
             .write.mode("overwrite").parquet(str(OUT / f"{entity}_snapshot"))
 
-    started = time.perf_counter()  # ours: resolve the rows' entities from the sparse tables, then join
-    day_before = F.date_sub("event_date", 1).alias("snapshot_date")
-    resolved = [as_of.read_as_of(tables, spec, e, labeled.select(f"{e}_id", day_before), needed) for e in ("user", "item")]
-    joined = point_in_time_join(labeled, *resolved, tables.read("user_category_snapshot", partitions=needed), spec,
-                                priors=ctr_priors(tables.read("item_snapshot", partitions=needed), spec))
-    joined.write.mode("overwrite").parquet(str(OUT / "ours"))
-    seconds = time.perf_counter() - started
+    def ours() -> None:  # resolve the rows' entities from the sparse tables, join, write Parquet
+        day_before = F.date_sub("event_date", 1).alias("snapshot_date")
+        resolved = [as_of.read_as_of(tables, spec, e, labeled.select(f"{e}_id", day_before), needed)
+                    for e in ("user", "item")]
+        joined = point_in_time_join(labeled, *resolved, tables.read("user_category_snapshot", partitions=needed),
+                                    spec, priors=ctr_priors(tables.read("item_snapshot", partitions=needed), spec))
+        joined.write.mode("overwrite").parquet(str(OUT / "ours"))
+
+    seconds = median_seconds(ours, args.repeats)
     (OUT / "ours.json").write_text(json.dumps({"rows": rows, "seconds": seconds}))
-    print(f"ours: point-in-time join of {rows} rows with {sum(len(v) for v in features.values())} "
+    print(f"ours: point-in-time join + Parquet write of {rows} rows (median of {args.repeats} after a warm-up) with {sum(len(v) for v in features.values())} "
           f"features compared (of {len(spec.model_features())} joined): {seconds:.1f}s")
 
 
@@ -122,21 +125,25 @@ def run_feast(args) -> None:
     entity_rows = pd.read_parquet(OUT / "entities.parquet")
     entity_rows["event_timestamp"] = pd.to_datetime(entity_rows["event_timestamp"], utc=True)
 
-    started = time.perf_counter()
-    first = store.get_historical_features(
-        entity_df=entity_rows,
-        features=[f"{e}_features:{n}" for e in ("user", "item") for n, _ in features[e]]).to_df()
-    first["category"] = first["item_category"].fillna("__missing__")  # Feast needs a key value
-    second = store.get_historical_features(
-        entity_df=first[["sample_id", "user_id", "category", "event_timestamp"]],
-        features=[f"user_category_features:{n}" for n, _ in features["user_category"]]).to_df()
-    # Feast's file store leaves out entity rows whose key never occurs in the feature view: left-join
-    # them back as "not found" (our join marks the same rows with user_category_in_snapshot = false)
-    result = first.merge(second.drop(columns=["user_id", "category", "event_timestamp"]), on="sample_id", how="left")
-    seconds = time.perf_counter() - started
-    result.to_parquet(OUT / "feast.parquet")
+    def feast() -> pd.DataFrame:  # two retrievals, the merge, the Parquet write: the same work as ours
+        first = store.get_historical_features(
+            entity_df=entity_rows,
+            features=[f"{e}_features:{n}" for e in ("user", "item") for n, _ in features[e]]).to_df()
+        first["category"] = first["item_category"].fillna("__missing__")  # Feast needs a key value
+        second = store.get_historical_features(
+            entity_df=first[["sample_id", "user_id", "category", "event_timestamp"]],
+            features=[f"user_category_features:{n}" for n, _ in features["user_category"]]).to_df()
+        # Feast's file store leaves out entity rows whose key never occurs in the feature view: left-join
+        # them back as "not found" (our join marks the same rows with user_category_in_snapshot = false)
+        joined = first.merge(second.drop(columns=["user_id", "category", "event_timestamp"]), on="sample_id", how="left")
+        joined.to_parquet(OUT / "feast.parquet")
+        return joined
+
+    seconds = median_seconds(feast, args.repeats)
+    result = pd.read_parquet(OUT / "feast.parquet")
     (OUT / "feast.json").write_text(json.dumps({"rows": len(result), "seconds": seconds}))
-    print(f"feast: get_historical_features for {len(result)} rows: {seconds:.1f}s")
+    print(f"feast: get_historical_features + Parquet write for {len(result)} rows (median of {args.repeats} "
+          f"after a warm-up): {seconds:.1f}s")
 
 
 def compare(args) -> None:
@@ -167,7 +174,8 @@ def compare(args) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "feast", "compare"])
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rows", type=int, default=250_000)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side after one warm-up (median)")
     parser.add_argument("--warehouse", default=str(REPO / "bench" / "out" / "snapshot-synthetic" / "warehouse"))
     args = parser.parse_args()
     if args.step == "prepare":

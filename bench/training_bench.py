@@ -4,8 +4,10 @@
 
 Needs samples (and the GBDT for gbdt_lr) in the config's warehouse: run `recpipe run` first. Prints
 rows/s of the input pipeline (shuffled, as in training; and plain), training examples/s of each model
-(first batch of each epoch excluded: graph tracing) and the ratio pipeline / training: > 1 means the
-input pipeline is not the bottleneck.
+over whole epochs (buffer fill, tracing and first batch included; validation excluded), the steady
+state without each epoch's first batch, the first batch's seconds, and the ratio pipeline / training:
+> 1 means the input pipeline alone is faster than training. Each side is warmed up by one untimed pass
+(the pipeline) or one untimed epoch (the models, built afresh for the timed run).
 """
 from __future__ import annotations
 
@@ -31,16 +33,13 @@ from training.train import compile_model, fit  # noqa: E402
 
 
 def pipeline_rate(dataset, epochs: int) -> float:
-    """Rows/s after the first batch of each epoch, measured like training throughput (training.train)."""
-    rows, seconds = 0, 0.0
+    """Rows/s over whole epochs (the shuffle buffer's fill and the first batch included), measured like
+    training throughput (training.train)."""
+    rows, started = 0, time.perf_counter()
     for _ in range(epochs):
-        iterator = iter(dataset)
-        next(iterator)
-        started = time.perf_counter()
-        for _, label, _ in iterator:
+        for _, label, _ in dataset:
             rows += int(label.shape[0])
-        seconds += time.perf_counter() - started
-    return rows / seconds
+    return rows / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -58,22 +57,31 @@ def main() -> None:
         return make_dataset(shards, "train", model_inputs(spec), batch, buffer, 7, chunk)
 
     rows = inputs["manifest"]["splits"]["train"]["rows"]
+    pipeline_rate(train_set(), 1)  # warm-up: file cache, tf.data tracing
     shuffled = pipeline_rate(train_set(), args.epochs)
     plain = pipeline_rate(make_dataset(shards, "train", model_inputs(spec), batch, 0, chunk_rows=chunk), args.epochs)
     print(f"train split: {rows} rows, batch {batch}, shuffle buffer {buffer}, {args.epochs} epochs")
     print(f"{'tf.data alone (shuffled)':<28} {shuffled:>10,.0f} rows/s")
     print(f"{'tf.data alone (no shuffle)':<28} {plain:>10,.0f} rows/s")
-    print(f"{'model':<12} {'params':>10} {'examples/s':>11} {'pipeline/training':>18}")
+    print(f"{'model':<12} {'params':>10} {'examples/s':>11} {'steady':>9} {'first batch s':>14} "
+          f"{'pipeline/training':>18}")
     for name in MODEL_NAMES:
         params = config.models.params(name)
-        keras.utils.set_random_seed(7)
-        model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params)
-        valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=chunk)
-        result = fit(model, train_set(), valid, Path(tempfile.mkdtemp()),
-                     training.model_copy(update={"max_epochs": args.epochs, "early_stopping_patience": args.epochs,
-                                                 "verbose": 0}))
+
+        def train_once(epochs: int) -> tuple:
+            keras.utils.set_random_seed(7)
+            model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params,
+                                              inputs["gbdt"]), params)
+            valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=chunk)
+            settings = training.model_copy(update={"max_epochs": epochs, "early_stopping_patience": epochs, "verbose": 0})
+            return model, fit(model, train_set(), valid, Path(tempfile.mkdtemp()), settings, rows)
+
+        train_once(1)  # warm-up: file cache, XLA/oneDNN kernels (the timed run still traces its own graph)
+        model, result = train_once(args.epochs)
         rate = result["train_examples_per_second"]
-        print(f"{name:<12} {model.count_params():>10,} {rate:>11,.0f} {shuffled / rate:>17.1f}x")
+        first = "/".join(f"{s:.1f}" for s in result["first_batch_seconds"])
+        print(f"{name:<12} {model.count_params():>10,} {rate:>11,.0f} {result['steady_examples_per_second']:>9,.0f} "
+              f"{first:>14} {shuffled / rate:>17.1f}x")
 
 
 if __name__ == "__main__":

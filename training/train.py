@@ -35,11 +35,13 @@ def compile_model(model: keras.Model, params) -> keras.Model:
 
 
 class _Throughput(keras.callbacks.Callback):
-    """Training examples per second of each epoch (time in fit, validation excluded)."""
+    """Training time of each whole epoch, from its start (buffer fill, tracing, first batch included) to
+    the start of its validation, and the same without the first batch (the steady state)."""
 
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, rows_per_epoch: int | None = None):
         super().__init__()
-        self.batch_size, self.rates = batch_size, []
+        self.batch_size, self.rows_per_epoch = batch_size, rows_per_epoch
+        self.epochs: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.batches = time.perf_counter(), 0
@@ -50,15 +52,32 @@ class _Throughput(keras.callbacks.Callback):
             self.first_batch = time.perf_counter()
 
     def on_test_begin(self, logs=None):
-        if hasattr(self, "started") and self.batches > 1:
-            self.rates.append((self.batches - 1) * self.batch_size / (time.perf_counter() - self.first_batch))
+        if hasattr(self, "started") and self.batches > 0:
+            now = time.perf_counter()
+            examples = self.rows_per_epoch or self.batches * self.batch_size
+            self.epochs.append({"examples": examples, "seconds": now - self.started,
+                                "first_batch_seconds": self.first_batch - self.started,
+                                "steady_examples": examples - self.batch_size, "steady_seconds": now - self.first_batch})
+            del self.started
+
+    def summary(self) -> dict:
+        if not self.epochs:
+            return {"train_examples_per_second": None, "steady_examples_per_second": None, "first_batch_seconds": []}
+        total = lambda key: sum(e[key] for e in self.epochs)  # noqa: E731
+        steady = total("steady_seconds")
+        return {"train_examples_per_second": total("examples") / total("seconds"),  # whole epochs
+                "steady_examples_per_second": total("steady_examples") / steady if steady > 0 else None,
+                "first_batch_seconds": [round(e["first_batch_seconds"], 3) for e in self.epochs]}
 
 
-def fit(model: keras.Model, train, valid, out_dir: Path, training) -> dict:
-    """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput.
-    training: the `training` settings (jobs/settings.py TrainingSettings)."""
+def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoch: int | None = None) -> dict:
+    """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput:
+    train_examples_per_second over whole epochs (buffer fill and first batch included), the steady
+    state without each epoch's first batch, and the first batch's seconds per epoch.
+    training: the `training` settings (jobs/settings.py TrainingSettings); rows_per_epoch: the train
+    split's rows (else batches x batch size)."""
     patience = training.early_stopping_patience
-    throughput = _Throughput(training.batch_size)
+    throughput = _Throughput(training.batch_size, rows_per_epoch)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max",
@@ -74,5 +93,4 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training) -> dict:
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     best = max(range(len(logs["val_auc"])), key=lambda i: logs["val_auc"][i])
     return {"history": logs, "best_epoch": best + 1, "epochs": len(logs["val_auc"]),
-            "best_val_auc": logs["val_auc"][best], "seconds": time.perf_counter() - started,
-            "train_examples_per_second": sorted(throughput.rates)[len(throughput.rates) // 2] if throughput.rates else None}
+            "best_val_auc": logs["val_auc"][best], "seconds": time.perf_counter() - started, **throughput.summary()}
