@@ -66,7 +66,7 @@ def test_a_day_without_a_drop_keeps_its_partitions(spark, config, tables, capsys
     capsys.readouterr()
     ingest(spark, tables, config, [D1])
     assert _rows(tables, "users") == users
-    (line,) = [x for x in capsys.readouterr().err.splitlines() if "no complete drop" in x]
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "users: no complete drop" in x]
     found = re.search(r" WARNING run=([0-9a-f]{12}) jobs\.ingest: users: no complete drop for 2026-02-01: partitions "
                       r"left untouched$", line)
     assert found, line  # the id of this run, as its ingest_runs rows record it
