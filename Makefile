@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java redis-server redis airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest
+.PHONY: demo test java redis-server redis airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -89,3 +89,8 @@ bench-ingest: java $(INSTALLED)
 # 60 daily runs with injected faults vs a fault-free run (issue 10); prints what it checked.
 bench-soak: java $(INSTALLED)
 	$(BIN)/python bench/soak.py --days 60
+
+# Online store (issue 20): publish throughput full vs incremental on 200 synthetic days, request build
+# p50/p99 for 1 user x 100 items, and end to end with a SavedModel in process.
+bench-online: java redis-server $(INSTALLED)
+	$(BIN)/python bench/online_store_bench.py --days 200 --users 1000 --items 300

@@ -1,6 +1,6 @@
 """Online store benchmark (issue 20): publish throughput, incremental vs full publish, request build latency.
 
-    python bench/online_store_bench.py [--days 200 --users 3000 --items 1000] [--requests 500]
+    python bench/online_store_bench.py [--days 200 --users 1000 --items 300] [--requests 500]
 
 1. generate-logs (the project's generator) for --days days, ingest and snapshot them in one pass each,
    samples of the last 3 days (their fitted transforms build the SavedModel of step 4);
@@ -42,18 +42,15 @@ def percentile(values, q):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=int, default=200)
-    parser.add_argument("--users", type=int, default=3000)
-    parser.add_argument("--items", type=int, default=1000)
-    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--items", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "online"))
     parser.add_argument("--reuse", action="store_true", help="keep an existing warehouse under --out")
     args = parser.parse_args()
 
     import datetime as dt
 
-    import numpy as np
-
-    from features.feature_spec import load_spec
     from features.online_store import OnlineStore, RedisLocation
     from features.synthetic_logs import generate_logs
     from features.tables import open_tables
@@ -76,15 +73,17 @@ def main() -> None:
     tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
     result = {"days": args.days, "users": args.users, "items": args.items}
     if not (args.reuse and tables.exists("user_snapshot")):
-        shutil.rmtree(out, ignore_errors=True)
+        if not (args.reuse and (out / "raw" / "events").is_dir()):
+            shutil.rmtree(out, ignore_errors=True)
+            generate_logs(config["paths"]["raw"], start_date=start, days=args.days, users=args.users,
+                          items=args.items, seed=7)
+        shutil.rmtree(out / "warehouse", ignore_errors=True)
         t = time.time()
-        summary = generate_logs(config["paths"]["raw"], start_date=start, days=args.days, users=args.users,
-                                items=args.items, seed=7)
-        result["events"] = summary.get("events")
         ingest(spark, tables, config, days)
         build_snapshots(spark, tables, config, days)
         build_samples(spark, tables, config, days[-4:-1])
         result["build_seconds"] = time.time() - t
+    result["events"] = tables.row_count("events")
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(out)], stdout=subprocess.DEVNULL)
     try:
@@ -103,7 +102,6 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=10)
     print(json.dumps(result, indent=2, default=str))
-    _ = load_spec, np
 
 
 def request_latency(port: int, args, days) -> dict:

@@ -280,7 +280,7 @@ def test_request_and_predict_from_the_command_line(warehouse, published, saved_m
     assert "unknown key colour" in capsys.readouterr().err
 
 
-def test_unreachable_redis_is_one_line_and_its_own_exit_code(warehouse, tmp_path, capsys):
+def test_unreachable_redis_is_one_line_and_its_own_exit_code(warehouse, redis_server, tmp_path, capsys):
     root, _, _ = warehouse
     config = _config(root, {"host": "127.0.0.1", "port": free_port()}, "nowhere")
     path = _config_file(tmp_path / "c.json", config)
@@ -289,3 +289,7 @@ def test_unreachable_redis_is_one_line_and_its_own_exit_code(warehouse, tmp_path
     assert len(err) == 1 and "accepts no connection" in err[0] and err[0].startswith("recpipe request: error:")
     with pytest.raises(OnlineStoreUnreachable):
         OnlineStore(RedisLocation(port=free_port()))
+    # a live store with nothing published in the namespace: the user's mistake, exit 2
+    empty = _config_file(tmp_path / "empty.json", _config(root, redis_server, "empty"))
+    assert main(["request", "--config", str(empty), "--user", "1", "--items", "1"]) == 2
+    assert "nothing is published" in capsys.readouterr().err
