@@ -280,8 +280,8 @@ def test_request_and_predict_from_the_command_line(warehouse, published, saved_m
     assert "unknown key colour" in capsys.readouterr().err
 
 
-def test_unreachable_redis_is_one_line_and_its_own_exit_code(warehouse, redis_server, tmp_path, capsys):
-    root, _, _ = warehouse
+def test_unreachable_redis_is_one_line_and_its_own_exit_code(redis_server, tmp_path, capsys):
+    root = tmp_path
     config = _config(root, {"host": "127.0.0.1", "port": free_port()}, "nowhere")
     path = _config_file(tmp_path / "c.json", config)
     assert main(["request", "--config", str(path), "--user", "1", "--items", "1"]) == 7
