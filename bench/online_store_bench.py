@@ -1,6 +1,6 @@
 """Online store benchmark (issue 20): publish throughput, incremental vs full publish, request build latency.
 
-    python bench/online_store_bench.py [--days 200 --users 1000 --items 300] [--requests 500]
+    python bench/online_store_bench.py [--days 200 --users 1000 --items 300] [--requests 300]
 
 1. generate-logs (the project's generator) for --days days, ingest and snapshot them in one pass each,
    samples of the last 3 days (their fitted transforms build the SavedModel of step 4);
