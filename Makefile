@@ -7,12 +7,12 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest
+.PHONY: demo test java redis-server redis airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
 
-test: java $(INSTALLED) $(AIRFLOW_INSTALLED)
+test: java redis-server $(INSTALLED) $(AIRFLOW_INSTALLED)
 	$(BIN)/ruff check jobs features training tests bench airflow_dags
 	$(BIN)/pytest
 
@@ -26,6 +26,22 @@ $(AIRFLOW_INSTALLED): airflow_dags/constraints-airflow.txt
 	$(AIRFLOW_VENV)/bin/pip install --quiet -c airflow_dags/constraints-airflow.txt \
 	  apache-airflow==3.3.2 apache-airflow-providers-standard==1.21.0
 	touch $@
+
+# The online store's server (tests start their own on a free port). Installed only when missing; CI runs
+# make test as root on a fresh machine (sudo is used when not root).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@redis-server --version
+
+# A redis-server for people: on 127.0.0.1, a free port (REDIS_PORT=6379 make redis to choose), no
+# persistence, in the background; point online_store.port at it.
+REDIS_PORT ?= $(shell $(PYTHON) -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis: redis-server
+	redis-server --port $(REDIS_PORT) --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+	  --dir /tmp --pidfile /tmp/recpipe-redis-$(REDIS_PORT).pid --logfile /tmp/recpipe-redis-$(REDIS_PORT).log
+	@echo "redis-server on 127.0.0.1:$(REDIS_PORT): set online_store.port: $(REDIS_PORT) in your config; stop it with: redis-cli -p $(REDIS_PORT) shutdown nosave"
 
 java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
@@ -73,3 +89,8 @@ bench-ingest: java $(INSTALLED)
 # 60 daily runs with injected faults vs a fault-free run (issue 10); prints what it checked.
 bench-soak: java $(INSTALLED)
 	$(BIN)/python bench/soak.py --days 60
+
+# Online store (issue 20): publish throughput full vs incremental on 200 synthetic days, request build
+# p50/p99 for 1 user x 100 items, and end to end with a SavedModel in process.
+bench-online: java redis-server $(INSTALLED)
+	$(BIN)/python bench/online_store_bench.py --days 200 --users 1000 --items 300

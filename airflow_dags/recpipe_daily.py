@@ -1,12 +1,18 @@
 """recpipe_daily: one run per logical date D, when the log drop of D has arrived.
 
     wait_for_drop → ingest → snapshot → samples → gbdt → train.{wide_deep, gbdt_lr, deepfm} → compare → export
+                               snapshot → publish_features ─┐
+                                                  samples ──┴→ skew_check
+
+publish_features writes the features as of D into the Redis online store (recpipe publish-features);
+skew_check compares the samples of D-1 with requests built from the store published for D-2 (kept by
+online_store.keep_versions) and fails the run naming the feature on a mismatch (exit 4).
 
 Every task runs a jobs/ entry point of the pipeline's own virtualenv (spark-submit for the Spark jobs,
 python for the TensorFlow ones), so this file imports nothing heavy and Airflow lives in a venv of its
 own (`make airflow`). Each task is idempotent for its logical date: ingest and snapshot replace D's
 partitions, samples replace their date window, gbdt/train/compare are keyed by the samples version,
-and export does not publish a training run twice.
+and export does not publish a training run twice; a publish rerun rewrites no unchanged entity.
 
 Airflow Variables (read at run time, never at parse time):
     recpipe_home           the project checkout (jobs/, conf/); default /opt/recpipe
@@ -54,7 +60,8 @@ class RecpipeJob(BashOperator):
     (a data quality check failed) fail the task at once, without retries, because the same input gives
     the same answer (fix the input, then clear the task); 3 (export refused by the gate) skips; any
     other failure (1 a bug or a lost executor, 5 another writer won a race, 6 the Spark master is
-    unreachable, a kill, a full disk) is retried with exponential backoff."""
+    unreachable, 7 the Redis online store is unreachable, a kill, a full disk) is retried with exponential
+    backoff."""
 
     NOT_RETRIED = {2: "bad input or configuration", 4: "a data quality check failed"}
 
@@ -149,4 +156,11 @@ with DAG(
     export = RecpipeJob(task_id="export", skip_on_exit_code=EXIT_REFUSED, bash_command=(
         f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)}"))
 
+    publish_features = RecpipeJob(task_id="publish_features", bash_command=(
+        f"{SPARK_SUBMIT} jobs/publish_features.py {CONFIG} --date {{{{ ds }}}}"))
+    skew_check = RecpipeJob(task_id="skew_check", bash_command=(
+        f"{SPARK_SUBMIT} jobs/skew_check.py {CONFIG} --date {SAMPLES_END}"))
+
     wait_for_drop() >> ingest >> snapshot >> samples >> gbdt >> train >> compare >> export
+    snapshot >> publish_features
+    [publish_features, samples] >> skew_check

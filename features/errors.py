@@ -8,6 +8,8 @@
     4  QualityCheckFailed: a data quality check of severity error failed
     5  ConcurrentWriteError: another writer won the commit race; nothing was committed, a rerun can succeed
     6  SparkMasterUnreachable: the Spark master accepts no connection; a retry can help once it is up
+    7  OnlineStoreUnreachable: the Redis online store accepts no connection or stops answering; a retry can
+       help once it is up
 """
 
 
@@ -37,3 +39,8 @@ class SparkMasterUnreachable(Exception):
 class SpecError(PipelineInputError, ValueError):
     """A schemas/*.yaml file (table schema, feature spec, quality checks) with an unknown key or a bad
     value: the message names the file and the key path, on one line."""
+
+
+class OnlineStoreUnreachable(Exception):
+    """The Redis online store accepts no connection (or stopped answering): it may be down or the address
+    wrong; a retry can help once it is up (exit code 7)."""

@@ -7,6 +7,8 @@ role in schemas/features.yaml is carried; nothing else.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -29,6 +31,23 @@ def _context_column(feature: Feature) -> Column:
     raise ValueError(f"feature {feature.name}: unknown context kind {feature.kind}")
 
 
+def context_value(feature: Feature, event: dict):
+    """The raw value _context_column computes, for one event given as a dict of event columns (the
+    online request builder's twin; `event_time` a timezone-aware datetime). Defaults are applied after,
+    by with_default, in both paths."""
+    if feature.kind == "event_column":
+        return event.get(feature.source)
+    moment = event.get("event_time")
+    if moment is None:
+        return None
+    moment = moment.astimezone(dt.timezone.utc)
+    if feature.kind == "event_hour":
+        return moment.hour
+    if feature.kind == "event_weekday":  # Spark's dayofweek: 1 = Sunday .. 7 = Saturday
+        return moment.isoweekday() % 7 + 1
+    raise ValueError(f"feature {feature.name}: unknown context kind {feature.kind}")
+
+
 def ctr_priors(item_snapshot: DataFrame, spec: FeatureSpec) -> DataFrame:
     """The CTR prior of each window on each snapshot day (features.snapshot.ctr_priors, the one
     definition), from the item snapshot's window counts: the default of a missing smoothed CTR. The
@@ -36,7 +55,10 @@ def ctr_priors(item_snapshot: DataFrame, spec: FeatureSpec) -> DataFrame:
     return snapshot.ctr_priors(item_snapshot, spec, spec.windows_days, measure="item_{m}_{w}d", alias="_prior_{w}d")
 
 
-def _with_default(feature: Feature, spec: FeatureSpec) -> Column:
+def with_default(feature: Feature, spec: FeatureSpec) -> Column:
+    """The feature's column as samples carry it: cast to its dtype, a missing value replaced by the spec's
+    default (`prior`: the day's all-entity CTR, from the `_prior_<w>d` columns of ctr_priors). The online
+    store publishes values (and the defaults of unknown entities) through this same expression."""
     column = F.col(feature.name)
     if feature.default == "prior":
         window = feature.window if feature.window in spec.windows_days else max(spec.windows_days)
@@ -76,7 +98,7 @@ def point_in_time_join(labeled: DataFrame, user_snapshot: DataFrame, item_snapsh
     return joined.select(
         *SAMPLE_COLUMNS,
         *[F.coalesce(F.col(name), F.lit(False)).alias(name) for name in INDICATORS.values()],
-        *[_with_default(f, spec) for f in features])
+        *[with_default(f, spec) for f in features])
 
 
 def check_one_row_per_event(samples: DataFrame, key: str = "sample_id") -> None:

@@ -16,8 +16,8 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from features.errors import (ConcurrentWriteError, PipelineInputError, PublishRefused, QualityCheckFailed,
-                             SparkMasterUnreachable)
+from features.errors import (ConcurrentWriteError, OnlineStoreUnreachable, PipelineInputError, PublishRefused,
+                             QualityCheckFailed, SparkMasterUnreachable)
 
 EXIT_INTERNAL = 1  # a bug: the traceback is printed
 EXIT_USAGE = 2  # the user's input or usage: arguments, config, files, a query, a request
@@ -25,6 +25,7 @@ EXIT_REFUSED = 3  # the publish gate or the parity check refused: nothing was pu
 EXIT_QUALITY = 4  # a data quality check of severity error failed: downstream stages must not run
 EXIT_CONFLICT = 5  # another writer won the commit race: nothing was committed, a rerun can succeed
 EXIT_UNREACHABLE = 6  # the Spark master accepts no connection: a retry can help once the cluster is up
+EXIT_STORE_UNREACHABLE = 7  # the Redis online store accepts no connection: a retry can help once it is up
 # OSErrors that only a path the user gave can cause (permissions, a file where a directory should be)
 USER_OS_ERRORS = (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
@@ -129,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="answer a TF Serving REST request body with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a SavedModel directory, e.g. export/deepfm/3")
-    predict.add_argument("--request", required=True, help="JSON file: {'instances': [...]} or {'inputs': {...}}")
+    predict.add_argument("--request", required=True,
+                         help="JSON file: {'instances': [...]} or {'inputs': {...}}; - reads standard input")
     predict.add_argument("--signature", help="signature name (default: the request's signature_name or serving_default)")
 
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
@@ -160,6 +162,25 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--entity", required=True, choices=["user", "item"])
     features.add_argument("--id", required=True, help="one id or several, comma-separated: 42 or 42,43")
     features.add_argument("--date", required=True, help="snapshot day, YYYY-MM-DD")
+
+    publish = commands.add_parser("publish-features", help="write the features as of D into the Redis online store")
+    _add_common(publish)
+    publish.add_argument("--date", required=True, help="the day whose snapshot values are published, YYYY-MM-DD")
+
+    request = commands.add_parser("request", help="a TF Serving REST body for a user and candidate items, from Redis")
+    _add_common(request)
+    request.add_argument("--user", required=True, type=int, help="user id")
+    request.add_argument("--items", required=True, help="candidate item ids, comma-separated: 7,9,12")
+    request.add_argument("--context", default="", help="event columns of the request: device=mobile,page=home,position=0")
+    request.add_argument("--time", type=_timestamp, help="request time for hour/weekday (ISO 8601; default now, UTC)")
+    request.add_argument("--version", type=_positive_int, help="a kept online store version (default: the served one)")
+
+    skew = commands.add_parser("skew-check", help="requests from the online store vs the samples of a day")
+    _add_common(skew)
+    skew.add_argument("--date", required=True, help="the samples' day E (the store published for E-1 is read)")
+    skew.add_argument("--rows", type=_positive_int, help="labeled events to compare (default online_store.skew_check_rows)")
+    skew.add_argument("--model-dir", help="SavedModel to score both with (default: the newest export of --model)")
+    skew.add_argument("--model", help="model whose newest export scores (default: the first of training.models exported)")
 
     register = commands.add_parser("register", help="create metastore tables (delta-spark clusters)")
     _add_common(register)
@@ -336,16 +357,72 @@ def cmd_export(args) -> int:
     return EXIT_REFUSED if result["refused"] else 0
 
 
+def cmd_publish_features(args) -> int:
+    from jobs.config import parse_date
+    from jobs.publish_features import format_publish, publish
+
+    day = parse_date(args.date, "--date")
+    return _stage(args, "published features", lambda spark, tables, config, dates: publish(spark, tables, config, day),
+                  format_publish, dated=False)
+
+
+def _context(text: str) -> dict:
+    context = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PipelineInputError(f"--context expects KEY=VALUE pairs separated by commas, got '{item}'")
+        context[key.strip()] = value.strip()
+    from features.feature_spec import load_spec
+
+    known = sorted({f.source for f in load_spec().model_features() if f.kind == "event_column"} - {"user_id", "item_id"})
+    unknown = sorted(set(context) - set(known))
+    if unknown:
+        raise PipelineInputError(f"--context: unknown key {unknown[0]} (known: {', '.join(known)})")
+    return context
+
+
+def cmd_request(args) -> int:
+    from features.online_store import OnlineStore
+    from jobs.config import load_config
+    from training.online_requests import build_request
+
+    try:
+        items = [int(i) for i in args.items.split(",") if i.strip()]
+    except ValueError:
+        raise PipelineInputError(f"--items expects comma-separated whole numbers, got '{args.items}'") from None
+    if not items:
+        raise PipelineInputError("--items needs at least one item id")
+    context = _context(args.context)
+    config = load_config(args.config, _overrides(args))
+    built = build_request(OnlineStore(config.online_store.location()), args.user, items, context, args.time, args.version)
+    print(json.dumps(built.body))
+    found = {name: sum(row[name] for row in built.indicators) for name in built.indicators[0]}
+    print(f"online store version {built.version} ({built.date}); in the store: "
+          + ", ".join(f"{name} {count}/{len(items)}" for name, count in found.items()), file=sys.stderr)
+    return 0
+
+
+def cmd_skew_check(args) -> int:
+    from jobs.config import parse_date
+    from jobs.publish_features import format_skew_check, skew_check
+
+    day = parse_date(args.date, "--date")
+    return _stage(args, "skew-checked", lambda spark, tables, config, dates: skew_check(
+        spark, tables, config, day, args.rows, args.model_dir, args.model), format_skew_check, dated=False)
+
+
 def cmd_predict(args) -> int:
     model_dir, request = Path(args.model_dir), Path(args.request)
     if not (model_dir / "saved_model.pb").is_file():
         raise PipelineInputError(f"no SavedModel at {model_dir} (saved_model.pb missing)")
-    if not request.exists():
-        raise PipelineInputError(f"request file not found: {request}")
-    if request.is_dir():
-        raise PipelineInputError(f"request {request} is a directory, not a JSON file")
+    if args.request != "-":
+        if not request.exists():
+            raise PipelineInputError(f"request file not found: {request}")
+        if request.is_dir():
+            raise PipelineInputError(f"request {request} is a directory, not a JSON file")
     try:
-        body = json.loads(request.read_bytes().decode("utf-8"))
+        body = json.loads((sys.stdin.buffer.read() if args.request == "-" else request.read_bytes()).decode("utf-8"))
     except UnicodeDecodeError as error:
         raise PipelineInputError(f"request {request} is not UTF-8 text (byte {error.start}: {error.reason})") from None
     except json.JSONDecodeError as error:
@@ -475,6 +552,9 @@ COMMANDS: dict[str, Callable] = {
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "predict": cmd_predict,
+    "publish-features": cmd_publish_features,
+    "request": cmd_request,
+    "skew-check": cmd_skew_check,
     "run": cmd_run,
     "tables": cmd_tables,
     "history": cmd_history,
@@ -509,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     except SparkMasterUnreachable as error:
         print(f"{prefix} error: {_first_line(error)}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except OnlineStoreUnreachable as error:
+        print(f"{prefix} error: {_first_line(error)}", file=sys.stderr)
+        return EXIT_STORE_UNREACHABLE
     except (PipelineInputError, FileNotFoundError, *USER_OS_ERRORS) as error:
         print(f"{prefix} error: {_first_line(error)}", file=sys.stderr)
         return EXIT_USAGE

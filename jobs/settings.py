@@ -245,6 +245,23 @@ class ExportSettings(Section):
     parity_tolerance: float = Field(1e-6, ge=0)
 
 
+class OnlineStoreSettings(Section):
+    """The Redis online store (recpipe publish-features, request, skew-check)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(6379, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+    namespace: str = Field("recpipe", pattern=r"^[A-Za-z0-9_.-]+$")  # key prefix: several stores can share a Redis
+    keep_versions: PositiveInt = 3  # published versions readable by version; older fields are pruned
+    socket_timeout_seconds: float = Field(5.0, gt=0)
+    skew_check_rows: PositiveInt = 200  # labeled events recpipe skew-check compares by default
+
+    def location(self):
+        from features.online_store import RedisLocation
+
+        return RedisLocation(self.host, self.port, self.db, self.namespace, self.socket_timeout_seconds)
+
+
 class QualitySettings(Section):
     """Overrides of schemas/quality.yaml: quality.tables.<table>.<check> on top of the declared checks
     (null turns a check off); the merged checks are validated like the file."""
@@ -283,6 +300,7 @@ class Settings(Section):
     evaluation: EvaluationSettings = EvaluationSettings()
     export: ExportSettings = ExportSettings()
     quality: QualitySettings = QualitySettings()
+    online_store: OnlineStoreSettings = OnlineStoreSettings()
     _source: str = PrivateAttr("config")  # the file it came from, for messages
 
     @property

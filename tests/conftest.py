@@ -91,3 +91,43 @@ def ml100k_warehouse_copy(spark, ml100k_warehouse, tmp_path):
     copy = tmp_path / "ml100k-warehouse"
     shutil.copytree(ml100k_warehouse.root, copy, ignore=shutil.ignore_patterns("_artifacts", "samples", "gbdt_leaves"))
     return open_tables(spark, str(copy), "delta-rs")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server on a free 127.0.0.1 port for the session (no persistence), stopped at the end:
+    {"host", "port"}. Tests isolate themselves with their own key namespace."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("redis-server is not on PATH: apt-get install -y redis-server (make test does)")
+    import redis
+
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.time() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"redis-server did not start on 127.0.0.1:{port}")
+            time.sleep(0.05)
+    yield {"host": "127.0.0.1", "port": port}
+    process.terminate()
+    process.wait(timeout=10)

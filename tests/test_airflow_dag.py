@@ -62,7 +62,8 @@ def test_dag_imports_thinly_with_the_pipeline_graph(tmp_path):
     assert upstream == {
         "wait_for_drop": [], "ingest": ["wait_for_drop"], "snapshot": ["ingest"], "samples": ["snapshot"],
         "gbdt": ["samples"], "train.wide_deep": ["gbdt"], "train.gbdt_lr": ["gbdt"], "train.deepfm": ["gbdt"],
-        "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"], "export": ["compare"]}
+        "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"], "export": ["compare"],
+        "publish_features": ["snapshot"], "skew_check": ["publish_features", "samples"]}
     assert tasks["snapshot"]["depends_on_past"] and not tasks["ingest"]["depends_on_past"]
     assert all(t["retries"] == 2 and t["backoff"] and t["callback"] for t in tasks.values())
     assert {name for name, t in tasks.items() if t["type"] == "RecpipeJob"} == set(tasks) - {"wait_for_drop"}
@@ -75,7 +76,7 @@ from recpipe_daily import RecpipeJob
 from airflow.sdk.exceptions import AirflowFailException
 
 outcome = {}
-for code in (0, 1, 2, 3, 4, 5, 6, 137):
+for code in (0, 1, 2, 3, 4, 5, 6, 7, 137):
     job = RecpipeJob(task_id=f"exit_{code}", bash_command=f"exit {code}")
     try:
         outcome[code] = job._run_inline_command("bash", {}).exit_code  # the operator then retries non-zero
@@ -91,19 +92,20 @@ def test_only_failures_a_retry_can_fix_are_retried(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {
-        "0": 0, "1": 1, "3": 3, "5": 5, "6": 6, "137": 137,  # 3: export's skip_on_exit_code skips; 1 (a bug), 5 (a
-        # concurrent writer won), 6 (Spark master unreachable), 137 (killed): retried with backoff
+        "0": 0, "1": 1, "3": 3, "5": 5, "6": 6, "7": 7, "137": 137,  # 3: export's skip_on_exit_code skips; 1 (a bug),
+        # 5 (a concurrent writer won), 6 (Spark master unreachable), 7 (Redis unreachable), 137 (killed): retried
         "2": "fail at once: recpipe exited 2 (bad input or configuration): not retried; fix the input and clear the task",
         "4": "fail at once: recpipe exited 4 (a data quality check failed): not retried; fix the input and clear the task"}
 
 
-def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spark: the suite's session first
+def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, redis_server, tmp_path):  # spark: the session first
     config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
     config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
     config["dates"] = {"start": "2026-03-01", "end": "2026-03-03"}
     config["training"] = {"max_epochs": 1, "verbose": 0}
     config["export"] = {"root": str(tmp_path / "serving"), "auc_floor": 0.0, "max_auc_drop": 1.0}
     config["spark"]["conf"]["spark.driver.memory"] = "1g"
+    config["online_store"] = {**redis_server, "namespace": "dagtest"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "3",
@@ -111,6 +113,7 @@ def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spa
     # the days before the logical date already ran (state rolls forward from them)
     assert main(["ingest", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
     assert main(["snapshot", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
+    assert main(["publish-features", "--config", str(path), "--date", "2026-03-01"]) == 0  # read by skew_check
 
     env = _airflow_env(tmp_path / "airflow-home")
     migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
@@ -126,7 +129,7 @@ def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, tmp_path):  # spa
                                        "-o", "json"], env))
     assert {s["task_id"]: s["state"] for s in states} == {task: "success" for task in (
         "wait_for_drop", "ingest", "snapshot", "samples", "gbdt", "train.wide_deep", "train.gbdt_lr",
-        "train.deepfm", "compare", "export")}
+        "train.deepfm", "compare", "export", "publish_features", "skew_check")}
 
     from jobs import artifacts
     from jobs.export_model import published_versions

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.errors import ConcurrentWriteError, PublishRefused, QualityCheckFailed
+from features.errors import ConcurrentWriteError, OnlineStoreUnreachable, PublishRefused, QualityCheckFailed
 from features.ingest_runs import IngestRaceLost
 from jobs import cli
 from jobs.cli import main
@@ -220,6 +220,8 @@ def test_predict_answers_a_good_request(places, capsys):
      "recpipe tables: concurrent write: table events: another writer committed version 7 ..."),
     (IngestRaceLost("ingest run r1 stopped before committing"), 5,
      "recpipe tables: concurrent write: ingest run r1 stopped before committing"),
+    (OnlineStoreUnreachable("the online store at redis://127.0.0.1:1/0 accepts no connection"), 7,
+     "recpipe tables: error: the online store at redis://127.0.0.1:1/0 accepts no connection"),
 ])
 def test_every_exit_code_of_the_readme(monkeypatch, capsys, error, code, line):
     def fails(args):
@@ -235,7 +237,8 @@ def test_every_exit_code_of_the_readme(monkeypatch, capsys, error, code, line):
 
 def test_the_exit_code_table_in_the_readme_matches_the_cli():
     readme = (REPO / "README.md").read_text()
-    for name in ("EXIT_INTERNAL", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_QUALITY", "EXIT_CONFLICT", "EXIT_UNREACHABLE"):
+    for name in ("EXIT_INTERNAL", "EXIT_USAGE", "EXIT_REFUSED", "EXIT_QUALITY", "EXIT_CONFLICT", "EXIT_UNREACHABLE",
+                 "EXIT_STORE_UNREACHABLE"):
         assert f"\n| {getattr(cli, name)} |" in readme, name
 
 

@@ -1,0 +1,295 @@
+"""The Redis online store: publish-features, the request builder and the training/serving skew check, on
+a real redis-server (session fixture) and a small synthetic warehouse built through the real jobs."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+
+from features.errors import OnlineStoreUnreachable, QualityCheckFailed
+from features.feature_spec import load_spec
+from features.online_store import OnlineStore, RedisLocation, value_at
+from features.synthetic_logs import generate_logs
+from features.tables import open_tables
+from jobs.build_samples import build_samples
+from jobs.build_snapshot import build_snapshots
+from jobs.cli import main
+from jobs.ingest import ingest
+from jobs.publish_features import FAULT_BEFORE_FLIP, publish, skew_check
+from training.online_requests import build_request
+
+UTC = dt.timezone.utc
+START = dt.date(2026, 5, 1)
+DAYS = [START + dt.timedelta(days=i) for i in range(4)]
+SPEC = load_spec()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _config(root, redis_server, namespace: str) -> dict:
+    return {"paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse")},
+            "ingest": {"allowed_lateness_hours": 48}, "samples": {"kind": "click"},
+            "export": {"root": str(root / "serving")},
+            "online_store": {**redis_server, "namespace": namespace, "keep_versions": 5}}
+
+
+@pytest.fixture(scope="module")
+def warehouse(spark, tmp_path_factory, redis_server):
+    """Four synthetic days ingested and snapshotted, samples of days 2..3 (day 4 holds their late clicks)."""
+    root = tmp_path_factory.mktemp("online")
+    config = _config(root, redis_server, "unused")
+    generate_logs(config["paths"]["raw"], start_date=START, days=len(DAYS), users=150, items=40, seed=3)
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS)
+    build_snapshots(spark, tables, config, DAYS)
+    build_samples(spark, tables, config, DAYS[1:-1])
+    events = DeltaTable(tables.path("events")).to_pandas()
+    events["event_date"] = pd.to_datetime(events["event_time"], utc=True).dt.date
+    return root, tables, events
+
+
+@pytest.fixture(scope="module")
+def published(spark, warehouse, redis_server):
+    """Days 2 and 3 published, in that order, into one namespace (versions 1 and 2): the shared store the
+    tests read; tests that write restore what they change."""
+    root, tables, _ = warehouse
+    config = _config(root, redis_server, "shared")
+    first = publish(spark, tables, config, DAYS[1])
+    second = publish(spark, tables, config, DAYS[2])
+    return config, OnlineStore(RedisLocation(namespace="shared", **redis_server)), first, second
+
+
+def _config_file(path, config: dict):
+    """A config file for the CLI: the test's config plus the keys a file must set (JSON is YAML)."""
+    path.write_text(json.dumps({**config, "spark": {"master": "local[2]"}, "source": {"kind": "synthetic"},
+                                "dates": {"start": DAYS[0].isoformat(), "end": DAYS[-1].isoformat()}}))
+    return path
+
+
+def _window(events, day, days):
+    return events[(events["event_date"] > day - dt.timedelta(days=days)) & (events["event_date"] <= day)]
+
+
+def test_published_values_are_the_hand_computed_ones(warehouse, published):
+    root, tables, events = warehouse
+    config, online, first, second = published
+    day = DAYS[2]
+    assert (first["version"], second["version"]) == (1, 2) and first["rewritten"] == first["rows"] > 0
+
+    week = _window(events, day, 7)
+    impressions, clicks = week[week.event_type == "impression"], week[week.event_type == "click"]
+    prior = len(clicks) / len(impressions)
+    user = int(clicks.user_id.value_counts().index[0])  # the user with most clicks this week
+    item = int(clicks.item_id.value_counts().index[0])
+    built = build_request(online, user, [item], {"device": "mobile", "page": "home", "position": "2"},
+                          dt.datetime(2026, 5, 5, 13, 30, tzinfo=UTC), version=second["version"])
+    row = built.rows[0]
+    user_clicks, user_impressions = (clicks.user_id == user).sum(), (impressions.user_id == user).sum()
+    assert row["user_clicks_7d"] == user_clicks and row["user_impressions_7d"] == user_impressions
+    assert row["user_ctr_7d"] == pytest.approx((user_clicks + 20 * prior) / (user_impressions + 20), rel=1e-12)
+    item_clicks, item_impressions = (clicks.item_id == item).sum(), (impressions.item_id == item).sum()
+    assert row["item_clicks_7d"] == item_clicks and row["item_impressions_7d"] == item_impressions
+    assert row["item_ctr_7d"] == pytest.approx((item_clicks + 20 * prior) / (item_impressions + 20), rel=1e-12)
+    # user x category: this user's 30-day impressions of items in the item's category (as of the day)
+    items = DeltaTable(tables.path("items")).to_pandas().sort_values("drop_date").drop_duplicates("item_id", keep="last")
+    category = items.set_index("item_id").loc[item, "category"]
+    month = _window(events, day, 30)
+    in_category = month[(month.user_id == user) & month.item_id.isin(items[items.category == category].item_id)]
+    assert row["user_category_impressions_30d"] == (in_category.event_type == "impression").sum()
+    assert row["item_category"] == category
+    # context from the request: 2026-05-05 13:30 UTC is a Tuesday (Spark's dayofweek: Sunday = 1)
+    assert (row["context_hour"], row["context_weekday"], row["context_device"], row["context_position"]) == (13, 3, "mobile", 2)
+    assert (row["context_user_id"], row["context_item_id"]) == (user, item)
+    assert built.indicators == [{"user_in_snapshot": True, "item_in_snapshot": True,
+                                 "user_category_in_snapshot": len(in_category) > 0}]
+    instance = built.body["instances"][0]
+    assert instance["user_clicks_7d"] == float(np.float32(user_clicks)) and len(instance["user_last_items"]) == 10
+
+    log = DeltaTable(tables.path("online_publishes")).to_pandas()
+    mine = log[log.namespace == "shared"].sort_values("version").head(2)
+    assert mine[["version", "rows", "rewritten"]].values.tolist() == [
+        [1, first["rows"], first["rows"]], [2, second["rows"], second["rewritten"]]]
+    assert (mine.publish_date.astype(str).tolist(), mine.user_snapshot_version.iloc[0]) == (
+        [DAYS[1].isoformat(), DAYS[2].isoformat()], tables.version("user_snapshot"))
+
+
+def test_unknown_user_and_item_get_the_defaults_and_indicators(warehouse, published):
+    root, tables, events = warehouse
+    config, online, first, second = published
+    day = DAYS[2]
+    built = build_request(online, 999_999, [888_888], {}, dt.datetime(2026, 5, 5, 0, 0, tzinfo=UTC),
+                          version=second["version"])
+    row = built.rows[0]
+    assert built.indicators == [{"user_in_snapshot": False, "item_in_snapshot": False, "user_category_in_snapshot": False}]
+    week, month = _window(events, day, 7), _window(events, day, 30)
+    prior_7d = (week.event_type == "click").sum() / (week.event_type == "impression").sum()
+    prior_30d = (month.event_type == "click").sum() / (month.event_type == "impression").sum()
+    assert row["user_clicks_7d"] == 0 and row["item_impressions_30d"] == 0 and row["user_category_clicks_30d"] == 0
+    assert row["user_ctr_7d"] == pytest.approx(prior_7d, rel=1e-12) and row["item_ctr_7d"] == row["user_ctr_7d"]
+    assert row["user_category_ctr_30d"] == pytest.approx(prior_30d, rel=1e-12)
+    assert (row["user_gender"], row["item_category"], row["context_device"], row["context_page"]) == ("unknown",) * 4
+    assert row["user_last_items"] == [] and row["user_rating_mean_30d"] is None and row["context_position"] == -1
+    instance = built.body["instances"][0]
+    assert np.isnan(instance["user_rating_mean_30d"]) and instance["user_last_items"] == [-1] * 10
+    assert instance["user_top_categories"] == [""] * 3 and instance["context_user_id"] == 999_999
+
+
+def _all_values(online: OnlineStore, version: int) -> dict:
+    """Every entity's value at `version`, read back in full (the independent count of changes)."""
+    client, namespace = online.client, online.location.namespace
+    keys = [k for k in client.scan_iter(f"{namespace}:*:*") if k.split(":")[1] in ("user", "item", "user_category")]
+    committed = {int(v) for v in client.smembers(f"{namespace}:committed")}
+    values = {}
+    for key in keys:
+        value = value_at(client.hgetall(key), version, committed)
+        if value is not None:
+            values[key] = value
+    return values
+
+
+def _served_field(online: OnlineStore, key: str) -> str:
+    fields = online.client.hgetall(key)
+    committed = {int(v) for v in online.client.smembers(f"{online.location.namespace}:committed")}
+    return str(max(int(f) for f in fields if int(f) in committed))
+
+
+def test_incremental_publish_rewrites_exactly_the_changed_entities(spark, warehouse, published):
+    root, tables, _ = warehouse
+    config, online, first, second = published
+    before, after = _all_values(online, first["version"]), _all_values(online, second["version"])
+    changed = sum(1 for key, value in after.items() if before.get(key) != value)
+    gone = sum(1 for key in before if key not in after)
+    # days-since features and the day's CTR prior move every user and item each day: from one day to the
+    # next almost everything is rewritten; user x category pairs without a change are not
+    assert second["rewritten"] == changed and second["rows"] == len(after) and second["removed"] == gone
+    assert second["unchanged"] == len(after) - changed
+    # a repair: three served values damaged behind the store's back; republishing the same day rewrites
+    # exactly those three, and nothing else
+    pointer = online.pointer()
+    damaged = sorted(after)[:3]
+    for key in damaged:
+        online.client.hset(key, _served_field(online, key), '{"damaged": true}')
+    repaired = publish(spark, tables, config, DAYS[2])
+    assert (repaired["rewritten"], repaired["removed"], repaired["rows"]) == (3, 0, second["rows"])
+    assert _all_values(online, repaired["version"]) == after and online.pointer() == repaired["version"] > pointer
+
+
+def test_a_publish_killed_before_the_flip_leaves_the_previous_version_served(spark, warehouse, published, monkeypatch):
+    root, tables, _ = warehouse
+    config, online, first, second = published
+    served = online.pointer()
+    values = _all_values(online, served)
+    monkeypatch.setenv(FAULT_BEFORE_FLIP, "1")
+    with pytest.raises(RuntimeError, match=FAULT_BEFORE_FLIP):
+        publish(spark, tables, config, DAYS[1])  # other values than the served day's: every user is written
+    monkeypatch.delenv(FAULT_BEFORE_FLIP)
+    killed = str(int(online.client.get("shared:next")))
+    assert online.pointer() == served
+    assert any(killed in online.client.hkeys(k) for k in online.client.scan_iter("shared:user:*"))  # it did write
+    assert _all_values(online, served) == values
+    assert _all_values(online, 10**6) == values  # uncommitted fields are never read, whatever the version
+    rerun = publish(spark, tables, config, DAYS[2])  # the next publish: nothing to rewrite, leftovers pruned
+    assert (rerun["rewritten"], rerun["removed"]) == (0, 0) and online.pointer() == rerun["version"] > int(killed)
+    assert not any(killed in online.client.hkeys(k) for k in online.client.scan_iter("shared:user:*"))
+    assert _all_values(online, rerun["version"]) == values
+
+
+@pytest.fixture(scope="module")
+def saved_model(warehouse, tmp_path_factory):
+    """A real SavedModel with the export contract (wide_deep on the samples' fitted transforms; its weights
+    are the initial ones, which is enough to compare scores)."""
+    import keras
+
+    from jobs import artifacts
+    from jobs.settings import as_settings
+    from training.export import write_saved_model
+    from training.feature_layers import FeatureEncoders
+    from training.inputs import model_inputs
+    from training.models import build_model
+
+    root, tables, _ = warehouse
+    version = artifacts.latest_samples_version(tables.root)
+    transforms = json.loads((artifacts.samples_dir(tables.root, version) / "transforms.json").read_text())["features"]
+    keras.utils.set_random_seed(3)
+    model = build_model("wide_deep", FeatureEncoders(SPEC, transforms), as_settings({}).models.params("wide_deep"), None)
+    path = tmp_path_factory.mktemp("model") / "wide_deep" / "1"
+    write_saved_model(model, model_inputs(SPEC), path)
+    return path
+
+
+def test_skew_check_passes_on_real_samples_and_names_a_corrupted_feature(spark, warehouse, published, saved_model,
+                                                                        capsys):
+    root, tables, _ = warehouse
+    config, online, first, second = published
+    day = DAYS[2]  # its samples join the snapshot of DAYS[1], published as version 1
+    result = skew_check(spark, tables, config, day, rows=150, model_dir=str(saved_model))
+    samples = DeltaTable(tables.path("samples")).to_pandas()
+    assert result["rows"] == min(150, (samples.event_date == day).sum()) > 50 and result["mismatches"] == []
+    assert result["scores"] == {"model": str(saved_model), "rows": result["rows"], "equal": True}
+    assert result["version"] == first["version"]
+    path = _config_file(root / "shared.json", config)
+    assert main(["skew-check", "--config", str(path), "--date", day.isoformat(), "--rows", "40",
+                 "--model-dir", str(saved_model)]) == 0
+    assert "40 samples equal the requests" in capsys.readouterr().out
+
+    # corrupt one user's 7-day click count in that version: the check fails naming the feature
+    user = int(samples[samples.event_date == day].user_id.value_counts().index[0])
+    key = f"shared:user:{user}"
+    field = max(int(f) for f in online.client.hkeys(key) if int(f) <= first["version"])
+    original = online.client.hget(key, str(field))
+    value = json.loads(original)
+    value["user_clicks_7d"] += 1
+    online.client.hset(key, str(field), json.dumps(value))
+    try:
+        with pytest.raises(QualityCheckFailed, match=r"user_clicks_7d differs on [1-9]\d* of \d+ rows"):
+            skew_check(spark, tables, config, day, rows=10_000, model_dir=str(saved_model))
+        assert main(["skew-check", "--config", str(path), "--date", day.isoformat(), "--rows", "10000"]) == 4
+        assert "user_clicks_7d differs" in capsys.readouterr().err
+    finally:
+        online.client.hset(key, str(field), original)
+
+
+def test_request_and_predict_from_the_command_line(warehouse, published, saved_model, capsys, monkeypatch):
+    import io
+
+    root, tables, _ = warehouse
+    config, online, first, second = published
+    path = _config_file(root / "shared.json", config)
+    assert main(["request", "--config", str(path), "--user", "3", "--items", "1,2,999999",
+                 "--context", "device=mobile,page=home", "--time", "2026-05-05T08:00:00Z"]) == 0
+    captured = capsys.readouterr()
+    body = json.loads(captured.out)
+    assert len(body["instances"]) == 3 and body["instances"][2]["item_category"] == "unknown"
+    assert "item_in_snapshot 2/3" in captured.err
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(captured.out.encode())))
+    assert main(["predict", "--model-dir", str(saved_model), "--request", "-"]) == 0
+    predictions = json.loads(capsys.readouterr().out)["predictions"]
+    assert len(predictions) == 3 and all(0 < p[0] < 1 for p in predictions)
+
+    assert main(["request", "--config", str(path), "--user", "3", "--items", "1", "--context", "colour=red"]) == 2
+    assert "unknown key colour" in capsys.readouterr().err
+
+
+def test_unreachable_redis_is_one_line_and_its_own_exit_code(redis_server, tmp_path, capsys):
+    root = tmp_path
+    config = _config(root, {"host": "127.0.0.1", "port": free_port()}, "nowhere")
+    path = _config_file(tmp_path / "c.json", config)
+    assert main(["request", "--config", str(path), "--user", "1", "--items", "1"]) == 7
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "accepts no connection" in err[0] and err[0].startswith("recpipe request: error:")
+    with pytest.raises(OnlineStoreUnreachable):
+        OnlineStore(RedisLocation(port=free_port()))
+    # a live store with nothing published in the namespace: the user's mistake, exit 2
+    empty = _config_file(tmp_path / "empty.json", _config(root, redis_server, "empty"))
+    assert main(["request", "--config", str(empty), "--user", "1", "--items", "1"]) == 2
+    assert "nothing is published" in capsys.readouterr().err
