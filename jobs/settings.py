@@ -78,6 +78,9 @@ class SparkSettings(Section):
     app_name: str = "recpipe"  # the one key whose demo value (recpipe-demo) is not the default
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"] = "WARN"
     conf: dict[str, str] = {}  # Spark settings by their own dotted names
+    # ship the project's code to the executors (jobs/dist.py zip, SparkContext.addPyFile): auto = for every
+    # master but local[...] (whose workers import it from the driver's installation)
+    ship_code: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("conf", mode="before")
     @classmethod
