@@ -100,6 +100,16 @@ class SparkSettings(Section):
         return conf
 
 
+class StorageSettings(Section):
+    """Object stores (features/storage.py): what is not a credential. Credentials come from the standard
+    environment variables only (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY...)."""
+
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph, moto); default AWS_ENDPOINT_URL or AWS
+    region: str | None = None  # default AWS_REGION / AWS_DEFAULT_REGION
+    allow_http: bool | None = None  # None: true for an http:// endpoint
+    options: dict[str, str] = {}  # any other delta-rs storage option by its own name
+
+
 class DeltaSettings(Section):
     backend: Literal["auto", "delta-rs", "delta-spark"] = "auto"
 
@@ -277,6 +287,7 @@ class Settings(Section):
     dates: DatesSettings = DatesSettings()
     spark: SparkSettings = SparkSettings()
     delta: DeltaSettings = DeltaSettings()
+    storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     snapshot: SnapshotSettings = SnapshotSettings()
     samples: SamplesSettings = SamplesSettings()
