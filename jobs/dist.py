@@ -58,6 +58,7 @@ def build_zip(target: Path, root: Path = PROJECT_ROOT) -> Path:
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
                 archive.writestr(info, path.read_bytes())
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide it from a cluster's other users
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
@@ -67,7 +68,10 @@ def build_zip(target: Path, root: Path = PROJECT_ROOT) -> Path:
 
 @cache
 def shipped_zip() -> Path:
-    """The zip of the code this process runs, built once per code version into the cache directory."""
+    """The zip of the code this process runs, built once per code version into the cache directory (a
+    process that runs from a zip already, e.g. a driver started with --py-files, ships that zip)."""
+    if PROJECT_ROOT.is_file() and PROJECT_ROOT.suffix == ".zip":
+        return PROJECT_ROOT
     directory = Path(os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "recpipe-dist")
     target = directory / f"recpipe-{code_hash()}.zip"
     if not target.exists():

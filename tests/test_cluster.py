@@ -123,3 +123,27 @@ def test_pipeline_on_the_standalone_cluster_equals_local(cluster, spark, tmp_pat
         left, right = _rows(found, name), _rows(expected, name)
         assert len(left) == len(right), name
         pd.testing.assert_frame_equal(left, right, check_dtype=True, obj=name)
+
+
+def test_dist_zip_holds_the_packages_and_is_named_by_its_contents(tmp_path):
+    import zipfile
+
+    from jobs.dist import build_zip, code_hash, main
+
+    first, second = build_zip(tmp_path / "a.zip"), build_zip(tmp_path / "b.zip")
+    assert first.read_bytes() == second.read_bytes()  # reproducible: same sources, same bytes
+    assert oct(first.stat().st_mode & 0o777) == "0o644"
+    names = zipfile.ZipFile(first).namelist()
+    assert {"jobs/cli.py", "jobs/dist.py", "features/tables.py", "training/export.py", "schemas/features.yaml",
+            "schemas/events.yaml"} <= set(names)
+    assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n or n.endswith(".pyc")]
+    # a changed source is a new name, so executors never import a stale copy
+    for package in ("jobs", "features", "training", "schemas"):
+        (tmp_path / "src" / package).mkdir(parents=True)
+        (tmp_path / "src" / package / "__init__.py").write_text("")
+    before = code_hash(tmp_path / "src")
+    (tmp_path / "src" / "features" / "__init__.py").write_text("VALUE = 1\n")
+    assert code_hash(tmp_path / "src") != before
+    assert main(["--out", str(tmp_path / "dist")]) == 0
+    assert (tmp_path / "dist" / "recpipe.zip").read_bytes() == first.read_bytes()
+    assert (tmp_path / "dist" / f"recpipe-{code_hash()}.zip").exists()
