@@ -247,3 +247,12 @@ def test_export_publish_on_s3_never_lists_a_partial_version(s3, tmp_path, monkey
     # keep-K removed versions 1 and 2 after they left the config; the partial 4 stays unlisted
     assert store.version_dirs("deepfm") == [3, 4, 5]
     assert store.published_card("deepfm") is not None
+
+
+def test_an_unsupported_storage_scheme_is_one_line_and_exit_2(spark, capsys):
+    from jobs.cli import main
+
+    assert main(["tables", "--master", "local[2]", "--warehouse", "ftp://host/warehouse"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "recpipe tables: error: ftp://host/warehouse: unsupported storage scheme ftp:// (use a local path, s3://, "
+        "s3a://, gs://, abfss://, az:// or hdfs://)")
