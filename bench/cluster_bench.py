@@ -50,6 +50,7 @@ def run_stages(root: Path, path: Path, env: dict, days: dict) -> dict[str, float
         started = time.monotonic()
         result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
         timings[stage] = time.monotonic() - started
+        print(f"  {root.name} {stage}: {timings[stage]:.1f}s", flush=True)
         if result.returncode != 0:
             raise SystemExit(f"{stage} failed on {root.name}: {result.stderr[-2000:]}")
     return timings

@@ -44,6 +44,7 @@ def write_executor_python(path: Path) -> Path:
 class StandaloneCluster:
     def __init__(self, root: Path, cores: int = 2, memory: str = "2g"):
         self.root, self.cores, self.memory = Path(root), cores, memory
+        self.root.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen] = []
         self.port = free_port()
         self.url = f"spark://127.0.0.1:{self.port}"
