@@ -7,12 +7,15 @@ INSTALLED := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 
-.PHONY: demo test java redis-server redis airflow clean bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online
+MOTO_VENV := .venv-moto
+MOTO_INSTALLED := $(MOTO_VENV)/.installed
+
+.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
 
-test: java redis-server $(INSTALLED) $(AIRFLOW_INSTALLED)
+test: java redis-server $(INSTALLED) $(AIRFLOW_INSTALLED) $(MOTO_INSTALLED)
 	$(BIN)/ruff check jobs features training tests bench airflow_dags
 	$(BIN)/pytest
 
@@ -43,6 +46,20 @@ redis: redis-server
 	  --dir /tmp --pidfile /tmp/recpipe-redis-$(REDIS_PORT).pid --logfile /tmp/recpipe-redis-$(REDIS_PORT).log
 	@echo "redis-server on 127.0.0.1:$(REDIS_PORT): set online_store.port: $(REDIS_PORT) in your config; stop it with: redis-cli -p $(REDIS_PORT) shutdown nosave"
 
+# An S3-compatible server for tests/test_object_store.py (moto's server mode), in a venv of its own: its
+# botocore needs python-dateutil < 3, the pipeline pins 4.0.0.
+moto: $(MOTO_INSTALLED)
+
+$(MOTO_INSTALLED): tests/constraints-moto.txt
+	test -x $(MOTO_VENV)/bin/python || $(PYTHON) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/pip install --quiet -c tests/constraints-moto.txt 'moto[server]==5.2.5'
+	touch $@
+
+# What a cluster needs besides its Python dependencies: dist/recpipe.zip for spark-submit --py-files
+# (jobs/dist.py; the jobs also ship it themselves, see README "Running on a cluster").
+dist: $(INSTALLED)
+	$(BIN)/python -m jobs.dist --out dist
+
 java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then \
@@ -56,7 +73,7 @@ $(INSTALLED): setup.cfg pyproject.toml constraints.txt
 	touch $@
 
 clean:
-	rm -rf warehouse warehouse-movielens data spark-warehouse export export-movielens airflow-home
+	rm -rf dist warehouse warehouse-movielens data spark-warehouse export export-movielens airflow-home
 
 # Point-in-time join vs Feast (issue 4 benchmark). Feast lives in its own venv: it is a benchmark-only
 # dependency and its pins would fight the pipeline's. Needs bench/out/snapshot-synthetic (bench-snapshot).
@@ -94,3 +111,8 @@ bench-soak: java $(INSTALLED)
 # p50/p99 for 1 user x 100 items, and end to end with a SavedModel in process.
 bench-online: java redis-server $(INSTALLED)
 	$(BIN)/python bench/online_store_bench.py --days 200 --users 1000 --items 300
+
+# The demo pipeline's Spark stages on a standalone cluster (one master, one worker with 2 cores) vs local[2]
+# (issue 19): wall time per stage and the same tables.
+bench-cluster: java $(INSTALLED)
+	$(BIN)/python bench/cluster_bench.py

@@ -29,6 +29,7 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from pyspark.sql.types import StructType
 
 from features.errors import ConcurrentWriteError, PipelineInputError
+from features.storage import resolve as resolve_location
 
 STAGING_DIR = "_staging"
 MAX_RECORDS_PER_FILE = 2_000_000  # one file per date partition unless it is larger than this
@@ -135,23 +136,24 @@ class Tables(Protocol):
 
 
 class _TablesBase:
-    def __init__(self, spark: SparkSession, root: str):
+    def __init__(self, spark: SparkSession, root: str, storage: Any = None):
+        """root: a local path or an object-store URI in any spelling (features.storage); storage: the
+        config's `storage` section (endpoint, region, delta-rs options) or None."""
         self.spark = spark
-        self.root = _absolute(root)
+        self.location = resolve_location(root, storage)
+        self.root = self.location.spark_uri
 
     def path(self, name: str) -> str:
-        return f"{self.root.rstrip('/')}/{name}"
+        """The table's URI as Spark reads and writes it (s3a://, abfss://, gs://, hdfs:// or a local path)."""
+        return self.location.child(name).spark_uri
 
     def names(self) -> list[str]:
         """Tables present under the root (directories holding a Delta log)."""
-        fs, base = pafs.FileSystem.from_uri(self.root) if "://" in self.root else (pafs.LocalFileSystem(), self.root)
+        fs, base = self.location.filesystem()
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
                       and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory)
 
-
-def _absolute(root: str) -> str:
-    return root if "://" in root else os.path.abspath(root)
 
 
 def _user_metadata(metadata: dict | None) -> str:
@@ -174,17 +176,24 @@ class DeltaRsTables(_TablesBase):
 
     backend = "delta-rs"
 
-    def _fs(self, path: str) -> tuple[pafs.FileSystem, str]:
-        if "://" in path and not path.startswith("file://"):
-            return pafs.FileSystem.from_uri(path)
-        return pafs.LocalFileSystem(), path.removeprefix("file://")
+    def _fs(self, name: str) -> tuple[pafs.FileSystem, str]:
+        """The pyarrow file system of a table and the table's directory in it."""
+        return self.location.child(name).filesystem()
+
+    def _uri(self, name: str) -> str:
+        """The table's URI as delta-rs reads it (s3://, az://, gs://, hdfs:// or a local path)."""
+        return self.location.child(name).arrow_uri
+
+    @property
+    def _options(self) -> dict[str, str] | None:
+        return self.location.storage_options or None
 
     def _delta(self, name: str, version: int | None = None, timestamp: str | dt.datetime | None = None):
         from deltalake import DeltaTable
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
-            table = DeltaTable(self.path(name))
+            table = DeltaTable(self._uri(name), storage_options=self._options)
         except TableNotFoundError as error:
             raise TableNotFound(f"table {name} does not exist at {self.path(name)}") from error
         except DeltaError as error:
@@ -203,7 +212,7 @@ class DeltaRsTables(_TablesBase):
     def exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.path(name))
+        return DeltaTable.is_deltatable(self._uri(name), storage_options=self._options)
 
     def version(self, name: str) -> int:
         return self._delta(name).version()
@@ -221,14 +230,25 @@ class DeltaRsTables(_TablesBase):
 
     def _write(self, name, frame, partition_column, mode, values, metadata, precondition=None) -> int:
         table_path = self.path(name)
-        fs, table_dir = self._fs(table_path)
         run_dir = f"{STAGING_DIR}/{uuid.uuid4().hex}"
         arrow_schema = _nullable(to_arrow_schema(frame.schema, timezone="UTC"))
         read = self._snapshot(name)  # the version this write starts from: the commit must follow it
+        return self._commit_staged(
+            name, run_dir, arrow_schema, partition_column, mode, values, metadata, precondition, read,
+            write_files=lambda: (_clustered(frame, partition_column).write.mode("error").partitionBy(partition_column)
+                                 .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(f"{table_path}/{run_dir}")),
+            retry=lambda: not _reads_table(frame, table_path, partition_column, values))
+
+    def _commit_staged(self, name, run_dir, arrow_schema, partition_column, mode, values, metadata, precondition,
+                       read, write_files: Callable[[], None], retry: Callable[[], bool]) -> int:
+        """Everything of a write after the data: `write_files` puts the Parquet files under
+        <table>/<run_dir>/<column>=<value>/ (Spark, in parallel), then they are moved into their partitions
+        and committed in one delta-rs transaction; only this part touches the store through pyarrow and
+        delta-rs (so it is what tests/test_object_store.py runs against an S3-compatible server)."""
+        fs, table_dir = self._fs(name)
         moved: list[str] = []
         try:
-            (_clustered(frame, partition_column).write.mode("error").partitionBy(partition_column)
-             .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(f"{table_path}/{run_dir}"))
+            write_files()
             staged = self._staged_files(fs, f"{table_dir}/{run_dir}")
             unexpected = sorted({part for part, _ in staged if values is not None and part not in values})
             if unexpected:
@@ -239,8 +259,7 @@ class DeltaRsTables(_TablesBase):
             _fault_point(name)
             return self._commit(name, read, actions, arrow_schema, partition_column, mode, values, metadata,
                                 precondition,
-                                _partition_claims(partition_column, touched),
-                                retry=not _reads_table(frame, table_path, partition_column, values))
+                                _partition_claims(partition_column, touched), retry=retry())
         except ConcurrentWriteError:
             for relative in moved:  # never committed: no version references them
                 fs.delete_file(f"{table_dir}/{relative}")
@@ -319,8 +338,9 @@ class DeltaRsTables(_TablesBase):
 
         if read is None:
             create_table_with_add_actions(
-                self.path(name), _delta_schema(arrow_schema), actions, mode="error",
-                partition_by=[partition_column], name=name, commit_properties=properties)
+                self._uri(name), _delta_schema(arrow_schema), actions, mode="error",
+                partition_by=[partition_column], name=name, commit_properties=properties,
+                storage_options=self._options)
             return
         filters = [(partition_column, "in", values)] if values is not None else None
         read.create_write_transaction(
@@ -336,7 +356,7 @@ class DeltaRsTables(_TablesBase):
     def _committed_version(self, name, write_id: str, started: int) -> int:
         """The version whose commitInfo carries write_id. Read from the log files: delta-rs's history()
         numbers its entries down from the loaded version, which is off when commits land meanwhile."""
-        fs, table_dir = self._fs(self.path(name))
+        fs, table_dir = self._fs(name)
         latest = self.version(name)
         for version in range(latest, started, -1):
             if _commit_info(fs, f"{table_dir}/_delta_log/{version:020d}.json").get(WRITE_ID_KEY) == write_id:
@@ -366,8 +386,12 @@ class DeltaRsTables(_TablesBase):
         if not uris:
             return self.spark.createDataFrame([], schema)
         frame = (self.spark.read.schema(schema).option("basePath", self.path(name))
-                 .parquet(*[u.removeprefix("file://") for u in uris]))
+                 .parquet(*self.spark_uris(uris)))
         return frame.select(*schema.fieldNames())
+
+    def spark_uris(self, uris: Sequence[str]) -> list[str]:
+        """delta-rs's file URIs (s3://, az://, file://) as Spark reads them (s3a://, abfss://, a path)."""
+        return [self.location.arrow_to_spark(u) for u in uris]
 
     def history(self, name, limit=None) -> list[dict]:
         rows = []
@@ -500,16 +524,17 @@ def delta_spark_available(spark: SparkSession) -> bool:
         return False
 
 
-def open_tables(spark: SparkSession, root: str, backend: str = "auto") -> Tables:
-    """backend: auto (delta-spark when available, else delta-rs) | delta-rs | delta-spark."""
+def open_tables(spark: SparkSession, root: str, backend: str = "auto", storage: Any = None) -> Tables:
+    """backend: auto (delta-spark when available, else delta-rs) | delta-rs | delta-spark; storage: the
+    config's `storage` section for object-store roots (features.storage)."""
     if backend not in ("auto", "delta-rs", "delta-spark"):
         raise ValueError(f"unknown delta backend {backend!r}: use auto, delta-rs or delta-spark")
     if backend == "delta-spark" or (backend == "auto" and delta_spark_available(spark)):
         if not delta_spark_available(spark):
             raise RuntimeError("delta backend 'delta-spark' needs the io.delta jars on the Spark classpath "
-                               "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.0.0); use 'delta-rs'")
-        return DeltaSparkTables(spark, root)
-    return DeltaRsTables(spark, root)
+                               "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.4.1); use 'delta-rs'")
+        return DeltaSparkTables(spark, root, storage)
+    return DeltaRsTables(spark, root, storage)
 
 
 def _unreadable(name: str, path: str, error: Exception) -> TableUnreadable:

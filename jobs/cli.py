@@ -248,7 +248,7 @@ def _session(config, args, write: bool = False):
     if args.spark_submit and not args.master:
         spark_config = spark_config.model_copy(update={"master": None})  # spark-submit's --master wins
     spark = build_session(spark_config, config.delta.backend)
-    return spark, open_tables(spark, config.paths.warehouse, config.delta.backend)
+    return spark, open_tables(spark, config.paths.warehouse, config.delta.backend, config.storage)
 
 
 def cmd_generate_logs(args) -> int:
@@ -524,7 +524,7 @@ def cmd_clean_orphans(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     result = clean_orphans(config.paths.warehouse, args.export_root or config.export.root,
-                           args.table, args.older_than_minutes, args.dry_run)
+                           args.table, args.older_than_minutes, args.dry_run, storage=config.storage)
     print(format_report(result))
     return 0
 

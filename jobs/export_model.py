@@ -29,7 +29,9 @@ if __package__ in (None, ""):  # started as a script: make the repo importable
 
 from features.errors import PipelineInputError, PublishRefused
 from features.feature_spec import load_spec
+from features.storage import resolve
 from jobs import artifacts
+from jobs.export_store import StoreExport
 from jobs.run_info import code_version
 from jobs.settings import ExportSettings, Settings, as_settings
 from jobs.train_models import load_training_inputs
@@ -132,12 +134,17 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
                                      "run recpipe evaluate first")
     if name not in evaluation["results"]:
         raise PipelineInputError(f"the evaluation of samples v{version} has no {name}: run recpipe evaluate again")
-    model_root = Path(settings.root) / name
+    store = None if resolve(settings.root, config.storage).is_local else StoreExport(settings.root, config.storage)
+    model_root = Path(settings.root) / name  # a local export root (store: an object store, jobs.export_store)
+
+    def version_path(number: int) -> str:
+        return store.location.child(name, str(number)).arrow_uri if store else str(model_root / str(number))
+
     test_auc = evaluation["results"][name]["auc"]
-    current = published_card(model_root)
+    current = store.published_card(name) if store else published_card(model_root)
     if current is not None and current["training"].get("run_id") == summary.get("run_id") and not force:
         # a rerun for the same logical date: this training run is already the published version
-        return {"model": name, "version": current["version"], "path": str(model_root / str(current["version"])),
+        return {"model": name, "version": current["version"], "path": version_path(current["version"]),
                 "test_auc": test_auc, "gate": "already published", "forced": False,
                 "parity": current["parity"], "removed_versions": [], "unchanged": True}
     passed, reason = gate(test_auc if test_auc is not None else 0.0, current, settings)
@@ -148,8 +155,9 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
     spec_inputs = model_inputs(load_spec())
     rows = test_rows(inputs["source"] / "parquet", settings.parity_rows)
     expected = np.asarray(model(export.to_tensors(rows, spec_inputs), training=False))
-    model_root.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=model_root, prefix=".staging-"))
+    if store is None:
+        model_root.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=None if store else model_root, prefix=".staging-"))
     try:
         saved_model = staged / "model"
         export.write_saved_model(model, spec_inputs, saved_model)
@@ -160,16 +168,20 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
         if not difference <= parity["tolerance"]:
             raise PublishRefused(f"{name} not published: the reloaded SavedModel differs from the trained model by "
                                  f"{difference:.3g} > {parity['tolerance']} on {len(expected)} test rows")
-        new_version = next_version(model_root)
+        new_version = store.next_version(name) if store else next_version(model_root)
         artifacts.write_json_atomically(saved_model / "assets.extra" / "model_card.json", model_card(
             name, new_version, inputs, summary, evaluation, parity, reason, forced=not passed))
-        os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe
+        if store:  # upload, then list it in published.json and models.config (see jobs.export_store)
+            removed = store.publish(saved_model, name, new_version, settings.keep_versions)
+        else:
+            os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    removed = published_versions(model_root)[:-settings.keep_versions]
-    for old in removed:
-        shutil.rmtree(model_root / str(old), ignore_errors=True)
-    return {"model": name, "version": new_version, "path": str(model_root / str(new_version)), "test_auc": test_auc,
+    if store is None:
+        removed = published_versions(model_root)[:-settings.keep_versions]
+        for old in removed:
+            shutil.rmtree(model_root / str(old), ignore_errors=True)
+    return {"model": name, "version": new_version, "path": version_path(new_version), "test_auc": test_auc,
             "gate": reason, "forced": not passed, "parity": parity, "removed_versions": removed}
 
 

@@ -17,7 +17,6 @@ still in flight is never touched; `_delta_log` is never touched. No Spark: delta
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -39,10 +38,11 @@ class Orphan:
     modified: dt.datetime  # newest modification time (a directory: of anything in it)
 
 
-def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in root and not root.startswith("file://"):
-        return pafs.FileSystem.from_uri(root)
-    return pafs.LocalFileSystem(), os.path.abspath(root.removeprefix("file://"))
+def _filesystem(root: str, storage=None) -> tuple[pafs.FileSystem, str]:
+    """Any spelling of a local path or object-store URI (features.storage: s3a:// is s3 to pyarrow)."""
+    from features.storage import resolve
+
+    return resolve(root, storage).filesystem()
 
 
 def _uri(fs: pafs.FileSystem, path: str) -> str:
@@ -122,18 +122,18 @@ def _remove(fs: pafs.FileSystem, orphan: Orphan) -> None:
 
 def clean_orphans(warehouse: str, export_root: str | None = None, table: str | None = None,
                   older_than_minutes: float = DEFAULT_OLDER_THAN_MINUTES, dry_run: bool = False,
-                  now: dt.datetime | None = None) -> dict:
+                  now: dt.datetime | None = None, storage=None) -> dict:
     """Find the orphans of every table (or one) and of the export root; remove those older than the
     cutoff unless dry_run. Returns {"removed" (or would be), "kept_recent", "dry_run", "cutoff"}."""
     if older_than_minutes < 0:
         raise PipelineInputError("--older-than-minutes must be >= 0")
-    fs, root = _filesystem(warehouse)
+    fs, root = _filesystem(warehouse, storage)
     names = table_names(fs, root)
     if table is not None and table not in names:
         raise PipelineInputError(f"no table {table} under {root}; tables: {', '.join(names) or 'none'}")
     found = [(fs, o) for name in ([table] if table else names) for o in table_orphans(fs, root, name)]
     if export_root and table is None:
-        export_fs, export_dir = _filesystem(export_root)
+        export_fs, export_dir = _filesystem(export_root, storage)
         found += [(export_fs, o) for o in export_orphans(export_fs, export_dir)]
     cutoff = (now or dt.datetime.now(dt.timezone.utc)) - dt.timedelta(minutes=older_than_minutes)
     stale = [(owner_fs, o) for owner_fs, o in found if o.modified <= cutoff]

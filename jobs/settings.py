@@ -78,6 +78,9 @@ class SparkSettings(Section):
     app_name: str = "recpipe"  # the one key whose demo value (recpipe-demo) is not the default
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"] = "WARN"
     conf: dict[str, str] = {}  # Spark settings by their own dotted names
+    # ship the project's code to the executors (jobs/dist.py zip, SparkContext.addPyFile): auto = for every
+    # master but local[...] (whose workers import it from the driver's installation)
+    ship_code: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("conf", mode="before")
     @classmethod
@@ -95,6 +98,16 @@ class SparkSettings(Section):
             raise ValueError(f"{UTC_SETTING} is {conf[UTC_SETTING]!r} (config or --conf): recpipe's day boundaries "
                              f"are UTC (event dates, drops, snapshots); remove the setting")
         return conf
+
+
+class StorageSettings(Section):
+    """Object stores (features/storage.py): what is not a credential. Credentials come from the standard
+    environment variables only (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY...)."""
+
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph, moto); default AWS_ENDPOINT_URL or AWS
+    region: str | None = None  # default AWS_REGION / AWS_DEFAULT_REGION
+    allow_http: bool | None = None  # None: true for an http:// endpoint
+    options: dict[str, str] = {}  # any other delta-rs storage option by its own name
 
 
 class DeltaSettings(Section):
@@ -291,6 +304,7 @@ class Settings(Section):
     dates: DatesSettings = DatesSettings()
     spark: SparkSettings = SparkSettings()
     delta: DeltaSettings = DeltaSettings()
+    storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     snapshot: SnapshotSettings = SnapshotSettings()
     samples: SamplesSettings = SamplesSettings()

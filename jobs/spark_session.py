@@ -88,4 +88,26 @@ def build_session(spark_config: SparkSettings | Mapping[str, Any], delta_backend
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(spark_config.log_level)
+    if spark_config.ship_code == "always" or (spark_config.ship_code == "auto" and not _is_local(session)):
+        ship_code(session)
     return session
+
+
+def _is_local(session: SparkSession) -> bool:
+    return session.sparkContext.master.startswith("local")
+
+
+def ship_code(session: SparkSession) -> str | None:
+    """Adds the zip of the project (jobs.dist) to the session, so executors whose Python has the
+    third-party dependencies but not recpipe import it; once per session and code version. Returns the
+    zip's name, or None when it was shipped already (also by spark-submit --py-files recpipe*.zip)."""
+    from jobs.dist import shipped_zip
+
+    context = session.sparkContext
+    shipped = [os.path.basename(p) for p in context.getConf().get("spark.submit.pyFiles", "").split(",") if p]
+    shipped += [os.path.basename(p) for p in getattr(context, "_python_includes", None) or []]
+    if any(name.startswith("recpipe") and name.endswith(".zip") for name in shipped):
+        return None
+    archive = shipped_zip()
+    context.addPyFile(str(archive))
+    return archive.name

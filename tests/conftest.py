@@ -14,6 +14,8 @@ time.tzset()
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ML100K_DIR = Path(os.environ.get("RECPIPE_ML100K", REPO_ROOT.parent / "shared" / "data" / "ml-100k"))
+DELTA_JARS_ENV = "RECPIPE_DELTA_JARS"  # comma-separated jar files: delta-spark_2.13-4.4.1.jar,delta-storage-4.4.1.jar
+DELTA_PACKAGES_ENV = "RECPIPE_DELTA_PACKAGES"  # e.g. io.delta:delta-spark_2.13:4.4.1 (needs Maven Central)
 AIRFLOW_VENV = Path(os.environ.get("RECPIPE_AIRFLOW_VENV", REPO_ROOT / ".venv-airflow"))
 
 
@@ -44,18 +46,21 @@ def spark(tmp_path_factory):
     from jobs.spark_session import build_session
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")
-    session = build_session(
-        {
-            "master": "local[2]",
-            "app_name": "recpipe-tests",
-            "conf": {
-                "spark.sql.shuffle.partitions": "4",
-                "spark.default.parallelism": "4",
-                "spark.ui.enabled": "false",
-                "spark.sql.warehouse.dir": str(warehouse),
-            },
-        }
-    )
+    conf = {
+        "spark.sql.shuffle.partitions": "4",
+        "spark.default.parallelism": "4",
+        "spark.ui.enabled": "false",
+        "spark.sql.warehouse.dir": str(warehouse),
+    }
+    # The delta-spark contract (tests/test_tables.py) runs where its jars exist: local jar files, or Maven
+    # coordinates on a machine that reaches Maven Central (README "delta-spark").
+    jars, packages = os.environ.get(DELTA_JARS_ENV), os.environ.get(DELTA_PACKAGES_ENV)
+    if jars:
+        conf["spark.jars"] = jars
+    if packages:
+        conf["spark.jars.packages"] = packages
+    session = build_session({"master": "local[2]", "app_name": "recpipe-tests", "conf": conf},
+                            "delta-spark" if jars or packages else "auto")
     yield session
     session.stop()
 

@@ -26,8 +26,8 @@ def _rows(spark, rows):
 @pytest.fixture(params=["delta-rs", "delta-spark"])
 def tables(request, spark, tmp_path):
     if request.param == "delta-spark" and not delta_spark_available(spark):
-        pytest.skip("delta-spark backend: io.delta classes are not on this session's classpath "
-                    "(Maven is unreachable here; the contract runs wherever the jars exist)")
+        pytest.skip("delta-spark backend: io.delta classes are not on this session's classpath (Maven is "
+                    "unreachable here; set RECPIPE_DELTA_JARS or RECPIPE_DELTA_PACKAGES, see README)")
     return open_tables(spark, str(tmp_path / "warehouse"), request.param)
 
 
