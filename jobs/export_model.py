@@ -78,12 +78,12 @@ def published_card(model_root: Path) -> dict | None:
     return json.loads(card.read_text()) if card.exists() else None
 
 
-def gate(candidate_auc: float, champion: dict, settings: ExportSettings) -> tuple[bool, str]:
-    """candidate_auc: on the candidate's test split; champion: see judge_champion."""
+def gate(candidate_auc: float, champion: dict | None, settings: ExportSettings) -> tuple[bool, str]:
+    """candidate_auc: on the candidate's test split; champion: see judge_champion (None: nothing published)."""
     floor, drop = settings.auc_floor, settings.max_auc_drop
     if candidate_auc < floor:
         return False, f"test AUC {candidate_auc:.4f} is below the floor {floor}"
-    if champion["status"] == "none":
+    if champion is None or champion["status"] == "none":
         return True, f"test AUC {candidate_auc:.4f} >= floor {floor}; nothing published yet"
     if champion["status"] == "incompatible":
         return False, (f"the published version {champion['version']} is incompatible with the new samples "
