@@ -32,11 +32,13 @@ def main() -> int:
     parser.add_argument("--train-days", type=int, default=14)
     parser.add_argument("--models", default="lr,deepfm")
     parser.add_argument("--no-xgboost", action="store_true", help="leave out the XGBoost baseline (a Spark fit per day)")
+    parser.add_argument("--warehouse", help="an existing warehouse with every snapshot of the source (e.g. the one "
+                                            "`recpipe run --config conf/movielens.yaml` built): skips import, ingest, snapshot")
     args = parser.parse_args()
 
     out = REPO / "bench" / "out" / f"replay-{args.source}"
     config = yaml.safe_load((REPO / "conf" / ("movielens.yaml" if args.source == "movielens" else "demo.yaml")).read_text())
-    config["paths"] = {"raw": str(out / "raw"), "warehouse": str(out / "warehouse")}
+    config["paths"] = {"raw": str(out / "raw"), "warehouse": args.warehouse or str(out / "warehouse")}
     if args.source == "movielens":
         config["source"]["movielens_path"] = str(REPO.parent / "shared" / "data" / "ml-100k")
     config["training"] = {**config.get("training", {}), "verbose": 0}
@@ -45,7 +47,7 @@ def main() -> int:
     path = out / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     start, end = dt.date.fromisoformat(str(config["dates"]["start"])), dt.date.fromisoformat(str(config["dates"]["end"]))
-    if not (out / "warehouse" / "user_snapshot").exists():
+    if not (Path(config["paths"]["warehouse"]) / "user_snapshot").exists():
         if args.source == "movielens":
             assert recpipe(["import-movielens", config["source"]["movielens_path"], "--out", str(out / "raw")]) == 0
         else:
@@ -59,7 +61,8 @@ def main() -> int:
     first = last - dt.timedelta(days=args.days - 1)
     code = recpipe(["replay", "--config", str(path), "--start", first.isoformat(), "--end", last.isoformat(),
                     "--train-days", str(args.train_days), "--models", args.models, "--warm-start"])
-    reports = sorted((out / "warehouse" / "_artifacts" / "replay").glob("*/metrics.json"), key=lambda p: p.stat().st_mtime)
+    reports = sorted((Path(config["paths"]["warehouse"]) / "_artifacts" / "replay").glob("*/metrics.json"),
+                     key=lambda p: p.stat().st_mtime)
     if reports:
         summary = json.loads(reports[-1].read_text())["summary"]
         print(json.dumps(summary, indent=2))
