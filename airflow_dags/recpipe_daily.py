@@ -11,8 +11,9 @@ online_store.keep_versions) and fails the run naming the feature on a mismatch (
 Every task runs a jobs/ entry point of the pipeline's own virtualenv (spark-submit for the Spark jobs,
 python for the TensorFlow ones), so this file imports nothing heavy and Airflow lives in a venv of its
 own (`make airflow`). Each task is idempotent for its logical date: ingest and snapshot replace D's
-partitions, samples replace their date window, gbdt/train/compare are keyed by the samples version,
-and export does not publish a training run twice; a publish rerun rewrites no unchanged entity.
+partitions, samples replace their date window, gbdt/train/compare are keyed by the samples version
+that the run's samples task produced (passed explicitly through XCom), export does not publish a
+training run twice, and a publish rerun rewrites no unchanged entity.
 
 Airflow Variables (read at run time, never at parse time):
     recpipe_home           the project checkout (jobs/, conf/); default /opt/recpipe
@@ -51,6 +52,17 @@ DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # samples_window_days ending on D-1, never before the day after the first day of data
 SAMPLES_START = ("{{ [macros.ds_add(ds, -params.samples_window_days), macros.ds_add(params.data_start, 1)] | max }}")
 SAMPLES_END = "{{ macros.ds_add(ds, -1) }}"
+# Run contract: the samples task prints `samples_version=N` as its last stdout line (BashOperator pushes it
+# to XCom); gbdt, train, compare and export of the same run read exactly that version, so clearing an old
+# run's train or export task retrains or republishes on that run's data, never on newer samples.
+# The value reaches the shell as an environment variable too, and `recpipe` parses it as an integer.
+SAMPLES_VERSION = "{{ ti.xcom_pull(task_ids='samples') | replace('samples_version=', '') }}"
+WITH_SAMPLES_VERSION = {**ENV, "RECPIPE_SAMPLES_VERSION": SAMPLES_VERSION}
+VERSION = '--samples-version "$RECPIPE_SAMPLES_VERSION"'
+# spark-submit logs to stderr, which BashOperator merges into the output it reads its last line from:
+# keep the driver's stdout aside and repeat its last line at the very end (pipefail keeps the exit code)
+LAST_STDOUT_LINE = ('set -o pipefail; out=$(mktemp); trap \'rm -f "$out"\' EXIT; {command} | tee "$out" && '
+                    'tail -n 1 "$out"')
 TRAINED_MODELS = ("wide_deep", "gbdt_lr", "deepfm")
 EXIT_REFUSED = 3  # recpipe export: the quality gate said no; nothing was published
 
@@ -146,15 +158,18 @@ with DAG(
     ingest = RecpipeJob(task_id="ingest", bash_command=f"{SPARK_SUBMIT} jobs/ingest.py {CONFIG} --date {{{{ ds }}}}")
     snapshot = RecpipeJob(task_id="snapshot", depends_on_past=True,
                           bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}")
-    samples = RecpipeJob(task_id="samples", bash_command=(
-        f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}"))
-    gbdt = RecpipeJob(task_id="gbdt", bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG}")
+    samples = RecpipeJob(task_id="samples", bash_command=LAST_STDOUT_LINE.format(command=(
+        f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}")))
+    gbdt = RecpipeJob(task_id="gbdt", env=WITH_SAMPLES_VERSION,
+                      bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG} {VERSION}")
     with TaskGroup("train", tooltip="the TensorFlow models, in parallel") as train:
         for model in TRAINED_MODELS:
-            RecpipeJob(task_id=model, bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model}")
-    compare = RecpipeJob(task_id="compare", bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG}")
-    export = RecpipeJob(task_id="export", skip_on_exit_code=EXIT_REFUSED, bash_command=(
-        f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)}"))
+            RecpipeJob(task_id=model, env=WITH_SAMPLES_VERSION,
+                       bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model} {VERSION}")
+    compare = RecpipeJob(task_id="compare", env=WITH_SAMPLES_VERSION,
+                         bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG} {VERSION}")
+    export = RecpipeJob(task_id="export", skip_on_exit_code=EXIT_REFUSED, env=WITH_SAMPLES_VERSION, bash_command=(
+        f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)} {VERSION}"))
 
     publish_features = RecpipeJob(task_id="publish_features", bash_command=(
         f"{SPARK_SUBMIT} jobs/publish_features.py {CONFIG} --date {{{{ ds }}}}"))

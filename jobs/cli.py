@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)")
     export.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
     export.add_argument("--force", action="store_true", help="publish even if the quality gate says no")
+    export.add_argument("--export-root", help="root of the published SavedModels (overrides export.root)")
 
     predict = commands.add_parser("predict", help="answer a TF Serving REST request body with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a SavedModel directory, e.g. export/deepfm/3")
@@ -134,8 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="JSON file: {'instances': [...]} or {'inputs': {...}}; - reads standard input")
     predict.add_argument("--signature", help="signature name (default: the request's signature_name or serving_default)")
 
+    replay = commands.add_parser("replay", help="per-day replay: train on the N days before each day, test on it")
+    _add_common(replay)
+    replay.add_argument("--start", required=True, help="first test day, YYYY-MM-DD")
+    replay.add_argument("--end", required=True, help="last test day, YYYY-MM-DD")
+    replay.add_argument("--train-days", type=_positive_int, required=True, help="days of samples before each test day")
+    replay.add_argument("--models", help="comma-separated: lr, wide_deep, deepfm (default: replay.models)")
+    replay.add_argument("--warm-start", action="store_true",
+                        help="also warm: each day's model starts from the day before's and trains on the newest days")
+
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
+    run.add_argument("--export-root", help="root of the published SavedModels (overrides export.root)")
     _add_dates(run, single=False)
 
     tables = commands.add_parser("tables", help="list the pipeline tables with version, partitions, rows, last commit")
@@ -208,6 +219,7 @@ def _overrides(args) -> dict:
             raise PipelineInputError(f"--conf expects KEY=VALUE, got '{item}'")
         extra[f"spark.conf.{key}"] = value
     return {"spark.master": args.master, "paths.warehouse": args.warehouse, "paths.raw": args.raw,
+            "export.root": getattr(args, "export_root", None),
             "dates.start": getattr(args, "start", None), "dates.end": getattr(args, "end", None), **extra}
 
 
@@ -312,9 +324,11 @@ def cmd_snapshot(args) -> int:
 def cmd_samples(args) -> int:
     from jobs.build_samples import build_samples, format_summary
 
+    # the last stdout line, samples_version=N, is for machines: the DAG passes N on to gbdt/train/compare/export
     return _stage(args, "built samples", lambda spark, tables, config, dates: build_samples(
         spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels,
-        ignore_quality_failures=args.ignore_quality_failures), format_summary)
+        ignore_quality_failures=args.ignore_quality_failures),
+        lambda manifest: f"{format_summary(manifest)}\nsamples_version={manifest['samples_version']}")
 
 
 def cmd_gbdt(args) -> int:
@@ -438,6 +452,20 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from jobs.replay import format_summary, replay
+
+    models = None
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in models if m not in ("lr", "wide_deep", "deepfm")]
+        if unknown or not models:
+            raise PipelineInputError(f"--models: '{(unknown or [args.models])[0]}' cannot be replayed: choose among "
+                                     f"lr, wide_deep, deepfm (gbdt_lr needs a booster per day)")
+    return _stage(args, "replayed", lambda spark, tables, config, dates: replay(
+        spark, tables, config, dates, args.train_days, models, args.warm_start), format_summary)
+
+
 def cmd_run(args) -> int:
     from jobs.config import load_config
     from jobs.pipeline import run_pipeline
@@ -555,6 +583,7 @@ COMMANDS: dict[str, Callable] = {
     "publish-features": cmd_publish_features,
     "request": cmd_request,
     "skew-check": cmd_skew_check,
+    "replay": cmd_replay,
     "run": cmd_run,
     "tables": cmd_tables,
     "history": cmd_history,

@@ -7,12 +7,20 @@ Writes <export.root>/<model>/<version>/ (version: an integer, one more than the 
 the SavedModel (`serving_default`: raw features in, `probability` [None, 1] out; see training.export),
 assets.extra/tf_serving_warmup_requests and assets.extra/model_card.json.
 
-Order of work: gate (test AUC >= export.auc_floor and not below the published version's by more than
-export.max_auc_drop, unless --force) → write into <model>/.staging-* (TF Serving ignores names that
-are not integers) → warmup requests and model card → parity: the SavedModel reloaded in a separate
-process with only TensorFlow must match the trained model on >= 1000 test rows within
-export.parity_tolerance → rename into <model>/<version> (atomic) → keep the newest
-export.keep_versions versions. A refusal (gate or parity) publishes nothing and exits with code 3.
+Order of work: gate → write into <model>/.staging-* (TF Serving ignores names that are not integers) →
+warmup requests and model card → parity: the SavedModel reloaded in a separate process with only
+TensorFlow must match the trained model on >= 1000 test rows within export.parity_tolerance → rename
+into <model>/<version> (atomic) → keep the newest export.keep_versions versions. A refusal (gate or
+parity) publishes nothing and exits with code 3.
+
+The gate (champion/challenger on the same rows): the newest published SavedModel (the champion) and the
+candidate both score every row of the candidate's test split; the candidate is published iff its AUC
+there >= export.auc_floor and >= the champion's AUC on those same rows - export.max_auc_drop (--force
+overrides). A champion whose `serving_default` does not fit the new samples (an input the samples lack,
+another dtype or shape, or no loadable signature) is reported as incompatible and the candidate is
+refused: a changed signature breaks the serving team's requests, so its first publication is a
+deliberate --force. Every decision (both AUCs, the row count, the champion's status, the reason) goes
+into the model card and is appended to the Delta table `promotions` of the warehouse.
 """
 from __future__ import annotations
 
@@ -23,6 +31,8 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 if __package__ in (None, ""):  # started as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,6 +45,22 @@ from jobs.export_store import StoreExport
 from jobs.run_info import code_version
 from jobs.settings import ExportSettings, Settings, as_settings
 from jobs.train_models import load_training_inputs
+
+PROMOTIONS_TABLE = "promotions"  # one row per publish decision; see record_promotion
+
+
+def _promotions_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("decision_date", pa.date32()), ("decided_at", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
+        ("decision", pa.string()),  # published, forced (published against the gate) or refused
+        ("reason", pa.string()), ("samples_version", pa.int64()), ("run_id", pa.string()),
+        ("candidate_auc", pa.float64()),  # on the candidate's test split
+        ("champion_version", pa.int64()), ("champion_status", pa.string()),  # none, compared, incompatible
+        ("champion_auc", pa.float64()),  # on the same rows as candidate_auc
+        ("rows", pa.int64()), ("auc_floor", pa.float64()), ("max_auc_drop", pa.float64()),
+        ("published_version", pa.int64()), ("export_root", pa.string()), ("code_version", pa.string())])
 
 
 def published_versions(model_root: Path) -> list[int]:
@@ -54,17 +80,87 @@ def published_card(model_root: Path) -> dict | None:
     return json.loads(card.read_text()) if card.exists() else None
 
 
-def gate(test_auc: float, current: dict | None, settings: ExportSettings) -> tuple[bool, str]:
+def gate(candidate_auc: float, champion: dict | None, settings: ExportSettings) -> tuple[bool, str]:
+    """candidate_auc: on the candidate's test split; champion: see judge_champion (None: nothing published)."""
     floor, drop = settings.auc_floor, settings.max_auc_drop
-    if test_auc < floor:
-        return False, f"test AUC {test_auc:.4f} is below the floor {floor}"
-    if current is not None:
-        previous = current["metrics"]["test"]["auc"]
-        if test_auc < previous - drop:
-            return False, (f"test AUC {test_auc:.4f} is more than {drop} below the published version "
-                           f"{current['version']} ({previous:.4f})")
-        return True, f"test AUC {test_auc:.4f} vs published version {current['version']} ({previous:.4f}), floor {floor}"
-    return True, f"test AUC {test_auc:.4f} >= floor {floor}; nothing published yet"
+    if candidate_auc < floor:
+        return False, f"test AUC {candidate_auc:.4f} is below the floor {floor}"
+    if champion is None or champion["status"] == "none":
+        return True, f"test AUC {candidate_auc:.4f} >= floor {floor}; nothing published yet"
+    if champion["status"] == "incompatible":
+        return False, (f"the published version {champion['version']} is incompatible with the new samples "
+                       f"({champion['problem']}); a new signature breaks serving requests: publish it with --force")
+    on_rows = f"on the same {champion['rows']} test rows"
+    if candidate_auc < champion["auc"] - drop:
+        return False, (f"test AUC {candidate_auc:.4f} is more than {drop} below the published version "
+                       f"{champion['version']} ({champion['auc']:.4f}) {on_rows}")
+    return True, (f"test AUC {candidate_auc:.4f} vs published version {champion['version']} ({champion['auc']:.4f}) "
+                  f"{on_rows}, floor {floor}")
+
+
+def signature_problem(serve, inputs) -> str | None:
+    """Why a champion's serving signature cannot score rows of the new samples, or None if it can: every
+    input it takes must be a model input of the samples with the same dtype and a compatible shape."""
+    from training.export import input_specs
+
+    offered = input_specs(inputs)
+    for name, spec in sorted(serve.structured_input_signature[1].items()):
+        if name not in offered:
+            return f"it takes input '{name}', which the samples do not have"
+        if spec.dtype != offered[name].dtype:
+            return f"its input '{name}' is {spec.dtype.name}, the samples give {offered[name].dtype.name}"
+        if not spec.shape.is_compatible_with(offered[name].shape):
+            return f"its input '{name}' has shape {spec.shape}, the samples give {offered[name].shape}"
+    return None
+
+
+def judge_champion(model_root: Path, candidate, shards: Path, train_rate: float) -> dict:
+    """The newest published version (the champion) and the candidate, scored on every row of the
+    candidate's test split: {status: none|compared|incompatible, version, auc, candidate_auc, rows, problem}.
+
+    The champion is scored in this process with TensorFlow (tf.saved_model.load + `serving_default`), not
+    in the parity subprocess: TensorFlow is already loaded for the candidate, the rows stream through
+    once for both models (no copy of the test split to disk), and the champion is the very SavedModel
+    TF Serving loads, which passed the fresh-process parity check when it was published."""
+    import tensorflow as tf
+
+    from training.dataset import make_dataset
+    from training.inputs import model_inputs
+    from training.metrics import binary_metrics
+
+    versions = published_versions(model_root)
+    if not versions:
+        return {"status": "none", "version": None, "auc": None, "candidate_auc": None, "rows": 0, "problem": None}
+    version, inputs = versions[-1], model_inputs(load_spec())
+    verdict = {"status": "incompatible", "version": version, "auc": None, "candidate_auc": None, "rows": 0}
+    try:
+        serve = tf.saved_model.load(str(model_root / str(version))).signatures["serving_default"]
+    except (KeyError, OSError, ValueError, tf.errors.OpError) as error:
+        return {**verdict, "problem": f"its serving_default cannot be loaded: {str(error).strip().splitlines()[0][:200]}"}
+    problem = signature_problem(serve, inputs)
+    if problem:
+        return {**verdict, "problem": problem}
+    names = sorted(serve.structured_input_signature[1])
+    labels, scores = [], {"candidate": [], "champion": []}
+    for features, label, _ in make_dataset(shards, "test", inputs, 4096):
+        labels.append(label.numpy())
+        scores["candidate"].append(np.asarray(candidate(features, training=False)).reshape(-1))
+        scores["champion"].append(serve(**{n: features[n] for n in names})["probability"].numpy().reshape(-1))
+    labels = np.concatenate(labels)
+    auc = {who: binary_metrics(labels, np.concatenate(p), train_rate)["auc"] for who, p in scores.items()}
+    return {"status": "compared", "version": version, "auc": auc["champion"], "candidate_auc": auc["candidate"],
+            "rows": int(len(labels)), "problem": None}
+
+
+def record_promotion(warehouse: str, row: dict) -> None:
+    """Append one decision to the Delta table `promotions` (partitioned by decision_date). A single small
+    row from a job without Spark: delta-rs writes and commits it (a blind append never conflicts)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    root = warehouse if "://" in warehouse else os.path.abspath(warehouse)
+    table = pa.Table.from_pylist([row], schema=_promotions_schema())
+    write_deltalake(f"{root.rstrip('/')}/{PROMOTIONS_TABLE}", table, mode="append", partition_by=["decision_date"])
 
 
 def test_rows(shards: Path, rows: int) -> dict:
@@ -88,7 +184,7 @@ def test_rows(shards: Path, rows: int) -> dict:
 
 
 def model_card(name: str, version: int, inputs: dict, summary: dict, evaluation: dict, parity: dict,
-               gate_reason: str, forced: bool) -> dict:
+               gate_reason: str, forced: bool, champion: dict | None = None) -> dict:
     from training.export import OUTPUT, SIGNATURE
     from training.inputs import model_inputs
 
@@ -113,12 +209,12 @@ def model_card(name: str, version: int, inputs: dict, summary: dict, evaluation:
                     "baselines": {k: v for k, v in evaluation["results"].items() if k.startswith("baseline")},
                     "quality_bars": evaluation["quality_bars"]},
         "parity": parity, "gate": {"reason": gate_reason, "forced": forced},
+        "champion": champion,  # the published version it was compared with on the same test rows
     }
 
 
 def export_model(config: Settings | dict, name: str, samples_version: int | None = None, force: bool = False) -> dict:
     import keras
-    import numpy as np
 
     import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
     from training import export
@@ -147,13 +243,37 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
         return {"model": name, "version": current["version"], "path": version_path(current["version"]),
                 "test_auc": test_auc, "gate": "already published", "forced": False,
                 "parity": current["parity"], "removed_versions": [], "unchanged": True}
-    passed, reason = gate(test_auc if test_auc is not None else 0.0, current, settings)
-    if not passed and not force:
-        raise PublishRefused(f"{name} not published: {reason} (use --force to publish anyway)")
 
     model = keras.saving.load_model(trained / "model.keras")
+    shards = inputs["source"] / "parquet"
+    train_split = inputs["manifest"]["splits"]["train"]
+    train_rate = train_split["positives"] / max(train_split["rows"], 1)
+    if store:  # the champion comes down from the object store into a local copy laid out like an export root
+        with tempfile.TemporaryDirectory(prefix="recpipe-champion-") as local_root:
+            published = store.published(name)
+            if published:
+                store.download(name, published[-1], Path(local_root) / str(published[-1]))
+            champion = judge_champion(Path(local_root), model, shards, train_rate)
+    else:
+        champion = judge_champion(model_root, model, shards, train_rate)
+    candidate_auc = champion["candidate_auc"] if champion["candidate_auc"] is not None else test_auc
+    passed, reason = gate(candidate_auc if candidate_auc is not None else 0.0, champion, settings)
+    decision = {"decided_at": dt.datetime.now(dt.timezone.utc), "model": name, "samples_version": version,
+                "run_id": summary.get("run_id"), "candidate_auc": candidate_auc, "champion_version": champion["version"],
+                "champion_status": champion["status"], "champion_auc": champion["auc"], "rows": champion["rows"],
+                "auc_floor": settings.auc_floor, "max_auc_drop": settings.max_auc_drop,
+                "export_root": str(Path(settings.root)), "code_version": code_version()}
+    decision["decision_date"] = decision["decided_at"].date()
+
+    def refuse(why: str):
+        record_promotion(warehouse, {**decision, "decision": "refused", "reason": why, "published_version": None})
+        return PublishRefused(f"{name} not published: {why}")
+
+    if not passed and not force:
+        raise refuse(f"{reason} (use --force to publish anyway)")
+
     spec_inputs = model_inputs(load_spec())
-    rows = test_rows(inputs["source"] / "parquet", settings.parity_rows)
+    rows = test_rows(shards, settings.parity_rows)
     expected = np.asarray(model(export.to_tensors(rows, spec_inputs), training=False))
     if store is None:
         model_root.mkdir(parents=True, exist_ok=True)
@@ -166,23 +286,26 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
         difference = float(np.max(np.abs(served - expected)))
         parity = {"rows": len(expected), "max_abs_difference": difference, "tolerance": settings.parity_tolerance}
         if not difference <= parity["tolerance"]:
-            raise PublishRefused(f"{name} not published: the reloaded SavedModel differs from the trained model by "
-                                 f"{difference:.3g} > {parity['tolerance']} on {len(expected)} test rows")
+            raise refuse(f"the reloaded SavedModel differs from the trained model by {difference:.3g} > "
+                         f"{parity['tolerance']} on {len(expected)} test rows")
         new_version = store.next_version(name) if store else next_version(model_root)
+        card_champion = {**champion, "candidate_auc": candidate_auc, "decision": "forced" if not passed else "published"}
         artifacts.write_json_atomically(saved_model / "assets.extra" / "model_card.json", model_card(
-            name, new_version, inputs, summary, evaluation, parity, reason, forced=not passed))
+            name, new_version, inputs, summary, evaluation, parity, reason, forced=not passed, champion=card_champion))
         if store:  # upload, then list it in published.json and models.config (see jobs.export_store)
             removed = store.publish(saved_model, name, new_version, settings.keep_versions)
         else:
             os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+    record_promotion(warehouse, {**decision, "decision": card_champion["decision"], "reason": reason,
+                                 "published_version": new_version})
     if store is None:
         removed = published_versions(model_root)[:-settings.keep_versions]
         for old in removed:
             shutil.rmtree(model_root / str(old), ignore_errors=True)
     return {"model": name, "version": new_version, "path": version_path(new_version), "test_auc": test_auc,
-            "gate": reason, "forced": not passed, "parity": parity, "removed_versions": removed}
+            "gate": reason, "forced": not passed, "parity": parity, "removed_versions": removed, "champion": champion}
 
 
 def export_models(config: Settings | dict, models: list[str], samples_version: int | None = None,
@@ -206,8 +329,12 @@ def format_summary(result: dict) -> str:
         elif r.get("unchanged"):
             lines.append(f"{name:<10} v{r['version']:<4} {r['path']}  already published (same training run)")
         else:
+            champion = r["champion"]
+            versus = (f", champion v{champion['version']} {champion['auc']:.4f} vs {champion['candidate_auc']:.4f} "
+                      f"on {champion['rows']} test rows" if champion["status"] == "compared" else
+                      f", champion v{champion['version']} incompatible" if champion["status"] == "incompatible" else "")
             lines.append(f"{name:<10} v{r['version']:<4} {r['path']}  test AUC {r['test_auc']:.4f}, parity max diff "
-                         f"{r['parity']['max_abs_difference']:.2g} on {r['parity']['rows']} rows"
+                         f"{r['parity']['max_abs_difference']:.2g} on {r['parity']['rows']} rows{versus}"
                          + (" (forced)" if r["forced"] else ""))
     return "\n".join(lines)
 

@@ -58,6 +58,12 @@ class StoreExport:
         versions = self.published(model)
         return self._read_json(f"{self._model_dir(model)}/{versions[-1]}/{CARD}") if versions else None
 
+    def download(self, model: str, version: int, local_dir: Path) -> None:
+        """A published version into a local directory (the export gate scores the champion from it)."""
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(f"{self._model_dir(model)}/{version}", str(local_dir), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+
     def publish(self, saved_model: Path, model: str, version: int, keep_versions: int) -> list[int]:
         """Uploads the local SavedModel directory as <model>/<version>, lists it, drops versions beyond
         keep_versions; returns the removed versions."""

@@ -69,17 +69,19 @@ def run_pipeline(config: Settings | dict, dates: list[dt.date], open_session: Ca
     sample_days = samples_range(config, dates)
     if sample_days:
         print(f"[samples] {sample_days[0]}..{sample_days[-1]}")
-        print(build_samples.format_summary(build_samples.build_samples(spark, tables, config, sample_days)))
+        manifest = build_samples.build_samples(spark, tables, config, sample_days)
+        print(build_samples.format_summary(manifest))
+        version = manifest["samples_version"]  # every later stage reads exactly the samples built here
         print("[gbdt]")
-        print(train_gbdt.format_summary(train_gbdt.train_gbdt(spark, tables, config)))
+        print(train_gbdt.format_summary(train_gbdt.train_gbdt(spark, tables, config, version)))
         models = resolve_models(config, "all")
         if models:
             print(f"[train] {', '.join(models)}")
-            print(train_models.format_summary(train_models.train_models(config, models)))
+            print(train_models.format_summary(train_models.train_models(config, models, version)))
             print("[evaluate]")
-            print(evaluate_models.format_summary(evaluate_models.evaluate(config)))
+            print(evaluate_models.format_summary(evaluate_models.evaluate(config, version)))
             print(f"[export] → {config.export.root}")
-            exported = export_model.export_models(config, models)
+            exported = export_model.export_models(config, models, version)
             print(export_model.format_summary(exported))
             refused = exported["refused"]
     print("[tables]")

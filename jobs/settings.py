@@ -248,6 +248,22 @@ class EvaluationSettings(Section):
     min_auc_lift_over_popularity: float = Field(0.05, ge=-1, le=1)  # every model's test AUC >= popularity's + this
 
 
+class ReplaySettings(Section):
+    """recpipe replay (jobs/replay.py): per-day train-on-the-past, test-on-the-day evaluation."""
+
+    models: list[ModelName] = ["lr", "wide_deep", "deepfm"]  # gbdt_lr needs a booster per day: not replayed
+    epochs: PositiveInt = 2  # cold: epochs on the N-day window (no early stopping: no valid day to spare)
+    warm_days: PositiveInt = 1  # warm start: the newest days a day's model trains on, from the day before's weights
+    warm_epochs: PositiveInt = 1
+    xgboost: bool = True  # the XGBoost baseline (a Spark XGBoost fit per day)
+
+    @model_validator(mode="after")
+    def _no_gbdt_lr(self):
+        if "gbdt_lr" in self.models:
+            raise ValueError("gbdt_lr is not replayed (it needs a booster per day): choose among lr, wide_deep, deepfm")
+        return self
+
+
 class ExportSettings(Section):
     root: str = "./export"  # <root>/<model>/<version>/
     auc_floor: Fraction = 0.6  # publish only if test AUC >= this
@@ -313,6 +329,7 @@ class Settings(Section):
     models: ModelsSettings = ModelsSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     export: ExportSettings = ExportSettings()
+    replay: ReplaySettings = ReplaySettings()
     quality: QualitySettings = QualitySettings()
     online_store: OnlineStoreSettings = OnlineStoreSettings()
     _source: str = PrivateAttr("config")  # the file it came from, for messages

@@ -98,50 +98,89 @@ def test_only_failures_a_retry_can_fix_are_retried(tmp_path):
         "4": "fail at once: recpipe exited 4 (a data quality check failed): not retried; fix the input and clear the task"}
 
 
-def test_airflow_dags_test_runs_every_task_on_tiny_logs(spark, redis_server, tmp_path):  # spark: the session first
+TASKS = ("wait_for_drop", "ingest", "snapshot", "samples", "gbdt", "train.wide_deep", "train.gbdt_lr", "train.deepfm",
+         "compare", "export", "publish_features", "skew_check")
+
+
+def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(spark, redis_server, tmp_path):  # spark: first
+    """Two logical dates through `airflow dags test`; then the first date's train and export tasks run again:
+    they read the samples version the first run built (passed through XCom), not the newer one, and
+    reproduce its model's metrics."""
+    from jobs import artifacts
+    from jobs.export_model import published_versions
+
     config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
     config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
-    config["dates"] = {"start": "2026-03-01", "end": "2026-03-03"}
+    config["dates"] = {"start": "2026-03-01", "end": "2026-03-04"}
     config["training"] = {"max_epochs": 1, "verbose": 0}
     config["export"] = {"root": str(tmp_path / "serving"), "auc_floor": 0.0, "max_auc_drop": 1.0}
     config["spark"]["conf"]["spark.driver.memory"] = "1g"
     config["online_store"] = {**redis_server, "namespace": "dagtest"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "3",
+    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "4",
                  "--users", "300", "--items", "60", "--seed", "11"]) == 0
-    # the days before the logical date already ran (state rolls forward from them)
+    # the days before the first logical date already ran (state rolls forward from them)
     assert main(["ingest", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
     assert main(["snapshot", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
-    assert main(["publish-features", "--config", str(path), "--date", "2026-03-01"]) == 0  # read by skew_check
+    for day in ("2026-03-01", "2026-03-02"):  # read by the two runs' skew_check (samples of D-1, store of D-2)
+        assert main(["publish-features", "--config", str(path), "--date", day]) == 0
 
     env = _airflow_env(tmp_path / "airflow-home")
     migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
                              env=env, timeout=600)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     conf = {"config": str(path), "spark_master": "local[2]", "data_start": "2026-03-01", "samples_window_days": 14}
-    run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "recpipe_daily", "2026-03-03",
-                          "--conf", json.dumps(conf)], capture_output=True, text=True, env=env, timeout=1800)
-    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    warehouse, serving = tmp_path / "warehouse", tmp_path / "serving"
+    built = {}
+    for day in ("2026-03-03", "2026-03-04"):
+        run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "recpipe_daily", day,
+                              "--conf", json.dumps(conf)], capture_output=True, text=True, env=env, timeout=1800)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+        built[day] = artifacts.latest_samples_version(warehouse)
     runs = json.loads(_airflow_json(["dags", "list-runs", "recpipe_daily", "-o", "json"], env))
-    assert [(r["logical_date"][:10], r["state"]) for r in runs] == [("2026-03-03", "success")]
-    states = json.loads(_airflow_json(["tasks", "states-for-dag-run", "recpipe_daily", runs[0]["run_id"],
-                                       "-o", "json"], env))
-    assert {s["task_id"]: s["state"] for s in states} == {task: "success" for task in (
-        "wait_for_drop", "ingest", "snapshot", "samples", "gbdt", "train.wide_deep", "train.gbdt_lr",
-        "train.deepfm", "compare", "export", "publish_features", "skew_check")}
-
-    from jobs import artifacts
-    from jobs.export_model import published_versions
-
-    warehouse = tmp_path / "warehouse"
-    version = artifacts.latest_samples_version(warehouse)
-    manifest = json.loads((artifacts.samples_dir(warehouse, version) / "manifest.json").read_text())
-    assert manifest["range"] == ["2026-03-02", "2026-03-02"]
-    evaluation = json.loads((artifacts.evaluation_dir(warehouse, version) / "metrics.json").read_text())
-    assert set(evaluation["models"]) == {"wide_deep", "gbdt_lr", "deepfm"}
+    assert sorted((r["logical_date"][:10], r["state"]) for r in runs) == [("2026-03-03", "success"),
+                                                                       ("2026-03-04", "success")]
+    run_ids = {r["logical_date"][:10]: r["run_id"] for r in runs}
+    for day in built:
+        states = json.loads(_airflow_json(["tasks", "states-for-dag-run", "recpipe_daily", run_ids[day], "-o", "json"],
+                                          env))
+        assert {s["task_id"]: s["state"] for s in states} == {task: "success" for task in TASKS}
+    first, second = built["2026-03-03"], built["2026-03-04"]
+    assert first < second
+    ranges = {v: json.loads((artifacts.samples_dir(warehouse, v) / "manifest.json").read_text())["range"]
+              for v in (first, second)}
+    assert ranges == {first: ["2026-03-02", "2026-03-02"], second: ["2026-03-02", "2026-03-03"]}
+    for version in (first, second):  # every stage of each run read its own run's samples
+        assert json.loads((artifacts.gbdt_dir(warehouse, version) / "metrics.json").read_text())["samples_version"] \
+            == version
+        evaluation = json.loads((artifacts.evaluation_dir(warehouse, version) / "metrics.json").read_text())
+        assert set(evaluation["models"]) == {"wide_deep", "gbdt_lr", "deepfm"}
     for model in ("wide_deep", "gbdt_lr", "deepfm"):
-        assert published_versions(tmp_path / "serving" / model) == [1]
+        assert published_versions(serving / model) == [1, 2]
+        cards = [json.loads((serving / model / str(v) / "assets.extra" / "model_card.json").read_text())
+                 for v in (1, 2)]
+        assert [c["training_data"]["samples_version"] for c in cards] == [first, second]
+        assert cards[1]["champion"]["version"] == 1 and cards[1]["champion"]["status"] == "compared"
+
+    # clear the first date's train and export: they must use the first date's samples, not the newest
+    summary_path = artifacts.model_dir(warehouse, "deepfm", first) / "summary.json"
+    before = json.loads(summary_path.read_text())
+    for task in ("train.deepfm", "export"):
+        rerun = subprocess.run([str(AIRFLOW_BIN / "airflow"), "tasks", "test", "recpipe_daily", task,
+                                run_ids["2026-03-03"], "--task-params", json.dumps(conf)],
+                               capture_output=True, text=True, env=env, timeout=1800)
+        assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    after = json.loads(summary_path.read_text())
+    assert after["run_id"] != before["run_id"] and after["samples_version"] == first
+    assert (after["best_val_auc"], after["epochs"]) == (before["best_val_auc"], before["epochs"])  # same metrics
+    assert published_versions(serving / "deepfm") == [1, 2, 3]
+    card = json.loads((serving / "deepfm" / "3" / "assets.extra" / "model_card.json").read_text())
+    assert card["training_data"]["samples_version"] == first and card["training"]["run_id"] == after["run_id"]
+    assert card["champion"]["version"] == 2  # judged against the newest published model, on the first date's rows
+    # Not asserted: equal predictions. A retrained model in another process differed by up to 0.06 in
+    # probability (TensorFlow training is not bit-reproducible across processes here), although its
+    # validation AUC and epochs were the same.
 
 
 RENDER = """

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import yaml
@@ -137,23 +138,111 @@ def test_gate_refuses_below_the_floor_and_force_publishes(export_config, exporte
 def test_gate_compares_with_the_published_version_and_keeps_the_newest(export_config, exported):
     config, _ = export_config
     model_root = Path(config["export"]["root"]) / "gbdt_lr"
-    card_path = model_root / "1" / "assets.extra" / "model_card.json"
-    card = json.loads(card_path.read_text())
     again = exporting.export_model(config, "gbdt_lr")  # a rerun of the same training run changes nothing
     assert again["unchanged"] and again["version"] == 1
-    run_id = card["training"]["run_id"]
-    card["metrics"]["test"]["auc"] += 0.05  # pretend an older run published a much better model
+    card_path = model_root / "1" / "assets.extra" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["metrics"]["test"]["auc"] += 0.05  # the card's own number no longer counts: the champion is scored
     card["training"]["run_id"] = "an-older-run"
     card_path.write_text(json.dumps(card))
-    with pytest.raises(PublishRefused, match="below the published version 1"):
-        exporting.export_model(config, "gbdt_lr")
-    card["metrics"]["test"]["auc"] -= 0.05
-    card["training"]["run_id"] = run_id
-    card_path.write_text(json.dumps(card))
-    for expected in (2, 3):
-        assert exporting.export_model(config, "gbdt_lr", force=True)["version"] == expected
+    published = exporting.export_model(config, "gbdt_lr")  # the same model: equal AUC on the same rows
+    champion = published["champion"]
+    assert published["version"] == 2 and not published["forced"]
+    assert champion["status"] == "compared" and champion["version"] == 1
+    assert champion["auc"] == pytest.approx(champion["candidate_auc"], abs=1e-6)
+    assert champion["candidate_auc"] == pytest.approx(published["test_auc"], abs=1e-6)  # evaluate's test split
+    assert exporting.export_model(config, "gbdt_lr", force=True)["version"] == 3
     assert exporting.published_versions(model_root) == [2, 3]  # keep_versions: 2
     assert not [p for p in model_root.iterdir() if not p.name.isdigit()]  # no staging leftovers
+
+
+def _auc_by_pairs(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AUC from its definition: the share of (positive, negative) pairs ranked right, ties counting half."""
+    positives, negatives = np.sort(scores[labels == 1]), np.sort(scores[labels == 0])
+    below = np.searchsorted(negatives, positives, side="left")
+    ties = np.searchsorted(negatives, positives, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(positives) * len(negatives)))
+
+
+def _promotions(warehouse: str) -> list[dict]:
+    from deltalake import DeltaTable
+
+    return sorted(DeltaTable(f"{warehouse}/promotions").to_pyarrow_table().to_pylist(), key=lambda r: r["decided_at"])
+
+
+def test_champion_and_challenger_are_scored_on_the_same_rows(export_config, exported, ml100k_warehouse, tmp_path,
+                                                               capsys):
+    """gbdt_lr and deepfm trade places as champion: each one's published SavedModel becomes the champion
+    of the other model's name in a fresh export root; the worse candidate is refused (exit 3), the better
+    one published, both with the AUCs of the evaluation's per-row predictions, computed here by pairs."""
+    import shutil
+
+    config, path = export_config
+    version = artifacts.latest_samples_version(ml100k_warehouse.root)
+    predictions = pd.read_parquet(artifacts.evaluation_dir(ml100k_warehouse.root, version) / "predictions.parquet")
+    labels = predictions["label"].to_numpy()
+    auc = {m: _auc_by_pairs(labels, predictions[m].to_numpy()) for m in ("gbdt_lr", "deepfm")}
+    better, worse = sorted(auc, key=auc.get, reverse=True)
+    assert auc[better] > auc[worse]
+    root = tmp_path / "serving"
+    published = Path(config["export"]["root"])
+    versions = {m: exporting.published_versions(published / m)[-1] for m in auc}
+    shutil.copytree(published / better / str(versions[better]), root / worse / "1")  # champion of the worse name
+    shutil.copytree(published / worse / str(versions[worse]), root / better / "1")
+    strict = path.with_name("same-rows.yaml")
+    strict.write_text(yaml.safe_dump({**config, "export": {**config["export"], "max_auc_drop": 0.0, "auc_floor": 0.5}}))
+    before = len(_promotions(ml100k_warehouse.root))
+
+    assert main(["export", "--config", str(strict), "--model", worse, "--export-root", str(root)]) == 3
+    error = capsys.readouterr().err
+    assert f"{worse} not published: test AUC " in error and "is more than 0.0 below the published version 1" in error
+    assert f"on the same {len(labels)} test rows" in error
+    assert exporting.published_versions(root / worse) == [1]
+    assert main(["export", "--config", str(strict), "--model", better, "--export-root", str(root)]) == 0
+    assert exporting.published_versions(root / better) == [1, 2]
+    card = json.loads((root / better / "2" / "assets.extra" / "model_card.json").read_text())
+    assert card["champion"]["status"] == "compared" and card["champion"]["decision"] == "published"
+    assert card["champion"]["auc"] == pytest.approx(auc[worse], abs=1e-5)
+    assert card["champion"]["candidate_auc"] == pytest.approx(auc[better], abs=1e-5)
+    assert card["champion"]["rows"] == len(labels)
+
+    refused, accepted = _promotions(ml100k_warehouse.root)[before:]
+    assert (refused["model"], refused["decision"], refused["champion_status"], refused["champion_version"],
+            refused["rows"], refused["published_version"]) == (worse, "refused", "compared", 1, len(labels), None)
+    assert refused["candidate_auc"] == pytest.approx(auc[worse], abs=1e-5)
+    assert refused["champion_auc"] == pytest.approx(auc[better], abs=1e-5)
+    assert "more than 0.0 below the published version 1" in refused["reason"]
+    assert refused["export_root"] == str(root) and refused["samples_version"] == version
+    assert (accepted["model"], accepted["decision"], accepted["published_version"]) == (better, "published", 2)
+    assert accepted["champion_auc"] == pytest.approx(auc[worse], abs=1e-5)
+
+
+class _OtherSignature(tf.Module):
+    """A champion from before a schema change: it takes user_age as a string."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_age")])
+    def serve(self, user_age):
+        return {"probability": tf.fill([tf.shape(user_age)[0], 1], 0.5)}
+
+
+def test_a_champion_with_an_incompatible_signature_is_reported(export_config, exported, ml100k_warehouse, tmp_path):
+    config, _ = export_config
+    root = tmp_path / "serving"
+    champion = _OtherSignature()
+    tf.saved_model.save(champion, str(root / "deepfm" / "1"), signatures={"serving_default": champion.serve})
+    local = {**config, "export": {**config["export"], "root": str(root)}}
+    with pytest.raises(PublishRefused, match=r"the published version 1 is incompatible with the new samples \(its "
+                                              r"input 'user_age' is string, the samples give float32\).*--force"):
+        exporting.export_model(local, "deepfm")
+    row = _promotions(ml100k_warehouse.root)[-1]
+    assert (row["decision"], row["champion_status"], row["champion_auc"], row["published_version"]) == (
+        "refused", "incompatible", None, None)
+    forced = exporting.export_model(local, "deepfm", force=True)
+    assert forced["version"] == 2 and forced["forced"]
+    card = json.loads((root / "deepfm" / "2" / "assets.extra" / "model_card.json").read_text())
+    assert card["champion"]["status"] == "incompatible" and card["champion"]["decision"] == "forced"
+    assert "its input 'user_age' is string" in card["champion"]["problem"]
+    assert _promotions(ml100k_warehouse.root)[-1]["decision"] == "forced"
 
 
 def test_failed_parity_publishes_nothing(export_config, exported, monkeypatch):

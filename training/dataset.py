@@ -83,9 +83,9 @@ def _signature(inputs: list[ModelInput], extra: dict[str, tf.DType]):
 
 def make_dataset(parquet_root: str | Path, split: str, inputs: list[ModelInput], batch_size: int = 1024,
                  shuffle_buffer: int = 0, seed: int = 0, chunk_rows: int = 8192,
-                 extra: dict[str, tf.DType] | None = None) -> tf.data.Dataset:
-    """One pass over `split` per iteration; shuffled when `shuffle_buffer` > 0 (training)."""
-    files = split_files(parquet_root, split)
+                 extra: dict[str, tf.DType] | None = None, files: list[Path] | None = None) -> tf.data.Dataset:
+    """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0."""
+    files = split_files(parquet_root, split) if files is None else list(files)
     extra = extra or {}
     columns = [i.name for i in inputs] + list(extra) + ["label", "weight"]
     epochs = iter(range(1 << 30))  # the generator is re-entered once per epoch: a new shard order each time
