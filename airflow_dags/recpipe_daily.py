@@ -22,6 +22,7 @@ Airflow Variables (read at run time, never at parse time):
 DAG params (trigger form or `airflow dags test --conf`): config, spark_master, data_start,
 samples_window_days.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,9 +40,14 @@ log = logging.getLogger(__name__)
 # The params are also validated by their Param patterns before a run starts.
 HOME = "{{ var.value.get('recpipe_home', '/opt/recpipe') }}"
 VENV = "{{ var.value.get('recpipe_venv', var.value.get('recpipe_home', '/opt/recpipe') ~ '/.venv') }}"
-ENV = {"RECPIPE_HOME": HOME, "RECPIPE_VENV": VENV, "RECPIPE_CONFIG": "{{ params.config }}",
-       "RECPIPE_SPARK_MASTER": "{{ params.spark_master }}",
-       "PYSPARK_PYTHON": f"{VENV}/bin/python", "PYSPARK_DRIVER_PYTHON": f"{VENV}/bin/python"}
+ENV = {
+    "RECPIPE_HOME": HOME,
+    "RECPIPE_VENV": VENV,
+    "RECPIPE_CONFIG": "{{ params.config }}",
+    "RECPIPE_SPARK_MASTER": "{{ params.spark_master }}",
+    "PYSPARK_PYTHON": f"{VENV}/bin/python",
+    "PYSPARK_DRIVER_PYTHON": f"{VENV}/bin/python",
+}
 SPARK_SUBMIT = 'cd "$RECPIPE_HOME" && "$RECPIPE_VENV/bin/spark-submit" --master "$RECPIPE_SPARK_MASTER"'
 PYTHON = 'cd "$RECPIPE_HOME" && "$RECPIPE_VENV/bin/python"'
 CONFIG = '--config "$RECPIPE_CONFIG"'
@@ -50,7 +56,7 @@ CONFIG_PATTERN = r"^[A-Za-z0-9_./-]+\.ya?ml$"
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 # samples of the days before D (D's own clicks can land after midnight, in D+1's drop): a window of
 # samples_window_days ending on D-1, never before the day after the first day of data
-SAMPLES_START = ("{{ [macros.ds_add(ds, -params.samples_window_days), macros.ds_add(params.data_start, 1)] | max }}")
+SAMPLES_START = "{{ [macros.ds_add(ds, -params.samples_window_days), macros.ds_add(params.data_start, 1)] | max }}"
 SAMPLES_END = "{{ macros.ds_add(ds, -1) }}"
 # Run contract: the samples task prints `samples_version=N` as its last stdout line (BashOperator pushes it
 # to XCom); gbdt, train, compare and export of the same run read exactly that version, so clearing an old
@@ -61,8 +67,9 @@ WITH_SAMPLES_VERSION = {**ENV, "RECPIPE_SAMPLES_VERSION": SAMPLES_VERSION}
 VERSION = '--samples-version "$RECPIPE_SAMPLES_VERSION"'
 # spark-submit logs to stderr, which BashOperator merges into the output it reads its last line from:
 # keep the driver's stdout aside and repeat its last line at the very end (pipefail keeps the exit code)
-LAST_STDOUT_LINE = ('set -o pipefail; out=$(mktemp); trap \'rm -f "$out"\' EXIT; {command} | tee "$out" && '
-                    'tail -n 1 "$out"')
+LAST_STDOUT_LINE = (
+    'set -o pipefail; out=$(mktemp); trap \'rm -f "$out"\' EXIT; {command} | tee "$out" && tail -n 1 "$out"'
+)
 TRAINED_MODELS = ("wide_deep", "gbdt_lr", "deepfm")
 EXIT_REFUSED = 3  # recpipe export: the quality gate said no; nothing was published
 
@@ -86,8 +93,10 @@ class RecpipeJob(BashOperator):
 
         result = super()._run_inline_command(bash_path, env)
         if result.exit_code in self.NOT_RETRIED:
-            raise AirflowFailException(f"recpipe exited {result.exit_code} ({self.NOT_RETRIED[result.exit_code]}): "
-                                       f"not retried; fix the input and clear the task")
+            raise AirflowFailException(
+                f"recpipe exited {result.exit_code} ({self.NOT_RETRIED[result.exit_code]}): "
+                f"not retried; fix the input and clear the task"
+            )
         return result
 
 
@@ -96,15 +105,21 @@ def notify_failure(context) -> None:
     from airflow.sdk import Variable
 
     ti = context["task_instance"]
-    message = {"dag": ti.dag_id, "task": ti.task_id, "logical_date": str(context.get("logical_date")),
-               "try": ti.try_number, "error": str(context.get("exception"))[:500]}
+    message = {
+        "dag": ti.dag_id,
+        "task": ti.task_id,
+        "logical_date": str(context.get("logical_date")),
+        "try": ti.try_number,
+        "error": str(context.get("exception"))[:500],
+    }
     log.error("recpipe task failed: %s", json.dumps(message))
     url = Variable.get("recpipe_alert_webhook", default=None)
     if url:
         import urllib.request
 
-        request = urllib.request.Request(url, data=json.dumps(message).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=json.dumps(message).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             urllib.request.urlopen(request, timeout=10)
         except OSError as error:  # an alert that cannot be delivered must not hide the task's own failure
@@ -130,10 +145,18 @@ with DAG(
     dagrun_timeout=dt.timedelta(hours=12),
     default_args=default_args,
     params={
-        "config": Param("conf/demo.yaml", type="string", pattern=CONFIG_PATTERN,
-                        description="pipeline YAML, relative to recpipe_home (letters, digits, _ . / -)"),
-        "spark_master": Param("local[2]", type="string", pattern=SPARK_MASTER_PATTERN,
-                              description="spark-submit --master: local[N], yarn, spark://host:port, k8s://..."),
+        "config": Param(
+            "conf/demo.yaml",
+            type="string",
+            pattern=CONFIG_PATTERN,
+            description="pipeline YAML, relative to recpipe_home (letters, digits, _ . / -)",
+        ),
+        "spark_master": Param(
+            "local[2]",
+            type="string",
+            pattern=SPARK_MASTER_PATTERN,
+            description="spark-submit --master: local[N], yarn, spark://host:port, k8s://...",
+        ),
         "data_start": Param("2026-01-01", type="string", pattern=DATE_PATTERN, description="first day with a log drop"),
         "samples_window_days": Param(14, type="integer", minimum=1, description="days of samples per training"),
     },
@@ -156,25 +179,44 @@ with DAG(
         return marker.exists()
 
     ingest = RecpipeJob(task_id="ingest", bash_command=f"{SPARK_SUBMIT} jobs/ingest.py {CONFIG} --date {{{{ ds }}}}")
-    snapshot = RecpipeJob(task_id="snapshot", depends_on_past=True,
-                          bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}")
-    samples = RecpipeJob(task_id="samples", bash_command=LAST_STDOUT_LINE.format(command=(
-        f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}")))
-    gbdt = RecpipeJob(task_id="gbdt", env=WITH_SAMPLES_VERSION,
-                      bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG} {VERSION}")
+    snapshot = RecpipeJob(
+        task_id="snapshot",
+        depends_on_past=True,
+        bash_command=f"{SPARK_SUBMIT} jobs/build_snapshot.py {CONFIG} --date {{{{ ds }}}}",
+    )
+    samples = RecpipeJob(
+        task_id="samples",
+        bash_command=LAST_STDOUT_LINE.format(
+            command=(f"{SPARK_SUBMIT} jobs/build_samples.py {CONFIG} --start {SAMPLES_START} --end {SAMPLES_END}")
+        ),
+    )
+    gbdt = RecpipeJob(
+        task_id="gbdt", env=WITH_SAMPLES_VERSION, bash_command=f"{SPARK_SUBMIT} jobs/train_gbdt.py {CONFIG} {VERSION}"
+    )
     with TaskGroup("train", tooltip="the TensorFlow models, in parallel") as train:
         for model in TRAINED_MODELS:
-            RecpipeJob(task_id=model, env=WITH_SAMPLES_VERSION,
-                       bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model} {VERSION}")
-    compare = RecpipeJob(task_id="compare", env=WITH_SAMPLES_VERSION,
-                         bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG} {VERSION}")
-    export = RecpipeJob(task_id="export", skip_on_exit_code=EXIT_REFUSED, env=WITH_SAMPLES_VERSION, bash_command=(
-        f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)} {VERSION}"))
+            RecpipeJob(
+                task_id=model,
+                env=WITH_SAMPLES_VERSION,
+                bash_command=f"{PYTHON} jobs/train_models.py {CONFIG} --model {model} {VERSION}",
+            )
+    compare = RecpipeJob(
+        task_id="compare", env=WITH_SAMPLES_VERSION, bash_command=f"{PYTHON} jobs/evaluate_models.py {CONFIG} {VERSION}"
+    )
+    export = RecpipeJob(
+        task_id="export",
+        skip_on_exit_code=EXIT_REFUSED,
+        env=WITH_SAMPLES_VERSION,
+        bash_command=(f"{PYTHON} jobs/export_model.py {CONFIG} --model {','.join(TRAINED_MODELS)} {VERSION}"),
+    )
 
-    publish_features = RecpipeJob(task_id="publish_features", bash_command=(
-        f"{SPARK_SUBMIT} jobs/publish_features.py {CONFIG} --date {{{{ ds }}}}"))
-    skew_check = RecpipeJob(task_id="skew_check", bash_command=(
-        f"{SPARK_SUBMIT} jobs/skew_check.py {CONFIG} --date {SAMPLES_END}"))
+    publish_features = RecpipeJob(
+        task_id="publish_features",
+        bash_command=(f"{SPARK_SUBMIT} jobs/publish_features.py {CONFIG} --date {{{{ ds }}}}"),
+    )
+    skew_check = RecpipeJob(
+        task_id="skew_check", bash_command=(f"{SPARK_SUBMIT} jobs/skew_check.py {CONFIG} --date {SAMPLES_END}")
+    )
 
     wait_for_drop() >> ingest >> snapshot >> samples >> gbdt >> train >> compare >> export
     snapshot >> publish_features

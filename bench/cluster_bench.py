@@ -6,6 +6,7 @@ CLI process each, JVM start included on both sides), its ratio, and whether ever
 
 Prints one line per stage and a table check; run it on an otherwise idle machine for meaningful seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,12 @@ import yaml  # noqa: E402
 
 from standalone_cluster import StandaloneCluster  # noqa: E402
 
-STAGES = [("ingest", ["--start", "{start}", "--end", "{end}"]),
-          ("snapshot", ["--start", "{start}", "--end", "{end}"]),
-          ("samples", ["--start", "{first_sample}", "--end", "{last_sample}"]),
-          ("gbdt", [])]
+STAGES = [
+    ("ingest", ["--start", "{start}", "--end", "{end}"]),
+    ("snapshot", ["--start", "{start}", "--end", "{end}"]),
+    ("samples", ["--start", "{first_sample}", "--end", "{last_sample}"]),
+    ("gbdt", []),
+]
 
 
 def config(root: Path, args, master: str) -> Path:
@@ -83,8 +86,12 @@ def main() -> int:
     import datetime as dt
 
     start = dt.date(2026, 1, 1)
-    days = {"start": start, "end": start + dt.timedelta(days=args.days - 1),
-            "first_sample": start + dt.timedelta(days=1), "last_sample": start + dt.timedelta(days=args.days - 2)}
+    days = {
+        "start": start,
+        "end": start + dt.timedelta(days=args.days - 1),
+        "first_sample": start + dt.timedelta(days=1),
+        "last_sample": start + dt.timedelta(days=args.days - 2),
+    }
     with tempfile.TemporaryDirectory(prefix="cluster-bench-") as temp:
         root = Path(temp)
         from features.synthetic_logs import generate_logs

@@ -8,6 +8,7 @@ Prints rows/s of each path (one warm-up, then the median of --repeats runs) and 
 for like: leaves + probability on both sides of Spark vs one process, leaves only on both sides of
 the TensorFlow encoder vs xgboost (compare ratios, not seconds).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,13 @@ def main() -> int:
 
     import xgboost as xgb
 
-    spark = build_session({"master": "local[2]", "app_name": "gbdt-bench", "conf": {
-        "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"}})
+    spark = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "gbdt-bench",
+            "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"},
+        }
+    )
     tables = open_tables(spark, args.warehouse, "delta-rs")
     version = artifacts.latest_samples_version(tables.root)
     target = artifacts.gbdt_dir(tables.root, version)
@@ -62,8 +68,9 @@ def main() -> int:
     repeats = args.repeats
 
     def spark_leaves_and_scores():
-        gbdt.leaves_and_scores(spark, frame, features, booster, trees, ["sample_id"]).write.format("noop") \
-            .mode("overwrite").save()
+        gbdt.leaves_and_scores(spark, frame, features, booster, trees, ["sample_id"]).write.format("noop").mode(
+            "overwrite"
+        ).save()
 
     spark_seconds = median_seconds(spark_leaves_and_scores, repeats)
 
@@ -71,8 +78,9 @@ def main() -> int:
     tables_model = from_json(trees)
 
     def xgboost_leaves():
-        return leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
-                                           tables_model)
+        return leaf_indices_from_pred_leaf(
+            booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True), tables_model
+        )
 
     def xgboost_leaves_and_scores():  # the same work as each Spark task: leaves and probability
         data = xgb.DMatrix(matrix, missing=np.nan)
@@ -90,7 +98,7 @@ def main() -> int:
     call = tf.function(lambda x: encoder(x), input_signature=[tf.TensorSpec([None, matrix.shape[1]], tf.float32)])
 
     def encoder_leaves():
-        return np.concatenate([call(matrix[i:i + 65536]).numpy() for i in range(0, len(matrix), 65536)])
+        return np.concatenate([call(matrix[i : i + 65536]).numpy() for i in range(0, len(matrix), 65536)])
 
     assert np.array_equal(encoder_leaves(), xgboost_leaves()), "encoder and pred_leaf disagree"
     encoder_seconds = median_seconds(encoder_leaves, repeats)

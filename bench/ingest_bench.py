@@ -12,6 +12,7 @@ ingest_runs commit included):
             also reads the events ids of the horizon's partitions: lateness + a week on both sides).
 Target (issue 14): check on / check off <= 1.2x. Prints ratios; the seconds depend on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,11 @@ START = dt.date(2026, 1, 1)
 
 
 def _config(raw: Path, warehouse: Path, check: bool) -> dict:
-    return {"paths": {"raw": str(raw), "warehouse": str(warehouse)},
-            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60, "redelivery_check": check},
-            "quality": {"enabled": True}}
+    return {
+        "paths": {"raw": str(raw), "warehouse": str(warehouse)},
+        "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60, "redelivery_check": check},
+        "quality": {"enabled": True},
+    }
 
 
 def _timed(spark, warehouse: Path, config: dict, runs: list[list[dt.date]]) -> float:
@@ -63,11 +66,15 @@ def main() -> int:
     raw = out / "raw"
     if not (raw / "events").exists():
         generate_logs(str(raw), start_date=START, days=args.days, users=args.users, items=args.items, seed=11)
-    spark = build_session({"master": "local[2]", "app_name": "ingest-bench",
-                           "conf": {"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g",
-                                    "spark.ui.enabled": "false"}})
+    spark = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "ingest-bench",
+            "conf": {"spark.sql.shuffle.partitions": "8", "spark.driver.memory": "4g", "spark.ui.enabled": "false"},
+        }
+    )
     days = [START + dt.timedelta(days=i) for i in range(args.days)]
-    recent = days[-args.daily_days:]
+    recent = days[-args.daily_days :]
     times: dict[tuple[str, bool], list[float]] = {}
     for repeat in range(args.repeats + 1):  # repeat 0 warms both sides up on 20 drops and is not counted
         for check in (True, False):
@@ -79,8 +86,11 @@ def main() -> int:
             if repeat:
                 times.setdefault(("backfill", check), []).append(backfill)
                 times.setdefault(("daily", check), []).append(daily)
-            print(f"repeat {repeat}{' (warm-up)' if not repeat else ''}: check {'on ' if check else 'off'} "
-                  f"backfill {backfill:.1f}s, {len(recent)} daily runs {daily:.1f}s", flush=True)
+            print(
+                f"repeat {repeat}{' (warm-up)' if not repeat else ''}: check {'on ' if check else 'off'} "
+                f"backfill {backfill:.1f}s, {len(recent)} daily runs {daily:.1f}s",
+                flush=True,
+            )
     events = open_tables(spark, str(out / "warehouse-on"), "delta-rs").row_count("events")
     print(f"\n{args.days} drops, {events} events after the check; medians of {args.repeats} runs each")
     for shape in ("backfill", "daily"):

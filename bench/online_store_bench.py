@@ -12,6 +12,7 @@
    serving_default; its weights are the initial ones: the cost is the same).
 Prints one JSON object; README's numbers come from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,19 +65,27 @@ def main() -> None:
     start = dt.date(2026, 1, 1)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
     port = free_port()
-    config = {"paths": {"raw": str(out / "raw"), "warehouse": str(out / "warehouse")},
-              "samples": {"kind": "click"}, "quality": {"enabled": False},
-              "online_store": {"host": "127.0.0.1", "port": port, "namespace": "bench"}}
-    spark = build_session({"master": "local[2]", "app_name": "online-bench",
-                           "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
-                                    "spark.driver.memory": "6g"}})
+    config = {
+        "paths": {"raw": str(out / "raw"), "warehouse": str(out / "warehouse")},
+        "samples": {"kind": "click"},
+        "quality": {"enabled": False},
+        "online_store": {"host": "127.0.0.1", "port": port, "namespace": "bench"},
+    }
+    spark = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "online-bench",
+            "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"},
+        }
+    )
     tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
     result = {"days": args.days, "users": args.users, "items": args.items}
     if not (args.reuse and tables.exists("user_snapshot")):
         if not (args.reuse and (out / "raw" / "events").is_dir()):
             shutil.rmtree(out, ignore_errors=True)
-            generate_logs(config["paths"]["raw"], start_date=start, days=args.days, users=args.users,
-                          items=args.items, seed=7)
+            generate_logs(
+                config["paths"]["raw"], start_date=start, days=args.days, users=args.users, items=args.items, seed=7
+            )
         shutil.rmtree(out / "warehouse", ignore_errors=True)
         t = time.time()
         ingest(spark, tables, config, days)
@@ -84,18 +93,36 @@ def main() -> None:
         build_samples(spark, tables, config, days[-4:-1])
         result["build_seconds"] = time.time() - t
     result["events"] = tables.row_count("events")
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(out)], stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.5)
         full = publish(spark, tables, config, days[-2])
         incremental = publish(spark, tables, config, days[-1])
         result["publish_full"] = {k: full[k] for k in ("rows", "rewritten", "seconds")}
         result["publish_full"]["rows_per_second"] = full["rows"] / full["seconds"]
-        result["publish_incremental"] = {k: incremental[k] for k in ("rows", "rewritten", "unchanged", "removed", "seconds")}
+        result["publish_incremental"] = {
+            k: incremental[k] for k in ("rows", "rewritten", "unchanged", "removed", "seconds")
+        }
         result["publish_incremental"]["rows_per_second"] = incremental["rows"] / incremental["seconds"]
         result["incremental_over_full_seconds"] = incremental["seconds"] / full["seconds"]
-        result["redis_used_memory_bytes"] = OnlineStore(RedisLocation(port=port, namespace="bench")).client.info()["used_memory"]
+        result["redis_used_memory_bytes"] = OnlineStore(RedisLocation(port=port, namespace="bench")).client.info()[
+            "used_memory"
+        ]
         spark.stop()
         result["requests"] = request_latency(port, args, days)
     finally:
@@ -126,7 +153,9 @@ def request_latency(port: int, args, days) -> dict:
     version = artifacts.latest_samples_version(warehouse)
     transforms = json.loads((artifacts.samples_dir(warehouse, version) / "transforms.json").read_text())["features"]
     keras.utils.set_random_seed(7)
-    model = build_model("wide_deep", FeatureEncoders(spec, transforms), as_settings({}).models.params("wide_deep"), None)
+    model = build_model(
+        "wide_deep", FeatureEncoders(spec, transforms), as_settings({}).models.params("wide_deep"), None
+    )
     saved = Path(args.out) / "model" / "1"
     shutil.rmtree(saved.parent, ignore_errors=True)
     write_saved_model(model, model_inputs(spec), saved)
@@ -148,9 +177,12 @@ def request_latency(port: int, args, days) -> dict:
         if n >= 20:
             build.append(t1 - t)
             end_to_end.append(t2 - t)
-    return {"requests": args.requests, "items_per_request": 100,
-            "build_ms": {"p50": percentile(build, 50), "p99": percentile(build, 99)},
-            "end_to_end_ms": {"p50": percentile(end_to_end, 50), "p99": percentile(end_to_end, 99)}}
+    return {
+        "requests": args.requests,
+        "items_per_request": 100,
+        "build_ms": {"p50": percentile(build, 50), "p99": percentile(build, 99)},
+        "end_to_end_ms": {"p50": percentile(end_to_end, 50), "p99": percentile(end_to_end, 99)},
+    }
 
 
 if __name__ == "__main__":

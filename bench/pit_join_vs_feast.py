@@ -19,6 +19,7 @@ machine (it merges every entity row with every feature row of its key before fil
 sides' times include writing their result to Parquet.
 Features compared: every scalar model feature of the user, item and user×category snapshots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,9 @@ def _scalar_features() -> dict[str, list[tuple[str, str]]]:
     spec = load_spec()
     features = {}
     for entity in ("user", "item", "user_category"):
-        features[entity] = [(f.name, f.dtype) for f in spec.model_features()
-                            if f.entity == entity and not f.dtype.startswith("array")]
+        features[entity] = [
+            (f.name, f.dtype) for f in spec.model_features() if f.entity == entity and not f.dtype.startswith("array")
+        ]
     return features
 
 
@@ -58,8 +60,13 @@ def prepare(args) -> None:
     from features.tables import open_tables
     from jobs.spark_session import build_session
 
-    spark = build_session({"master": "local[2]", "app_name": "pit-bench", "conf": {
-        "spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"}})
+    spark = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "pit-bench",
+            "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"},
+        }
+    )
     tables = open_tables(spark, args.warehouse, "delta-rs")
     spec = load_spec()
     features = _scalar_features()
@@ -69,31 +76,44 @@ def prepare(args) -> None:
     labeled = click_labels(events, days[1], days[-2], LabelConfig())
     labeled = labeled.orderBy("event_time", "sample_id").limit(args.rows).localCheckpoint()
     rows = labeled.count()
-    labeled.select("sample_id", "user_id", "item_id", F.col("event_time").alias("event_timestamp")) \
-        .toPandas().to_parquet(OUT / "entities.parquet")
+    labeled.select(
+        "sample_id", "user_id", "item_id", F.col("event_time").alias("event_timestamp")
+    ).toPandas().to_parquet(OUT / "entities.parquet")
     # both sides get the snapshot days the rows need (the day before each event day), nothing more
     needed = sorted(r.day for r in labeled.select(F.date_sub("event_date", 1).alias("day")).distinct().collect())
     end_of_day = F.expr("cast(date_add(snapshot_date, 1) as timestamp) - interval 1 microsecond")
     # Feast gets every known user and item on each needed day (the dense rows: sparse ones would leave it
     # without the inactive entities' values), and the stored user x category rows
     for entity, keys in (("user", ["user_id"]), ("item", ["item_id"]), ("user_category", ["user_id", "category"])):
-        table = (as_of.dense_snapshot(tables, spec, entity, needed) if entity != "user_category"
-                 else tables.read(spec.entities[entity]["table"], partitions=needed))
-        table.select(*keys, *[name for name, _ in features[entity]], end_of_day.alias("feature_ts")) \
-            .write.mode("overwrite").parquet(str(OUT / f"{entity}_snapshot"))
+        table = (
+            as_of.dense_snapshot(tables, spec, entity, needed)
+            if entity != "user_category"
+            else tables.read(spec.entities[entity]["table"], partitions=needed)
+        )
+        table.select(*keys, *[name for name, _ in features[entity]], end_of_day.alias("feature_ts")).write.mode(
+            "overwrite"
+        ).parquet(str(OUT / f"{entity}_snapshot"))
 
     def ours() -> None:  # resolve the rows' entities from the sparse tables, join, write Parquet
         day_before = F.date_sub("event_date", 1).alias("snapshot_date")
-        resolved = [as_of.read_as_of(tables, spec, e, labeled.select(f"{e}_id", day_before), needed)
-                    for e in ("user", "item")]
-        joined = point_in_time_join(labeled, *resolved, tables.read("user_category_snapshot", partitions=needed),
-                                    spec, priors=ctr_priors(tables.read("item_snapshot", partitions=needed), spec))
+        resolved = [
+            as_of.read_as_of(tables, spec, e, labeled.select(f"{e}_id", day_before), needed) for e in ("user", "item")
+        ]
+        joined = point_in_time_join(
+            labeled,
+            *resolved,
+            tables.read("user_category_snapshot", partitions=needed),
+            spec,
+            priors=ctr_priors(tables.read("item_snapshot", partitions=needed), spec),
+        )
         joined.write.mode("overwrite").parquet(str(OUT / "ours"))
 
     seconds = median_seconds(ours, args.repeats)
     (OUT / "ours.json").write_text(json.dumps({"rows": rows, "seconds": seconds}))
-    print(f"ours: point-in-time join + Parquet write of {rows} rows (median of {args.repeats} after a warm-up) with {sum(len(v) for v in features.values())} "
-          f"features compared (of {len(spec.model_features())} joined): {seconds:.1f}s")
+    print(
+        f"ours: point-in-time join + Parquet write of {rows} rows (median of {args.repeats} after a warm-up) with {sum(len(v) for v in features.values())} "
+        f"features compared (of {len(spec.model_features())} joined): {seconds:.1f}s"
+    )
 
 
 def run_feast(args) -> None:
@@ -107,43 +127,60 @@ def run_feast(args) -> None:
     types = {"long": Int64, "int": Int64, "double": Float64, "string": String}
     repo = OUT / "feast_repo"
     repo.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(project="recpipe_bench", registry=str(repo / "registry.db"), provider="local",
-                        offline_store={"type": "file"}, online_store={"type": "sqlite", "path": str(repo / "online.db")},
-                        entity_key_serialization_version=3, repo_path=str(repo))
+    config = RepoConfig(
+        project="recpipe_bench",
+        registry=str(repo / "registry.db"),
+        provider="local",
+        offline_store={"type": "file"},
+        online_store={"type": "sqlite", "path": str(repo / "online.db")},
+        entity_key_serialization_version=3,
+        repo_path=str(repo),
+    )
     store = FeatureStore(config=config)
-    entities = {"user_id": Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64),
-                "item_id": Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64),
-                "category": Entity(name="category", join_keys=["category"], value_type=ValueType.STRING)}
+    entities = {
+        "user_id": Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64),
+        "item_id": Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64),
+        "category": Entity(name="category", join_keys=["category"], value_type=ValueType.STRING),
+    }
     keys = {"user": ["user_id"], "item": ["item_id"], "user_category": ["user_id", "category"]}
     views = {}
     for entity, names in features.items():
         source = FileSource(path=str(OUT / f"{entity}_snapshot"), timestamp_field="feature_ts")
         views[entity] = FeatureView(
-            name=f"{entity}_features", entities=[entities[k] for k in keys[entity]], ttl=dt.timedelta(days=1),
-            schema=[Field(name=n, dtype=types[t]) for n, t in names], source=source)
+            name=f"{entity}_features",
+            entities=[entities[k] for k in keys[entity]],
+            ttl=dt.timedelta(days=1),
+            schema=[Field(name=n, dtype=types[t]) for n, t in names],
+            source=source,
+        )
     store.apply([*entities.values(), *views.values()])
     entity_rows = pd.read_parquet(OUT / "entities.parquet")
     entity_rows["event_timestamp"] = pd.to_datetime(entity_rows["event_timestamp"], utc=True)
 
     def feast() -> pd.DataFrame:  # two retrievals, the merge, the Parquet write: the same work as ours
         first = store.get_historical_features(
-            entity_df=entity_rows,
-            features=[f"{e}_features:{n}" for e in ("user", "item") for n, _ in features[e]]).to_df()
+            entity_df=entity_rows, features=[f"{e}_features:{n}" for e in ("user", "item") for n, _ in features[e]]
+        ).to_df()
         first["category"] = first["item_category"].fillna("__missing__")  # Feast needs a key value
         second = store.get_historical_features(
             entity_df=first[["sample_id", "user_id", "category", "event_timestamp"]],
-            features=[f"user_category_features:{n}" for n, _ in features["user_category"]]).to_df()
+            features=[f"user_category_features:{n}" for n, _ in features["user_category"]],
+        ).to_df()
         # Feast's file store leaves out entity rows whose key never occurs in the feature view: left-join
         # them back as "not found" (our join marks the same rows with user_category_in_snapshot = false)
-        joined = first.merge(second.drop(columns=["user_id", "category", "event_timestamp"]), on="sample_id", how="left")
+        joined = first.merge(
+            second.drop(columns=["user_id", "category", "event_timestamp"]), on="sample_id", how="left"
+        )
         joined.to_parquet(OUT / "feast.parquet")
         return joined
 
     seconds = median_seconds(feast, args.repeats)
     result = pd.read_parquet(OUT / "feast.parquet")
     (OUT / "feast.json").write_text(json.dumps({"rows": len(result), "seconds": seconds}))
-    print(f"feast: get_historical_features + Parquet write for {len(result)} rows (median of {args.repeats} "
-          f"after a warm-up): {seconds:.1f}s")
+    print(
+        f"feast: get_historical_features + Parquet write for {len(result)} rows (median of {args.repeats} "
+        f"after a warm-up): {seconds:.1f}s"
+    )
 
 
 def compare(args) -> None:
@@ -160,15 +197,19 @@ def compare(args) -> None:
             # Feast has no defaults: where the entity was found the values must be equal, else Feast has null
             mine, feast_values = ours.loc[found, name], theirs.loc[found, name]
             same = (mine == feast_values) | (mine.isna() & feast_values.isna())
-            assert same.all(), f"{name}: {int((~same).sum())} rows differ, e.g. {mine[~same].head(3).to_dict()} " \
-                               f"vs {feast_values[~same].head(3).to_dict()}"
+            assert same.all(), (
+                f"{name}: {int((~same).sum())} rows differ, e.g. {mine[~same].head(3).to_dict()} "
+                f"vs {feast_values[~same].head(3).to_dict()}"
+            )
             assert theirs.loc[~found, name].isna().all(), f"{name}: Feast found rows our join did not"
             checked += 1
     ours_seconds = json.loads((OUT / "ours.json").read_text())["seconds"]
     feast_seconds = json.loads((OUT / "feast.json").read_text())["seconds"]
     print(f"identical: {len(ours)} rows x {checked} features")
-    print(f"ours {ours_seconds:.1f}s, Feast {feast_seconds:.1f}s: ours is {feast_seconds / ours_seconds:.1f}x faster "
-          f"(target >= 3x)")
+    print(
+        f"ours {ours_seconds:.1f}s, Feast {feast_seconds:.1f}s: ours is {feast_seconds / ours_seconds:.1f}x faster "
+        f"(target >= 3x)"
+    )
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ Loads every published SavedModel under the config's export root (the newest vers
 with `tf.saved_model.load`, calls `serving_default` on batches of 1, 100 and 1000 real test rows and
 prints p50/p99 latency and rows/s (warm: the first calls of each batch size are not timed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,8 @@ def main() -> None:
     print(f"{'model':<10} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'rows/s':>10}")
     for model_root in sorted(p for p in root.iterdir() if published_versions(p)):
         serve = tf.saved_model.load(str(model_root / str(published_versions(model_root)[-1]))).signatures[
-            "serving_default"]
+            "serving_default"
+        ]
         for batch in (1, 100, 1000):
             features = to_tensors({k: v[:batch] for k, v in rows.items()}, inputs)
             for _ in range(5):

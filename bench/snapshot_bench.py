@@ -13,6 +13,7 @@ printed ratios, not the seconds):
      the cost of 200 full recomputes.
 Targets (issue 3): day 200 within 1.3x of day 10; the backfill at least 5x faster than full recomputes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,18 +45,29 @@ def full_recompute(tables, day: dt.date) -> int:
     events = with_event_date(tables.read("events")).where(F.col("event_date") <= F.lit(day))
     age = F.datediff(F.lit(day), "event_date")
     engaged = F.col("event_type").isin(list(spec.interaction_events))
-    counts = [F.count(F.when((F.col("event_type") == event_type) & (age < w), 1)).alias(f"{name}_{w}d")
-              for w in spec.windows_days for name, event_type in spec.counters.items()]
+    counts = [
+        F.count(F.when((F.col("event_type") == event_type) & (age < w), 1)).alias(f"{name}_{w}d")
+        for w in spec.windows_days
+        for name, event_type in spec.counters.items()
+    ]
     items = tables.read("items").where(F.col("drop_date") <= F.lit(day))
     latest = Window.partitionBy("item_id").orderBy(F.desc("drop_date"))
     category = items.withColumn("_n", F.row_number().over(latest)).where("_n = 1").select("item_id", "category")
     users = events.groupBy("user_id").agg(
-        *counts, F.min("event_date").alias("first_active"), F.max("event_date").alias("last_active"),
-        F.slice(F.transform(F.sort_array(F.collect_list(F.when(engaged, F.struct("event_time", "event_id", "item_id"))),
-                                         asc=False), lambda e: e["item_id"]), 1, spec.last_n_items).alias("last_items"))
+        *counts,
+        F.min("event_date").alias("first_active"),
+        F.max("event_date").alias("last_active"),
+        F.slice(
+            F.transform(
+                F.sort_array(F.collect_list(F.when(engaged, F.struct("event_time", "event_id", "item_id"))), asc=False),
+                lambda e: e["item_id"],
+            ),
+            1,
+            spec.last_n_items,
+        ).alias("last_items"),
+    )
     item_rows = events.groupBy("item_id").agg(*counts)
-    user_category = (events.where(age < 30).join(category, "item_id", "left")
-                     .groupBy("user_id", "category").agg(*counts))
+    user_category = events.where(age < 30).join(category, "item_id", "left").groupBy("user_id", "category").agg(*counts)
     rows = 0
     for name, frame in (("full_user", users), ("full_item", item_rows), ("full_user_category", user_category)):
         frame = frame.withColumn("snapshot_date", F.lit(day))
@@ -77,8 +89,13 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=200)
     parser.add_argument("--users", type=int, default=6500)
     parser.add_argument("--items", type=int, default=3000)
-    parser.add_argument("--samples", type=int, nargs="+", default=[10, 50, 100, 150, 200],
-                        help="days (1-based) at which the full recompute is timed")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        nargs="+",
+        default=[10, 50, 100, 150, 200],
+        help="days (1-based) at which the full recompute is timed",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out"))
     args = parser.parse_args()
 
@@ -98,16 +115,24 @@ def main() -> int:
         summary = generate_logs(raw, start_date=first, days=args.days, users=args.users, items=args.items, seed=7)
         last = first + dt.timedelta(days=args.days - 1)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    print(f"source: {args.source}, {len(days)} days, {summary['events'] if args.source == 'movielens' else summary['events_total']} events")
+    print(
+        f"source: {args.source}, {len(days)} days, {summary['events'] if args.source == 'movielens' else summary['events_total']} events"
+    )
 
-    spark = build_session({"master": "local[2]", "app_name": "snapshot-bench",
-                           "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false",
-                                    "spark.driver.memory": "6g"}})
+    spark = build_session(
+        {
+            "master": "local[2]",
+            "app_name": "snapshot-bench",
+            "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"},
+        }
+    )
     tables = open_tables(spark, str(warehouse), "delta-rs")
-    config = {"paths": {"raw": str(raw), "warehouse": str(warehouse)},
-              "ingest": {"allowed_lateness_hours": 48, "allow_missing_drops": True},
-              "snapshot": {"rebuild_days": 0},
-              "quality": {"enabled": False}}  # the checks are timed by the tests, not here (MovieLens days swing)
+    config = {
+        "paths": {"raw": str(raw), "warehouse": str(warehouse)},
+        "ingest": {"allowed_lateness_hours": 48, "allow_missing_drops": True},
+        "snapshot": {"rebuild_days": 0},
+        "quality": {"enabled": False},
+    }  # the checks are timed by the tests, not here (MovieLens days swing)
     ingest_seconds, _ = timed(lambda: ingest(spark, tables, config, days))
     print(f"ingest of all days: {ingest_seconds:.1f}s")
 
@@ -120,8 +145,9 @@ def main() -> int:
         # cascade=False: the day alone, state carried from the day before (the later days exist already
         # and a rebuild would otherwise cascade to them: that is a backfill, timed above)
         build_snapshots(spark, tables, config, [day], allow_missing=True, cascade=False)  # warm-up (JIT, caches)
-        incremental[label], _ = timed(lambda: build_snapshots(spark, tables, config, [day], allow_missing=True,
-                                                              cascade=False))
+        incremental[label], _ = timed(
+            lambda: build_snapshots(spark, tables, config, [day], allow_missing=True, cascade=False)
+        )
         print(f"incremental build of {label} ({day}): {incremental[label]:.1f}s")
 
     samples = sorted({min(s, len(days)) for s in args.samples})
@@ -142,9 +168,22 @@ def main() -> int:
         "full_recomputes_over_backfill": estimate / backfill_seconds,
         "incremental_day200_vs_full_recompute_day200": full[samples[-1]] / incremental["day 200"],
     }
-    print(json.dumps({"seconds": {"ingest": ingest_seconds, "backfill": backfill_seconds, **incremental,
-                                  "full_recompute": full, "estimated_full_recomputes_total": estimate},
-                      "ratios": ratios}, indent=2, default=str))
+    print(
+        json.dumps(
+            {
+                "seconds": {
+                    "ingest": ingest_seconds,
+                    "backfill": backfill_seconds,
+                    **incremental,
+                    "full_recompute": full,
+                    "estimated_full_recomputes_total": estimate,
+                },
+                "ratios": ratios,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(f"day 200 / day 10 (incremental): {ratios['incremental_day200_over_day10']:.2f}x (target <= 1.3x)")
     print(f"{len(days)} full recomputes / one backfill: {ratios['full_recomputes_over_backfill']:.1f}x (target >= 5x)")
     spark.stop()

@@ -24,6 +24,7 @@ At the end: samples for the last 20 days (all but the first and last on short ru
 injected lines (bad, multi-object and redelivered), counted per quarantine reason. Prints what it
 checked and exits 1 if anything differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,16 +49,31 @@ from jobs.spark_session import build_session  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 START = dt.date(2026, 1, 1)
-COMPARED = ("events", "users", "items", "item_daily", "user_daily", "user_category_daily", "item_snapshot",
-            "user_snapshot", "item_snapshot_inactive", "user_snapshot_inactive", "user_category_snapshot", "samples")
-BAD_LINES = ['{"event_id": "bad-json", "event_type": ', "not json at all",
-             '{"event_id": "bad-type", "event_type": "click", "user_id": "abc", "item_id": 1, '
-             '"event_time": "2026-01-01T00:00:00.000Z"}',
-             '{"event_id": "bad-kind", "event_type": "view", "user_id": 1, "item_id": 1, '
-             '"event_time": "2026-01-01T00:00:00.000Z"}',
-             '{"event_id": "multi-1", "event_type": "impression", "user_id": 1, "item_id": 1, '
-             '"event_time": "2026-01-01T00:00:00.000Z"}{"event_id": "multi-2", "event_type": "impression", '
-             '"user_id": 1, "item_id": 1, "event_time": "2026-01-01T00:00:00.000Z"}']
+COMPARED = (
+    "events",
+    "users",
+    "items",
+    "item_daily",
+    "user_daily",
+    "user_category_daily",
+    "item_snapshot",
+    "user_snapshot",
+    "item_snapshot_inactive",
+    "user_snapshot_inactive",
+    "user_category_snapshot",
+    "samples",
+)
+BAD_LINES = [
+    '{"event_id": "bad-json", "event_type": ',
+    "not json at all",
+    '{"event_id": "bad-type", "event_type": "click", "user_id": "abc", "item_id": 1, '
+    '"event_time": "2026-01-01T00:00:00.000Z"}',
+    '{"event_id": "bad-kind", "event_type": "view", "user_id": 1, "item_id": 1, '
+    '"event_time": "2026-01-01T00:00:00.000Z"}',
+    '{"event_id": "multi-1", "event_type": "impression", "user_id": 1, "item_id": 1, '
+    '"event_time": "2026-01-01T00:00:00.000Z"}{"event_id": "multi-2", "event_type": "impression", '
+    '"user_id": 1, "item_id": 1, "event_time": "2026-01-01T00:00:00.000Z"}',
+]
 REDELIVERED_AFTER = (1, 3)  # days after its first delivery an event is sent again
 
 
@@ -79,8 +95,14 @@ def run(argv: list[str], log: list) -> int:
     started, printed = time.perf_counter(), io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
         code = main(argv)
-    log.append({"argv": argv[:1] + argv[3:], "exit": code, "seconds": round(time.perf_counter() - started, 1),
-                "printed": printed.getvalue().splitlines()[-12:]})
+    log.append(
+        {
+            "argv": argv[:1] + argv[3:],
+            "exit": code,
+            "seconds": round(time.perf_counter() - started, 1),
+            "printed": printed.getvalue().splitlines()[-12:],
+        }
+    )
     return code
 
 
@@ -100,8 +122,12 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
         path.write_text("\n".join(lines) + "\n")
         injected += count
     faulted = {missing_day, truncated_day}
-    sources = [d for d in pool if d + dt.timedelta(days=max(REDELIVERED_AFTER)) <= days[-1]
-               and not faulted & {d, *(d + dt.timedelta(days=k) for k in REDELIVERED_AFTER)}]
+    sources = [
+        d
+        for d in pool
+        if d + dt.timedelta(days=max(REDELIVERED_AFTER)) <= days[-1]
+        and not faulted & {d, *(d + dt.timedelta(days=k) for k in REDELIVERED_AFTER)}
+    ]
     redelivered_days = sorted(rng.sample(sources, max(1, round(0.05 * len(days)))))
     resent = 0
     for day in redelivered_days:  # 2% of the day's events sent again one and three days later
@@ -111,8 +137,9 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
             path = events_file(raw, day + dt.timedelta(days=after))
             path.write_text(path.read_text() + "\n".join(again) + "\n")
             resent += len(again)
-    late_users_day = next(d for d in rng.sample(pool[:-1], len(pool) - 1)
-                          if (raw / "users" / f"dt={d}").exists() and d not in faulted)
+    late_users_day = next(
+        d for d in rng.sample(pool[:-1], len(pool) - 1) if (raw / "users" / f"dt={d}").exists() and d not in faulted
+    )
     held_users = raw.parent / "held-back-users"
     shutil.move(raw / "users" / f"dt={late_users_day}", held_users)  # an optional drop, late
     held_back = raw.parent / "held-back"
@@ -147,9 +174,17 @@ def faulty_run(config: Path, raw: Path, days: list[dt.date], rng: random.Random,
                 outcomes["retries_identical"] += 1
         else:
             pending = []
-    return {"bad_days": [str(d) for d in bad_days], "bad_lines": injected, "redelivered_days": len(redelivered_days),
-            "redelivered_lines": resent, "late_users_day": str(late_users_day), "missing_day": str(missing_day),
-            "truncated_day": str(truncated_day), "retried_days": len(retried), **outcomes}
+    return {
+        "bad_days": [str(d) for d in bad_days],
+        "bad_lines": injected,
+        "redelivered_days": len(redelivered_days),
+        "redelivered_lines": resent,
+        "late_users_day": str(late_users_day),
+        "missing_day": str(missing_day),
+        "truncated_day": str(truncated_day),
+        "retried_days": len(retried),
+        **outcomes,
+    }
 
 
 def compare(spark, clean, faulty, name: str) -> dict:
@@ -172,8 +207,9 @@ def main_soak() -> int:
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     days = [START + dt.timedelta(days=i) for i in range(args.days)]
-    generate_logs(root / "clean" / "raw", start_date=START, days=args.days, users=args.users, items=args.items,
-                  seed=args.seed)
+    generate_logs(
+        root / "clean" / "raw", start_date=START, days=args.days, users=args.users, items=args.items, seed=args.seed
+    )
     shutil.copytree(root / "clean" / "raw", root / "faulty" / "raw")
     clean_config, faulty_config = write_config(root, "clean", args.days), write_config(root, "faulty", args.days)
     log: list = []
@@ -193,13 +229,22 @@ def main_soak() -> int:
     faulty = open_tables(spark, str(root / "faulty" / "warehouse"), "delta-rs")
     results = [compare(spark, clean, faulty, name) for name in COMPARED]
     quarantined = {"clean": clean.read("events_quarantine").count(), "faulty": faulty.read("events_quarantine").count()}
-    reasons = {r["reason"]: r["count"] for r in faulty.read("events_quarantine").groupBy("reason").count()
-               .orderBy("reason").collect()}  # a few distinct reasons
+    reasons = {
+        r["reason"]: r["count"]
+        for r in faulty.read("events_quarantine").groupBy("reason").count().orderBy("reason").collect()
+    }  # a few distinct reasons
     failed_checks = faulty.read("quality").where("status = 'fail'").count()
-    report = {"days": args.days, "faults": faults, "quarantine_rows": quarantined, "quarantine_reasons": reasons,
-              "failed_quality_checks_left": failed_checks, "tables": results,
-              "commands": len(log), "clean_backfill_seconds": round(clean_seconds, 1),
-              "faulty_daily_seconds": round(faulty_seconds, 1)}
+    report = {
+        "days": args.days,
+        "faults": faults,
+        "quarantine_rows": quarantined,
+        "quarantine_reasons": reasons,
+        "failed_quality_checks_left": failed_checks,
+        "tables": results,
+        "commands": len(log),
+        "clean_backfill_seconds": round(clean_seconds, 1),
+        "faulty_daily_seconds": round(faulty_seconds, 1),
+    }
     (root / "report.json").write_text(json.dumps({**report, "log": log}, indent=2))
 
     print(f"soak: {args.days} daily runs, {len(log)} commands, faults {json.dumps(faults)}")
@@ -211,17 +256,20 @@ def main_soak() -> int:
         print(f"  {count:>6}  {reason}")
     checks = {
         "every table equal to the fault-free run": all(r["only_clean"] == r["only_faulty"] == 0 for r in results),
-        "quarantine holds exactly the injected lines (bad, multi-object, redelivered)":
-            quarantined["faulty"] - quarantined["clean"] == faults["bad_lines"] + faults["redelivered_lines"],
+        "quarantine holds exactly the injected lines (bad, multi-object, redelivered)": quarantined["faulty"]
+        - quarantined["clean"]
+        == faults["bad_lines"] + faults["redelivered_lines"],
         "missing drop: exit 2, caught up the next day": faults["missing_drop_exit"] == 2,
-        "truncated drop: quality gate exit 4, clean after redelivery":
-            faults["truncated_drop_exit"] == 4 and failed_checks == 0,
+        "truncated drop: quality gate exit 4, clean after redelivery": faults["truncated_drop_exit"] == 4
+        and failed_checks == 0,
         "retried days left identical tables": faults["retries_identical"] == faults["retried_days"],
     }
     for what, ok in checks.items():
         print(f"  {'ok ' if ok else 'FAIL'} {what}")
-    print(f"clean backfill {clean_seconds:.0f}s; faulty day-by-day {faulty_seconds:.0f}s "
-          f"({faulty_seconds / clean_seconds:.1f}x, {len(log) - 2} commands)")
+    print(
+        f"clean backfill {clean_seconds:.0f}s; faulty day-by-day {faulty_seconds:.0f}s "
+        f"({faulty_seconds / clean_seconds:.1f}x, {len(log) - 2} commands)"
+    )
     return 0 if all(checks.values()) else 1
 
 

@@ -1,4 +1,5 @@
 """Timing for the benchmarks: every side warmed up once, then the median of several timed runs."""
+
 from __future__ import annotations
 
 import statistics

@@ -9,6 +9,7 @@ state without each epoch's first batch, the first batch's seconds, and the ratio
 > 1 means the input pipeline alone is faster than training. Each side is warmed up by one untimed pass
 (the pipeline) or one untimed epoch (the models, built afresh for the timed run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,25 +64,31 @@ def main() -> None:
     print(f"train split: {rows} rows, batch {batch}, shuffle buffer {buffer}, {args.epochs} epochs")
     print(f"{'tf.data alone (shuffled)':<28} {shuffled:>10,.0f} rows/s")
     print(f"{'tf.data alone (no shuffle)':<28} {plain:>10,.0f} rows/s")
-    print(f"{'model':<12} {'params':>10} {'examples/s':>11} {'steady':>9} {'first batch s':>14} "
-          f"{'pipeline/training':>18}")
+    print(
+        f"{'model':<12} {'params':>10} {'examples/s':>11} {'steady':>9} {'first batch s':>14} {'pipeline/training':>18}"
+    )
     for name in MODEL_NAMES:
         params = config.models.params(name)
 
         def train_once(epochs: int) -> tuple:
             keras.utils.set_random_seed(7)
-            model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params,
-                                              inputs["gbdt"]), params)
+            model = compile_model(
+                build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params
+            )
             valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=chunk)
-            settings = training.model_copy(update={"max_epochs": epochs, "early_stopping_patience": epochs, "verbose": 0})
+            settings = training.model_copy(
+                update={"max_epochs": epochs, "early_stopping_patience": epochs, "verbose": 0}
+            )
             return model, fit(model, train_set(), valid, Path(tempfile.mkdtemp()), settings, rows)
 
         train_once(1)  # warm-up: file cache, XLA/oneDNN kernels (the timed run still traces its own graph)
         model, result = train_once(args.epochs)
         rate = result["train_examples_per_second"]
         first = "/".join(f"{s:.1f}" for s in result["first_batch_seconds"])
-        print(f"{name:<12} {model.count_params():>10,} {rate:>11,.0f} {result['steady_examples_per_second']:>9,.0f} "
-              f"{first:>14} {shuffled / rate:>17.1f}x")
+        print(
+            f"{name:<12} {model.count_params():>10,} {rate:>11,.0f} {result['steady_examples_per_second']:>9,.0f} "
+            f"{first:>14} {shuffled / rate:>17.1f}x"
+        )
 
 
 if __name__ == "__main__":

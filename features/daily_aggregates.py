@@ -3,6 +3,7 @@
 Input: validated events with an `event_date` column (UTC date of event_time); for the user×category
 aggregates also the item's `category` as of that date. Output: one row per entity key and event_date.
 """
+
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
@@ -41,7 +42,8 @@ def user_daily(events: DataFrame, spec: FeatureSpec) -> DataFrame:
     """Counters per user and day, plus the day's engaged items, newest first (at most N)."""
     engaged = F.col("event_type").isin(list(spec.interaction_events))
     newest_first = F.sort_array(
-        F.collect_list(F.when(engaged, F.struct("event_time", "event_id", "item_id"))), asc=False)
+        F.collect_list(F.when(engaged, F.struct("event_time", "event_id", "item_id"))), asc=False
+    )
     items = F.slice(F.transform(newest_first, lambda e: e["item_id"]), 1, spec.last_n_items)
     return events.groupBy("user_id", "event_date").agg(*daily_counters(spec), items.alias("last_items"))
 

@@ -1,4 +1,5 @@
 """docs/features.md, generated from schemas/features.yaml (`recpipe docs`; a test fails when it is stale)."""
+
 from __future__ import annotations
 
 from features.feature_spec import Feature, FeatureSpec
@@ -28,8 +29,12 @@ def _default(feature: Feature) -> str:
 
 
 INACTIVE = {  # features.snapshot_as_of.INACTIVE_RULES in words
-    "zero": "0", "null": "null", "empty": "`[]`", "carried": "kept from its latest row",
-    "shifted": "latest row's + days since", "day": "that day's value (table `{entity}_snapshot_inactive`)",
+    "zero": "0",
+    "null": "null",
+    "empty": "`[]`",
+    "carried": "kept from its latest row",
+    "shifted": "latest row's + days since",
+    "day": "that day's value (table `{entity}_snapshot_inactive`)",
 }
 
 
@@ -45,13 +50,20 @@ def _table(spec: FeatureSpec, entity: str) -> str:
     key = ", ".join(details["key"]) or "(the event)"
     as_of = AS_OF["context"] if entity == "context" else AS_OF["snapshot"]
     sparse = entity in ("user", "item")
-    lines = [f"## {entity}", "", f"Table `{table}`, key {key}. As of: {as_of}.", "",
-             "| feature | meaning | dtype | window | null / default | transform | models |"
-             + (" inactive |" if sparse else ""),
-             "|---|---|---|---|---|---|---|" + ("---|" if sparse else "")]
+    lines = [
+        f"## {entity}",
+        "",
+        f"Table `{table}`, key {key}. As of: {as_of}.",
+        "",
+        "| feature | meaning | dtype | window | null / default | transform | models |"
+        + (" inactive |" if sparse else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if sparse else ""),
+    ]
     for f in spec.for_entity(entity):
-        lines.append(f"| `{f.name}` | {f.description} | {f.dtype} | {_window(f)} | {_default(f)} | "
-                     f"{f.transform or '-'} | {', '.join(f.roles) or '-'} |" + (f" {_inactive(f)} |" if sparse else ""))
+        lines.append(
+            f"| `{f.name}` | {f.description} | {f.dtype} | {_window(f)} | {_default(f)} | "
+            f"{f.transform or '-'} | {', '.join(f.roles) or '-'} |" + (f" {_inactive(f)} |" if sparse else "")
+        )
     return "\n".join(lines)
 
 
@@ -78,7 +90,12 @@ def render(spec: FeatureSpec) -> str:
         if spec.for_entity(entity):
             parts += ["", _table(spec, entity)]
     if spec.crosses:
-        parts += ["", "## crosses (wide part of LR, GBDT+LR and Wide&Deep)", "",
-                  "| cross | features | hash bins | meaning |", "|---|---|---|---|"]
+        parts += [
+            "",
+            "## crosses (wide part of LR, GBDT+LR and Wide&Deep)",
+            "",
+            "| cross | features | hash bins | meaning |",
+            "|---|---|---|---|",
+        ]
         parts += [f"| `{c.name}` | {' x '.join(c.features)} | {c.num_bins} | {c.description} |" for c in spec.crosses]
     return "\n".join(parts) + "\n"

@@ -1,15 +1,15 @@
 """Errors a user can act on: the CLI prints their message on one line and exits with the code below.
 
-    0  success
-    1  internal error: a bug (the traceback is printed, then one line)
-    2  PipelineInputError (and FileNotFoundError): the user's input or usage — arguments, config, files,
-       directories, a query, a request, a damaged table
-    3  PublishRefused: the export gate or parity check refused; nothing was published
-    4  QualityCheckFailed: a data quality check of severity error failed
-    5  ConcurrentWriteError: another writer won the commit race; nothing was committed, a rerun can succeed
-    6  SparkMasterUnreachable: the Spark master accepts no connection; a retry can help once it is up
-    7  OnlineStoreUnreachable: the Redis online store accepts no connection or stops answering; a retry can
-       help once it is up
+0  success
+1  internal error: a bug (the traceback is printed, then one line)
+2  PipelineInputError (and FileNotFoundError): the user's input or usage — arguments, config, files,
+   directories, a query, a request, a damaged table
+3  PublishRefused: the export gate or parity check refused; nothing was published
+4  QualityCheckFailed: a data quality check of severity error failed
+5  ConcurrentWriteError: another writer won the commit race; nothing was committed, a rerun can succeed
+6  SparkMasterUnreachable: the Spark master accepts no connection; a retry can help once it is up
+7  OnlineStoreUnreachable: the Redis online store accepts no connection or stops answering; a retry can
+   help once it is up
 """
 
 

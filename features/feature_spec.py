@@ -1,4 +1,5 @@
 """The feature spec (schemas/features.yaml) loaded and expanded into one entry per feature."""
+
 from __future__ import annotations
 
 import functools
@@ -15,14 +16,44 @@ from features.validation import Section, error_at, read_schema_file, validate
 # What the code computes (features/snapshot.py feature_column, features/samples.py _context_column),
 # how it transforms (features/transforms.py, training/feature_layers.py) and the model roles.
 CONTEXT_KINDS = ("event_column", "event_hour", "event_weekday")
-SNAPSHOT_KINDS = ("window_count", "smoothed_ctr", "rating_mean", "rating_std", "first_date", "last_date",
-                  "days_since_first", "days_since_last", "last_items", "top_categories", "top_category_shares",
-                  "popularity_rank", "attribute", "days_since_release")
-Kind = Literal["event_column", "event_hour", "event_weekday", "window_count", "smoothed_ctr", "rating_mean",
-               "rating_std", "first_date", "last_date", "days_since_first", "days_since_last", "last_items",
-               "top_categories", "top_category_shares", "popularity_rank", "attribute", "days_since_release"]
-Dtype = Literal["int", "long", "double", "string", "date", "array<int>", "array<long>", "array<double>",
-                "array<string>"]
+SNAPSHOT_KINDS = (
+    "window_count",
+    "smoothed_ctr",
+    "rating_mean",
+    "rating_std",
+    "first_date",
+    "last_date",
+    "days_since_first",
+    "days_since_last",
+    "last_items",
+    "top_categories",
+    "top_category_shares",
+    "popularity_rank",
+    "attribute",
+    "days_since_release",
+)
+Kind = Literal[
+    "event_column",
+    "event_hour",
+    "event_weekday",
+    "window_count",
+    "smoothed_ctr",
+    "rating_mean",
+    "rating_std",
+    "first_date",
+    "last_date",
+    "days_since_first",
+    "days_since_last",
+    "last_items",
+    "top_categories",
+    "top_category_shares",
+    "popularity_rank",
+    "attribute",
+    "days_since_release",
+]
+Dtype = Literal[
+    "int", "long", "double", "string", "date", "array<int>", "array<long>", "array<double>", "array<string>"
+]
 Transform = Literal["quantile_buckets", "normalize", "log1p", "vocabulary", "hashing"]
 Role = Literal["wide", "deep", "fm", "gbdt"]
 
@@ -45,6 +76,7 @@ class Feature:
 @dataclass(frozen=True)
 class Cross:
     """A wide-part feature cross: the categorical indices of `features`, hashed together into `num_bins`."""
+
     features: tuple[str, ...]
     num_bins: int
     description: str = ""
@@ -169,10 +201,14 @@ class SpecFile(Section):
     def _references(self):
         for i, entry in enumerate(self.features):
             if entry.entity not in self.entities:
-                raise error_at(f"features.{i}.entity", f"unknown entity {entry.entity!r} (entities: {', '.join(self.entities)})")
+                raise error_at(
+                    f"features.{i}.entity", f"unknown entity {entry.entity!r} (entities: {', '.join(self.entities)})"
+                )
             unknown = [c for c in entry.counters or [] if c not in self.counters]
             if unknown:
-                raise error_at(f"features.{i}.counters", f"unknown counter {unknown[0]!r} (counters: {', '.join(self.counters)})")
+                raise error_at(
+                    f"features.{i}.counters", f"unknown counter {unknown[0]!r} (counters: {', '.join(self.counters)})"
+                )
         return self
 
 
@@ -185,12 +221,21 @@ def _expand(entry: FeatureEntry, spec: SpecFile) -> list[Feature]:
     expanded = []
     for window, counter in itertools.product(window_values, counter_values):
         fill = {"window": window, "counter": counter}
-        expanded.append(Feature(
-            name=name.format(**fill), entity=entry.entity, kind=entry.kind, dtype=entry.dtype,
-            default=entry.default, description=str(entry.description).format(**fill),
-            roles=tuple(entry.roles), transform=entry.transform, window=window,
-            counter=counter, source=entry.source,
-        ))
+        expanded.append(
+            Feature(
+                name=name.format(**fill),
+                entity=entry.entity,
+                kind=entry.kind,
+                dtype=entry.dtype,
+                default=entry.default,
+                description=str(entry.description).format(**fill),
+                roles=tuple(entry.roles),
+                transform=entry.transform,
+                window=window,
+                counter=counter,
+                source=entry.source,
+            )
+        )
     return expanded
 
 
@@ -208,15 +253,21 @@ def parse_spec(doc: dict, source: str = "schemas/features.yaml") -> FeatureSpec:
     for i, cross in enumerate(crosses):
         unusable = [n for n in cross.features if n not in model_features or not model_features[n].transform]
         if unusable:
-            raise SpecError(f"{source}: crosses[{i}].features: cross {cross.name} needs model features with a "
-                            f"transform (not {unusable})")
+            raise SpecError(
+                f"{source}: crosses[{i}].features: cross {cross.name} needs model features with a "
+                f"transform (not {unusable})"
+            )
     return FeatureSpec(
-        windows_days=tuple(spec.windows_days), counters=dict(spec.counters),
+        windows_days=tuple(spec.windows_days),
+        counters=dict(spec.counters),
         interaction_events=tuple(spec.interaction_events),
         entities={name: e.model_dump(exclude_none=True) for name, e in spec.entities.items()},
-        features=features, ctr_prior_strength=spec.ctr_prior_strength,
-        ctr_prior_fallback=spec.ctr_prior_fallback, last_n_items=spec.last_n_items,
-        top_categories=spec.top_categories, transforms=spec.transforms.model_dump(exclude_none=True),
+        features=features,
+        ctr_prior_strength=spec.ctr_prior_strength,
+        ctr_prior_fallback=spec.ctr_prior_fallback,
+        last_n_items=spec.last_n_items,
+        top_categories=spec.top_categories,
+        transforms=spec.transforms.model_dump(exclude_none=True),
         crosses=crosses,
     )
 

@@ -5,6 +5,7 @@ codes of their fitted vocabulary (unseen → len(vocabulary), missing → NaN). 
 `predict(pred_leaf=True)` are mapped to compact per-tree indices with vocabularies built from the model
 (features.gbdt_trees), the same tables the in-graph TensorFlow encoder evaluates.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,18 +62,28 @@ def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], para
 
     assembled = train_and_valid.withColumn("features", F.array(*[F.col(f.name) for f in features]))
     estimator = SparkXGBClassifier(
-        features_col="features", label_col="label", weight_col="weight",
-        validation_indicator_col="is_valid", missing=float("nan"),
-        num_workers=params.num_workers, n_estimators=params.n_estimators, max_depth=params.max_depth,
-        learning_rate=params.learning_rate, early_stopping_rounds=params.early_stopping_rounds,
-        eval_metric="logloss", tree_method="hist", random_state=params.seed)
+        features_col="features",
+        label_col="label",
+        weight_col="weight",
+        validation_indicator_col="is_valid",
+        missing=float("nan"),
+        num_workers=params.num_workers,
+        n_estimators=params.n_estimators,
+        max_depth=params.max_depth,
+        learning_rate=params.learning_rate,
+        early_stopping_rounds=params.early_stopping_rounds,
+        eval_metric="logloss",
+        tree_method="hist",
+        random_state=params.seed,
+    )
     booster = estimator.fit(assembled).get_booster()
     best = booster.best_iteration if booster.attr("best_iteration") is not None else None
     return booster[: best + 1] if best is not None else booster
 
 
-def leaves_and_scores(spark: SparkSession, frame: DataFrame, features: list[DenseFeature], booster,
-                      trees_json: dict, keep: list[str]) -> DataFrame:
+def leaves_and_scores(
+    spark: SparkSession, frame: DataFrame, features: list[DenseFeature], booster, trees_json: dict, keep: list[str]
+) -> DataFrame:
     """Executors score every row: compact leaf indices (array<int>) and the booster's probability."""
     import xgboost as xgb
 
@@ -104,17 +115,29 @@ def binary_metrics(scored: DataFrame, probability: str = "gbdt_probability") -> 
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
     clipped = F.least(F.greatest(F.col(probability), F.lit(1e-15)), F.lit(1 - 1e-15))
-    row = scored.agg(F.count(F.lit(1)).alias("rows"), F.avg("label").alias("rate"),
-                     F.avg(-(F.col("label") * F.log(clipped) + (1 - F.col("label")) * F.log(1 - clipped))).alias("logloss"),
-                     F.avg(probability).alias("mean_prediction")).first()
+    row = scored.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.avg("label").alias("rate"),
+        F.avg(-(F.col("label") * F.log(clipped) + (1 - F.col("label")) * F.log(1 - clipped))).alias("logloss"),
+        F.avg(probability).alias("mean_prediction"),
+    ).first()
     auc = BinaryClassificationEvaluator(rawPredictionCol=probability, labelCol="label").evaluate(
-        scored.select(F.col(probability).cast("double"), F.col("label").cast("double")))
-    return {"rows": row["rows"], "positive_rate": row["rate"], "auc": auc, "logloss": row["logloss"],
-            "mean_prediction": row["mean_prediction"]}
+        scored.select(F.col(probability).cast("double"), F.col("label").cast("double"))
+    )
+    return {
+        "rows": row["rows"],
+        "positive_rate": row["rate"],
+        "auc": auc,
+        "logloss": row["logloss"],
+        "mean_prediction": row["mean_prediction"],
+    }
 
 
 def importance(booster, features: list[DenseFeature]) -> pd.DataFrame:
     gain = booster.get_score(importance_type="gain")
-    return pd.DataFrame({"feature": [f.name for f in features],
-                         "gain": [float(gain.get(f.name, gain.get(f"f{i}", 0.0))) for i, f in enumerate(features)]}
-                        ).sort_values("gain", ascending=False, ignore_index=True)
+    return pd.DataFrame(
+        {
+            "feature": [f.name for f in features],
+            "gain": [float(gain.get(f.name, gain.get(f"f{i}", 0.0))) for i, f in enumerate(features)],
+        }
+    ).sort_values("gain", ascending=False, ignore_index=True)

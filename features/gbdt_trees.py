@@ -19,6 +19,7 @@ which is the column order of ``pred_leaf``. Every tree of the booster is used, a
 ``Booster.predict`` does; slice the booster (``booster[: best_iteration + 1]``) to drop the trees
 after an early-stopping point.
 """
+
 from __future__ import annotations
 
 import json
@@ -145,14 +146,20 @@ def leaf_values_from_booster(booster: Any) -> tuple[list[list[float]], float]:
         assert len(values[-1]) == tables["n_leaves"] and (left[tables["is_leaf"]] == -1).all()
     base_score = float(str(model["learner"]["learner_model_param"]["base_score"]).strip("[]"))
     objective = model["learner"]["objective"]["name"]
-    base_margin = float(np.log(base_score / (1 - base_score))) if objective.startswith(("binary:logistic", "reg:logistic")) else base_score
+    base_margin = (
+        float(np.log(base_score / (1 - base_score)))
+        if objective.startswith(("binary:logistic", "reg:logistic"))
+        else base_score
+    )
     return values, base_margin
 
 
 def _parse_tree(tree: dict, number: int, n_features: int) -> dict:
     param = tree["tree_param"]
     if int(param.get("size_leaf_vector", "1")) > 1:
-        raise NotImplementedError(f"tree {number}: vector leaves (multi_strategy='multi_output_tree') are not supported")
+        raise NotImplementedError(
+            f"tree {number}: vector leaves (multi_strategy='multi_output_tree') are not supported"
+        )
     if any(int(s) != 0 for s in tree.get("split_type", [])):
         raise NotImplementedError(f"tree {number}: categorical splits are not supported; train with numeric codes")
 

@@ -35,6 +35,7 @@ Rules (a line is quarantined with the reason in quotes; <f> is the field, <t> it
   "duplicate <key>".
 Reasons of several failed checks are joined with "; ".
 """
+
 from __future__ import annotations
 
 import json
@@ -107,8 +108,13 @@ def _no_constant(name: str) -> None:
     raise _LineProblem(f"{MALFORMED} (non-finite number {name} is not JSON)")
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_int=_RawNumber, parse_float=_RawNumber,
-                            parse_constant=_no_constant, strict=True)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_unique_keys,
+    parse_int=_RawNumber,
+    parse_float=_RawNumber,
+    parse_constant=_no_constant,
+    strict=True,
+)
 
 
 def _json_type(value: Any) -> str:
@@ -167,16 +173,18 @@ def _parse_batch(lines: pd.Series, fields: tuple[tuple[str, str], ...]) -> pd.Da
         field_problems.append(problems or None)
         for name in names:
             columns[name].append(values[name] if values is not None else None)
-    return pd.DataFrame({**columns, CORRUPT_COLUMN: corrupt, FIELD_PROBLEMS_COLUMN: field_problems},
-                        index=lines.index)
+    return pd.DataFrame({**columns, CORRUPT_COLUMN: corrupt, FIELD_PROBLEMS_COLUMN: field_problems}, index=lines.index)
 
 
 def _parse_udf(schema: TableSchema):
     fields = tuple((c.name, c.type) for c in schema.columns)
-    return_type = StructType([StructField(name, StringType()) for name, _ in fields] + [
-        StructField(CORRUPT_COLUMN, StringType()),
-        StructField(FIELD_PROBLEMS_COLUMN, MapType(StringType(), StringType())),
-    ])
+    return_type = StructType(
+        [StructField(name, StringType()) for name, _ in fields]
+        + [
+            StructField(CORRUPT_COLUMN, StringType()),
+            StructField(FIELD_PROBLEMS_COLUMN, MapType(StringType(), StringType())),
+        ]
+    )
 
     @F.pandas_udf(return_type)
     def parse(lines: pd.Series) -> pd.DataFrame:
@@ -194,10 +202,17 @@ def parse_raw_lines(lines: DataFrame, schema: TableSchema) -> DataFrame:
     quarantine stays readable by Arrow-based engines, which reject invalid UTF-8 strings).
     Parsing is strict (see the module docstring) and runs in a pandas UDF, one Arrow batch at a time."""
     text = F.make_valid_utf8("value")
-    return (lines.where(~F.col("value").rlike(f"^[{_JSON_WHITESPACE}]*$"))
-            .select("drop_date", "source_file", text.alias("raw_record"),
-                    (~F.is_valid_utf8("value")).alias(NOT_UTF8_COLUMN), _parse_udf(schema)(text).alias("_parsed"))
-            .select("drop_date", "source_file", "raw_record", NOT_UTF8_COLUMN, "_parsed.*"))
+    return (
+        lines.where(~F.col("value").rlike(f"^[{_JSON_WHITESPACE}]*$"))
+        .select(
+            "drop_date",
+            "source_file",
+            text.alias("raw_record"),
+            (~F.is_valid_utf8("value")).alias(NOT_UTF8_COLUMN),
+            _parse_udf(schema)(text).alias("_parsed"),
+        )
+        .select("drop_date", "source_file", "raw_record", NOT_UTF8_COLUMN, "_parsed.*")
+    )
 
 
 def _typed(schema: TableSchema, name: str) -> Column:
@@ -210,8 +225,9 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
-def _range_checks(name: str, typed: Column, low: float | None, high: float | None, scope: Column,
-                  suffix: str = "") -> list[Column]:
+def _range_checks(
+    name: str, typed: Column, low: float | None, high: float | None, scope: Column, suffix: str = ""
+) -> list[Column]:
     """scope: the rows the bounds apply to (finite values, maybe of one category)."""
     checks = []
     if low is not None:
@@ -221,8 +237,9 @@ def _range_checks(name: str, typed: Column, low: float | None, high: float | Non
     return checks
 
 
-def _failed_checks(schema: TableSchema, window: DropWindow | None,
-                   value_ranges: Mapping[str, Any] | None = None) -> list[Column]:
+def _failed_checks(
+    schema: TableSchema, window: DropWindow | None, value_ranges: Mapping[str, Any] | None = None
+) -> list[Column]:
     """One Column per check: the reason text when the row fails it, else NULL. value_ranges replaces
     per-category ranges (schemas.apply_range_overrides), e.g. {"rating": [1, 10]}."""
     schema = apply_range_overrides(schema, value_ranges)
@@ -237,11 +254,19 @@ def _failed_checks(schema: TableSchema, window: DropWindow | None,
             checks.append(F.when(problem.isNull() & ~present, F.lit(f"missing {c.name}")))
         else:
             checks.append(F.when(blank, F.lit(f"blank {c.name}")))
-        checks.append(F.when(present & typed.isNull(),
-                             F.concat(F.lit(f"bad {c.type} in {c.name}: '"), F.substring(raw, 1, 40), F.lit("'"))))
+        checks.append(
+            F.when(
+                present & typed.isNull(),
+                F.concat(F.lit(f"bad {c.type} in {c.name}: '"), F.substring(raw, 1, 40), F.lit("'")),
+            )
+        )
         if c.allowed:
-            checks.append(F.when(present & ~raw.isin(list(c.allowed)),
-                                 F.concat(F.lit(f"unknown {c.name} '"), F.substring(raw, 1, 40), F.lit("'"))))
+            checks.append(
+                F.when(
+                    present & ~raw.isin(list(c.allowed)),
+                    F.concat(F.lit(f"unknown {c.name} '"), F.substring(raw, 1, 40), F.lit("'")),
+                )
+            )
         finite = typed.isNotNull()
         if c.type == "double":  # try_cast reads NaN/Infinity (and 1e400 as Infinity); Spark orders NaN above all
             finite = finite & ~F.isnan(typed) & (F.abs(typed) != F.lit(float("inf")))
@@ -251,23 +276,32 @@ def _failed_checks(schema: TableSchema, window: DropWindow | None,
             category = F.col(c.ranges_by.column)
             ranges = c.ranges_by.as_dict()
             for value, bounds in ranges.items():
-                checks += _range_checks(c.name, typed, bounds.min, bounds.max, finite & (category == value),
-                                        f" for {value}")
+                checks += _range_checks(
+                    c.name, typed, bounds.min, bounds.max, finite & (category == value), f" for {value}"
+                )
             column_scope = finite & F.coalesce(~category.isin(list(ranges)), F.lit(True))
         checks += _range_checks(c.name, typed, c.min, c.max, column_scope)
     if window is not None and schema.time_column:
         start = F.col("drop_date").cast("timestamp") - F.expr(
-            f"make_dt_interval(0, 0, {int(window.allowed_lateness_hours * 60)})")
+            f"make_dt_interval(0, 0, {int(window.allowed_lateness_hours * 60)})"
+        )
         end = F.date_add("drop_date", 1).cast("timestamp") + F.expr(
-            f"make_dt_interval(0, 0, {int(window.allowed_clock_skew_minutes)})")
+            f"make_dt_interval(0, 0, {int(window.allowed_clock_skew_minutes)})"
+        )
         event_time = _typed(schema, schema.time_column)
-        checks.append(F.when((event_time < start) | (event_time >= end),
-                             F.lit(f"{schema.time_column} outside the drop's window")))
+        checks.append(
+            F.when((event_time < start) | (event_time >= end), F.lit(f"{schema.time_column} outside the drop's window"))
+        )
     return checks
 
 
-def validate(parsed: DataFrame, schema: TableSchema, window: DropWindow | None = None,
-             value_ranges: Mapping[str, Any] | None = None, keep_source: bool = False) -> tuple[DataFrame, DataFrame]:
+def validate(
+    parsed: DataFrame,
+    schema: TableSchema,
+    window: DropWindow | None = None,
+    value_ranges: Mapping[str, Any] | None = None,
+    keep_source: bool = False,
+) -> tuple[DataFrame, DataFrame]:
     """Split parsed rows (parse_raw_lines) into (valid typed rows + drop_date, quarantine rows).
     keep_source: the valid rows also keep source_file and raw_record (for a later step that may
     still quarantine them, e.g. features/redelivery.py).
@@ -284,18 +318,22 @@ def validate(parsed: DataFrame, schema: TableSchema, window: DropWindow | None =
         parsed = parsed.withColumn(FIELD_PROBLEMS_COLUMN, F.lit(None).cast("map<string,string>"))
     checks = _failed_checks(schema, window, value_ranges)
     field_reasons = F.concat_ws("; ", F.filter(F.array(*checks), lambda r: r.isNotNull()))
-    reasons = (F.when(F.col(NOT_UTF8_COLUMN), F.lit("not UTF-8 text"))
-               .when(F.col(CORRUPT_COLUMN).isNotNull(), F.col(CORRUPT_COLUMN)).otherwise(field_reasons))
+    reasons = (
+        F.when(F.col(NOT_UTF8_COLUMN), F.lit("not UTF-8 text"))
+        .when(F.col(CORRUPT_COLUMN).isNotNull(), F.col(CORRUPT_COLUMN))
+        .otherwise(field_reasons)
+    )
     checked = parsed.withColumn("reason", reasons)
     key_order = Window.partitionBy("drop_date", *schema.key).orderBy("source_file", "raw_record")
     first = F.row_number().over(key_order) == 1
     passed = checked.where(F.col("reason") == "")
     ranked = passed.withColumn("_first", first)
     valid = ranked.where("_first").select(
-        *[_typed(schema, c.name).alias(c.name) for c in schema.columns], "drop_date",
-        *(["source_file", "raw_record"] if keep_source else []))
-    duplicates = ranked.where(~F.col("_first")).withColumn(
-        "reason", F.lit(f"duplicate {', '.join(schema.key)}"))
+        *[_typed(schema, c.name).alias(c.name) for c in schema.columns],
+        "drop_date",
+        *(["source_file", "raw_record"] if keep_source else []),
+    )
+    duplicates = ranked.where(~F.col("_first")).withColumn("reason", F.lit(f"duplicate {', '.join(schema.key)}"))
     rejected = checked.where(F.col("reason") != "")
     quarantine = rejected.select(*QUARANTINE_COLUMNS).unionByName(duplicates.select(*QUARANTINE_COLUMNS))
     return valid, quarantine

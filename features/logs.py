@@ -5,6 +5,7 @@ run id on every line. A job's run id is set when its run record is made (jobs.ru
 
     2026-11-26 02:50:01,123 INFO run=3f9c0a1b2c3d features.tables: table samples: ...
 """
+
 from __future__ import annotations
 
 import contextvars

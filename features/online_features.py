@@ -7,6 +7,7 @@ re-implements a default. Users and items are resolved with snapshot_as_of.read_a
 included), user x category rows are the stored partition of D (as samples join them), priors are
 ctr_priors of the stored item partition of D.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,28 +38,53 @@ def _values(spec: FeatureSpec, entity: str, extra: list[F.Column] | None = None)
 
 
 def snapshot_versions(tables: Tables) -> dict[str, int]:
-    return {name: tables.version(name) for name in (
-        "user_snapshot", "item_snapshot", "user_category_snapshot", as_of.inactive_table("user"),
-        as_of.inactive_table("item"))}
+    return {
+        name: tables.version(name)
+        for name in (
+            "user_snapshot",
+            "item_snapshot",
+            "user_category_snapshot",
+            as_of.inactive_table("user"),
+            as_of.inactive_table("item"),
+        )
+    }
 
 
 def entity_rows(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int]) -> DataFrame:
     """(entity, key, value JSON) for every user, item and user x category known as of `day`."""
-    priors = F.broadcast(ctr_priors(tables.read("item_snapshot", version=versions["item_snapshot"],
-                                                partitions=[day]), spec))
+    priors = F.broadcast(
+        ctr_priors(tables.read("item_snapshot", version=versions["item_snapshot"], partitions=[day]), spec)
+    )
     parts = []
     for entity in ("user", "item"):
         requests = as_of.known_entities(tables, spec, entity, day).withColumn("snapshot_date", F.lit(day))
-        resolved = as_of.read_as_of(tables, spec, entity, requests, [day], version=versions[f"{entity}_snapshot"],
-                                    inactive_version=versions[as_of.inactive_table(entity)])
+        resolved = as_of.read_as_of(
+            tables,
+            spec,
+            entity,
+            requests,
+            [day],
+            version=versions[f"{entity}_snapshot"],
+            inactive_version=versions[as_of.inactive_table(entity)],
+        )
         extra = [F.col("item_category").alias(ITEM_JOIN_CATEGORY)] if entity == "item" else []
-        parts.append(resolved.join(priors, "snapshot_date", "left").select(
-            F.lit(entity).alias("entity"), _key(entity).alias("key"), _values(spec, entity, extra).alias("value")))
-    categories = tables.read("user_category_snapshot", version=versions["user_category_snapshot"],
-                             partitions=[d for d in partition_dates(tables, "user_category_snapshot") if d == day])
-    parts.append(categories.join(priors, "snapshot_date", "left").select(
-        F.lit("user_category").alias("entity"), _key("user_category").alias("key"),
-        _values(spec, "user_category").alias("value")))
+        parts.append(
+            resolved.join(priors, "snapshot_date", "left").select(
+                F.lit(entity).alias("entity"), _key(entity).alias("key"), _values(spec, entity, extra).alias("value")
+            )
+        )
+    categories = tables.read(
+        "user_category_snapshot",
+        version=versions["user_category_snapshot"],
+        partitions=[d for d in partition_dates(tables, "user_category_snapshot") if d == day],
+    )
+    parts.append(
+        categories.join(priors, "snapshot_date", "left").select(
+            F.lit("user_category").alias("entity"),
+            _key("user_category").alias("key"),
+            _values(spec, "user_category").alias("value"),
+        )
+    )
     rows = parts[0]
     for part in parts[1:]:
         rows = rows.unionByName(part)
@@ -73,16 +99,23 @@ def removed_rows(tables: Tables, spec: FeatureSpec, rows: DataFrame, previous_da
         return rows.sparkSession.createDataFrame([], ROW_SCHEMA)
     before = []
     if previous_day in partition_dates(tables, "user_category_snapshot"):
-        before.append(tables.read("user_category_snapshot", partitions=[previous_day]).select(
-            F.lit("user_category").alias("entity"), _key("user_category").alias("key")))
+        before.append(
+            tables.read("user_category_snapshot", partitions=[previous_day]).select(
+                F.lit("user_category").alias("entity"), _key("user_category").alias("key")
+            )
+        )
     for entity in ("user", "item"):
-        before.append(as_of.known_entities(tables, spec, entity, previous_day).select(
-            F.lit(entity).alias("entity"), _key(entity).alias("key")))
+        before.append(
+            as_of.known_entities(tables, spec, entity, previous_day).select(
+                F.lit(entity).alias("entity"), _key(entity).alias("key")
+            )
+        )
     keys = before[0]
     for part in before[1:]:
         keys = keys.unionByName(part)
-    return (keys.join(rows.select("entity", "key"), ["entity", "key"], "left_anti")
-            .select("entity", "key", F.lit(None).cast("string").alias("value")))
+    return keys.join(rows.select("entity", "key"), ["entity", "key"], "left_anti").select(
+        "entity", "key", F.lit(None).cast("string").alias("value")
+    )
 
 
 def default_values(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int]) -> dict[str, dict]:
@@ -90,8 +123,11 @@ def default_values(tables: Tables, spec: FeatureSpec, day: dt.date, versions: di
     what a missing device, page or position becomes), computed by with_default over a row of nulls."""
     spark = tables.spark
     priors = ctr_priors(tables.read("item_snapshot", version=versions["item_snapshot"], partitions=[day]), spec)
-    nulls = (spark.createDataFrame([(day,)], "snapshot_date date").join(priors, "snapshot_date", "left")
-             .select("*", *[F.lit(None).cast(f.dtype).alias(f.name) for f in spec.model_features()]))
+    nulls = (
+        spark.createDataFrame([(day,)], "snapshot_date date")
+        .join(priors, "snapshot_date", "left")
+        .select("*", *[F.lit(None).cast(f.dtype).alias(f.name) for f in spec.model_features()])
+    )
     entities = sorted({f.entity for f in spec.model_features()})
     row = nulls.select(*[_values(spec, entity).alias(entity) for entity in entities]).first()
     return {entity: json.loads(row[entity]) for entity in entities}

@@ -17,6 +17,7 @@ deletes them. Keys: user `<user_id>`, item `<item_id>`, user_category `<user_id>
 
 This module imports no Spark: the executors' writer (write_partition) and the request path use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,14 @@ class RedisLocation:
     def client(self):
         import redis
 
-        return redis.Redis(host=self.host, port=self.port, db=self.db, socket_timeout=self.socket_timeout_seconds,
-                           socket_connect_timeout=self.socket_timeout_seconds, decode_responses=True)
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            socket_timeout=self.socket_timeout_seconds,
+            socket_connect_timeout=self.socket_timeout_seconds,
+            decode_responses=True,
+        )
 
     @property
     def address(self) -> str:
@@ -69,9 +76,11 @@ def connect(location: RedisLocation):
     try:
         client.ping()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        raise OnlineStoreUnreachable(f"the online store at {location.address} accepts no connection "
-                                     f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}); "
-                                     f"start it (make redis) or fix online_store.host/port") from None
+        raise OnlineStoreUnreachable(
+            f"the online store at {location.address} accepts no connection "
+            f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}); "
+            f"start it (make redis) or fix online_store.host/port"
+        ) from None
     return client
 
 
@@ -82,8 +91,9 @@ def guarded(location: RedisLocation, call):
     try:
         return call()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
-        raise OnlineStoreUnreachable(f"the online store at {location.address} stopped answering: "
-                                     f"{str(error).strip() or type(error).__name__}") from None
+        raise OnlineStoreUnreachable(
+            f"the online store at {location.address} stopped answering: {str(error).strip() or type(error).__name__}"
+        ) from None
 
 
 def value_at(fields: dict, version: int, committed: set[int]) -> str | None:
@@ -102,6 +112,7 @@ def value_at(fields: dict, version: int, committed: set[int]) -> str | None:
 class PublishPlan:
     """What the executors need to know: the version being written, the one served now, and which fields
     may go (committed versions older than every kept one's base, and uncommitted leftovers)."""
+
     location: RedisLocation
     version: int
     current: int | None
@@ -160,6 +171,7 @@ def write_rows(plan: PublishPlan, rows: Iterable[tuple[str, str, str | None]], c
 
 def write_partition(plan: PublishPlan):
     """A mapInPandas function: each executor writes its partition with pipelines and yields its counts."""
+
     def run(frames: Iterator) -> Iterator:
         import pandas as pd
 
@@ -170,8 +182,10 @@ def write_partition(plan: PublishPlan):
             counts = write_rows(plan, zip(frame["entity"], frame["key"], values), client)
             for entity, numbers in counts.items():
                 totals[entity] = [a + b for a, b in zip(totals.get(entity, [0, 0, 0, 0]), numbers)]
-        yield pd.DataFrame([(e, *n) for e, n in totals.items()],
-                           columns=["entity", "rows", "rewritten", "unchanged", "removed"])
+        yield pd.DataFrame(
+            [(e, *n) for e, n in totals.items()], columns=["entity", "rows", "rewritten", "unchanged", "removed"]
+        )
+
     return run
 
 
@@ -180,6 +194,7 @@ WRITE_COUNTS_SCHEMA = "entity string, rows long, rewritten long, unchanged long,
 
 def begin(location: RedisLocation, client) -> PublishPlan:
     """Take a new version number and describe the current state for the writers."""
+
     def read():
         pipe = client.pipeline(transaction=False)
         pipe.incr(location.key("next"))
@@ -187,9 +202,15 @@ def begin(location: RedisLocation, client) -> PublishPlan:
         pipe.smembers(location.key("committed"))
         pipe.lrange(location.key("kept"), 0, -1)
         return pipe.execute()
+
     version, pointer, committed, kept = guarded(location, read)
-    return PublishPlan(location, int(version), int(pointer) if pointer is not None else None,
-                       frozenset(int(v) for v in committed), min((int(v) for v in kept), default=None))
+    return PublishPlan(
+        location,
+        int(version),
+        int(pointer) if pointer is not None else None,
+        frozenset(int(v) for v in committed),
+        min((int(v) for v in kept), default=None),
+    )
 
 
 def commit(plan: PublishPlan, client, metadata: dict, keep_versions: int) -> list[int]:
@@ -199,8 +220,7 @@ def commit(plan: PublishPlan, client, metadata: dict, keep_versions: int) -> lis
 
     def flip():
         pipe = client.pipeline(transaction=True)
-        pipe.hset(location.key("version", plan.version),
-                  mapping={k: json.dumps(v) for k, v in metadata.items()})
+        pipe.hset(location.key("version", plan.version), mapping={k: json.dumps(v) for k, v in metadata.items()})
         pipe.sadd(location.key("committed"), plan.version)
         pipe.set(location.key("pointer"), plan.version)
         pipe.lpush(location.key("kept"), plan.version)
@@ -210,6 +230,7 @@ def commit(plan: PublishPlan, client, metadata: dict, keep_versions: int) -> lis
         if dropped:
             client.delete(*[location.key("version", v) for v in dropped])
         return dropped
+
     return guarded(location, flip)
 
 
@@ -235,26 +256,37 @@ class OnlineStore:
 
     def _describe(self, version: int) -> Published:
         if version not in self._published or version not in self._committed:
+
             def read():
                 pipe = self.client.pipeline(transaction=False)
                 pipe.hgetall(self.location.key("version", version))
                 pipe.smembers(self.location.key("committed"))
                 return pipe.execute()
+
             meta, committed = guarded(self.location, read)
             if not meta:
-                raise OnlineStoreEmpty(f"version {version} is not kept in the online store {self.location.address} "
-                                       f"namespace {self.location.namespace}")
+                raise OnlineStoreEmpty(
+                    f"version {version} is not kept in the online store {self.location.address} "
+                    f"namespace {self.location.namespace}"
+                )
             self._committed = frozenset(int(v) for v in committed)
             self._published[version] = Published(
-                version, json.loads(meta["date"]), json.loads(meta["defaults"]), json.loads(meta["features"]),
-                self._committed, {k: json.loads(v) for k, v in meta.items()})
+                version,
+                json.loads(meta["date"]),
+                json.loads(meta["defaults"]),
+                json.loads(meta["features"]),
+                self._committed,
+                {k: json.loads(v) for k, v in meta.items()},
+            )
         return self._published[version]
 
     def pointer(self) -> int:
         value = guarded(self.location, lambda: self.client.get(self.location.key("pointer")))
         if value is None:
-            raise OnlineStoreEmpty(f"nothing is published in the online store {self.location.address} namespace "
-                                   f"{self.location.namespace}: run recpipe publish-features first")
+            raise OnlineStoreEmpty(
+                f"nothing is published in the online store {self.location.address} namespace "
+                f"{self.location.namespace}: run recpipe publish-features first"
+            )
         return int(value)
 
     def kept(self) -> list[Published]:
@@ -264,10 +296,14 @@ class OnlineStore:
     def published(self, version: int | None = None) -> Published:
         return self._describe(self.pointer() if version is None else version)
 
-    def lookup(self, requests: list[tuple[str, str]], version: int | None = None,
-               ) -> tuple[Published, list[dict | None]]:
+    def lookup(
+        self,
+        requests: list[tuple[str, str]],
+        version: int | None = None,
+    ) -> tuple[Published, list[dict | None]]:
         """[(entity, key)] -> their decoded values at `version` (default: the served one; None: absent).
         Without a version the pointer is read in the same round trip."""
+
         def read():
             pipe = self.client.pipeline(transaction=False)
             if version is None:
@@ -275,6 +311,7 @@ class OnlineStore:
             for entity, key in requests:
                 pipe.hgetall(self.location.entity_key(entity, key))
             return pipe.execute()
+
         answers = guarded(self.location, read)
         if version is None:
             pointer, answers = answers[0], answers[1:]

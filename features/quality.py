@@ -8,6 +8,7 @@ when a check of severity `error` failed.
     checks = table_checks("events", config)
     results = run_checks(checks, frame, "drop_date", days, previous_rows=1234, quarantined={day: n})
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,8 +27,10 @@ from pyspark.sql import functions as F
 from features.validation import Section, error_at, read_schema_file, validate
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-RESULT_DDL = ("check_date date, table_name string, check string, column string, value double, "
-              "threshold string, status string, severity string, detail string")
+RESULT_DDL = (
+    "check_date date, table_name string, check string, column string, value double, "
+    "threshold string, status string, severity string, detail string"
+)
 PSI_FLOOR = 1e-4  # share given to an empty bucket, so that ln(p/q) stays finite
 
 
@@ -174,8 +177,11 @@ def _merge(base: dict, override: dict) -> dict:
         if value is None:  # `check: null` in a config turns a declared check off
             merged.pop(key, None)
             continue
-        merged[key] = _merge(merged.get(key, {}), value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged.get(key, {}), value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged
 
 
@@ -192,7 +198,7 @@ def table_checks(table: str, config: Mapping | None = None) -> dict:
 def _profile(frame: DataFrame, day_column: str, checks: TableChecks) -> dict[dt.date, dict]:
     """Per day: rows, NULLs per null_rate column, values outside the range per range column."""
     aggregates = [F.count(F.lit(1)).alias("rows")]
-    for column in (checks.null_rate.columns if checks.null_rate else {}):
+    for column in checks.null_rate.columns if checks.null_rate else {}:
         aggregates.append(F.count_if(F.col(column).isNull()).alias(f"null:{column}"))
     for column, (low, high) in (checks.range.columns if checks.range else {}).items():
         outside = F.lit(False)
@@ -201,7 +207,7 @@ def _profile(frame: DataFrame, day_column: str, checks: TableChecks) -> dict[dt.
         if high is not None:
             outside = outside | (F.col(column) > F.lit(high))
         aggregates.append(F.count_if(F.coalesce(outside, F.lit(False))).alias(f"range:{column}"))
-    for column in (checks.mean.columns if checks.mean else {}):
+    for column in checks.mean.columns if checks.mean else {}:
         aggregates.append(F.avg(F.col(column).cast("double")).alias(f"mean:{column}"))
     rows = frame.groupBy(F.col(day_column).alias("day")).agg(*aggregates).collect()  # one row per day
     return {row["day"]: row.asDict() for row in rows}
@@ -212,35 +218,60 @@ def psi_by_day(frame: DataFrame, day_column: str, features: list[str], buckets: 
     columns day, feature, psi, rows, baseline_rows. Buckets: the deciles (or `buckets`-quantiles) of
     D-1, NULL a bucket of its own; an empty bucket counts as a share of PSI_FLOOR."""
     probabilities = F.array(*[F.lit(i / buckets) for i in range(1, buckets)])
-    edges = frame.groupBy(F.col(day_column).alias("reference")).agg(*[
-        F.percentile_approx(F.col(f).cast("double"), probabilities, 1000).alias(f) for f in features])
-    edges = edges.select("reference", F.explode(F.array(*[
-        F.struct(F.lit(f).alias("feature"), F.array_distinct(F.col(f)).alias("edges")) for f in features])).alias("e")
+    edges = frame.groupBy(F.col(day_column).alias("reference")).agg(
+        *[F.percentile_approx(F.col(f).cast("double"), probabilities, 1000).alias(f) for f in features]
+    )
+    edges = edges.select(
+        "reference",
+        F.explode(
+            F.array(*[F.struct(F.lit(f).alias("feature"), F.array_distinct(F.col(f)).alias("edges")) for f in features])
+        ).alias("e"),
     ).select("reference", "e.*")
-    values = frame.select(F.col(day_column).alias("day"), F.explode(F.array(*[
-        F.struct(F.lit(f).alias("feature"), F.col(f).cast("double").alias("value")) for f in features])).alias("v")
+    values = frame.select(
+        F.col(day_column).alias("day"),
+        F.explode(
+            F.array(*[F.struct(F.lit(f).alias("feature"), F.col(f).cast("double").alias("value")) for f in features])
+        ).alias("v"),
     ).select("day", "v.*")
     current = values.select("feature", "value", F.date_sub("day", 1).alias("reference"), F.lit("current").alias("role"))
     baseline = values.select("feature", "value", F.col("day").alias("reference"), F.lit("baseline").alias("role"))
     bucket = F.when(F.col("value").isNull(), F.lit(-1)).otherwise(
-        F.size(F.filter("edges", lambda edge: F.col("value") > edge)))
-    counts = (current.unionByName(baseline).join(F.broadcast(edges), ["reference", "feature"])
-              .groupBy("reference", "feature", bucket.alias("bucket"))
-              .agg(F.count_if(F.col("role") == "current").alias("current"),
-                   F.count_if(F.col("role") == "baseline").alias("baseline")))
-    totals = counts.groupBy("reference", "feature").agg(F.sum("current").alias("rows"),
-                                                        F.sum("baseline").alias("baseline_rows"))
+        F.size(F.filter("edges", lambda edge: F.col("value") > edge))
+    )
+    counts = (
+        current.unionByName(baseline)
+        .join(F.broadcast(edges), ["reference", "feature"])
+        .groupBy("reference", "feature", bucket.alias("bucket"))
+        .agg(
+            F.count_if(F.col("role") == "current").alias("current"),
+            F.count_if(F.col("role") == "baseline").alias("baseline"),
+        )
+    )
+    totals = counts.groupBy("reference", "feature").agg(
+        F.sum("current").alias("rows"), F.sum("baseline").alias("baseline_rows")
+    )
     share_current = F.greatest(F.col("current") / F.col("rows"), F.lit(PSI_FLOOR))
     share_baseline = F.greatest(F.col("baseline") / F.col("baseline_rows"), F.lit(PSI_FLOOR))
-    return (counts.join(totals, ["reference", "feature"]).where(F.col("rows") > 0)
-            .groupBy("reference", "feature", "rows", "baseline_rows")
-            .agg(F.sum((share_current - share_baseline) * F.ln(share_current / share_baseline)).alias("psi"))
-            .select(F.date_add("reference", 1).alias("day"), "feature", "psi", "rows", "baseline_rows"))
+    return (
+        counts.join(totals, ["reference", "feature"])
+        .where(F.col("rows") > 0)
+        .groupBy("reference", "feature", "rows", "baseline_rows")
+        .agg(F.sum((share_current - share_baseline) * F.ln(share_current / share_baseline)).alias("psi"))
+        .select(F.date_add("reference", 1).alias("day"), "feature", "psi", "rows", "baseline_rows")
+    )
 
 
-def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_column: str, days: list[dt.date],
-               previous_rows: int | None = None, quarantined: dict[dt.date, int] | None = None,
-               history_start: dt.date | None = None, windows: dict[str, int] | None = None) -> list[CheckResult]:
+def run_checks(
+    table: str,
+    checks: Mapping | TableChecks,
+    frame: DataFrame,
+    day_column: str,
+    days: list[dt.date],
+    previous_rows: int | None = None,
+    quarantined: dict[dt.date, int] | None = None,
+    history_start: dt.date | None = None,
+    windows: dict[str, int] | None = None,
+) -> list[CheckResult]:
     """Run `checks` on the partitions `days` of `frame` (which may also hold day days[0]-1, the
     baseline of the first day's PSI). `previous_rows`: rows of the partition before days[0] (None:
     absent); `quarantined`: quarantined lines per day (quarantine_rate); `history_start` (first day
@@ -256,8 +287,11 @@ def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_
 
     def add(day, check, column, value, threshold, passed, severity, detail=""):
         status = SKIP if passed is None else (PASS if passed else FAIL)
-        results.append(CheckResult(day, table, check, column, None if value is None else float(value), threshold,
-                                   status, severity, detail))
+        results.append(
+            CheckResult(
+                day, table, check, column, None if value is None else float(value), threshold, status, severity, detail
+            )
+        )
 
     rows = {d: int(profile.get(d, {}).get("rows", 0)) for d in days}
     spec = checks.row_count_change
@@ -267,29 +301,61 @@ def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_
             before = previous_rows if i == 0 else rows[days[i - 1]]
             threshold = f"[{low}, {high}] x rows of the day before"
             if before is None or before < floor:
-                add(day, "row_count_change", "", None, threshold, None, spec.severity,
+                add(
+                    day,
+                    "row_count_change",
+                    "",
+                    None,
+                    threshold,
+                    None,
+                    spec.severity,
                     f"{rows[day]} rows; the day before has {before if before is not None else 'no partition'} "
-                    f"(< {floor}): not compared")
+                    f"(< {floor}): not compared",
+                )
             else:
                 ratio = rows[day] / before
-                add(day, "row_count_change", "", ratio, threshold, low <= ratio <= high, spec.severity,
-                    f"{rows[day]} rows vs {before} the day before")
+                add(
+                    day,
+                    "row_count_change",
+                    "",
+                    ratio,
+                    threshold,
+                    low <= ratio <= high,
+                    spec.severity,
+                    f"{rows[day]} rows vs {before} the day before",
+                )
     spec = checks.quarantine_rate
     if spec and quarantined is not None:
         for day in days:
             bad = int(quarantined.get(day, 0))
             total = bad + rows[day]
             rate = bad / total if total else 0.0
-            add(day, "quarantine_rate", "", rate, f"<= {spec.max}", rate <= float(spec.max),
-                spec.severity, f"{bad} of {total} lines invalid (duplicates not counted)")
+            add(
+                day,
+                "quarantine_rate",
+                "",
+                rate,
+                f"<= {spec.max}",
+                rate <= float(spec.max),
+                spec.severity,
+                f"{bad} of {total} lines invalid (duplicates not counted)",
+            )
     spec = checks.null_rate
     if spec:
         for column, limit in spec.columns.items():
             for day in days:
                 nulls = int(profile.get(day, {}).get(f"null:{column}", 0))
                 rate = nulls / rows[day] if rows[day] else 0.0
-                add(day, "null_rate", column, rate, f"<= {limit}", rate <= float(limit), spec.severity,
-                    f"{nulls} of {rows[day]} rows NULL")
+                add(
+                    day,
+                    "null_rate",
+                    column,
+                    rate,
+                    f"<= {limit}",
+                    rate <= float(limit),
+                    spec.severity,
+                    f"{nulls} of {rows[day]} rows NULL",
+                )
     spec = checks.range
     if spec:
         allowed = float(spec.max_violation_rate)
@@ -297,8 +363,16 @@ def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_
             for day in days:
                 outside = int(profile.get(day, {}).get(f"range:{column}", 0))
                 rate = outside / rows[day] if rows[day] else 0.0
-                add(day, "range", column, rate, f"share outside [{low}, {high}] <= {allowed}", rate <= allowed,
-                    spec.severity, f"{outside} of {rows[day]} rows outside")
+                add(
+                    day,
+                    "range",
+                    column,
+                    rate,
+                    f"share outside [{low}, {high}] <= {allowed}",
+                    rate <= allowed,
+                    spec.severity,
+                    f"{outside} of {rows[day]} rows outside",
+                )
     spec = checks.mean
     if spec:
         minimum = spec.min_rows
@@ -306,39 +380,97 @@ def run_checks(table: str, checks: Mapping | TableChecks, frame: DataFrame, day_
             for day in days:
                 mean = profile.get(day, {}).get(f"mean:{column}")
                 if rows[day] < minimum:
-                    add(day, "mean", column, mean, f"in [{low}, {high}]", None, spec.severity,
-                        f"{rows[day]} rows (< {minimum}): not compared")
+                    add(
+                        day,
+                        "mean",
+                        column,
+                        mean,
+                        f"in [{low}, {high}]",
+                        None,
+                        spec.severity,
+                        f"{rows[day]} rows (< {minimum}): not compared",
+                    )
                     continue
                 inside = mean is not None and (low is None or mean >= low) and (high is None or mean <= high)
-                add(day, "mean", column, mean, f"in [{low}, {high}]", None if mean is None else inside,
-                    spec.severity, f"mean of {rows[day]} rows")
+                add(
+                    day,
+                    "mean",
+                    column,
+                    mean,
+                    f"in [{low}, {high}]",
+                    None if mean is None else inside,
+                    spec.severity,
+                    f"mean of {rows[day]} rows",
+                )
     spec = checks.psi
     if spec:
         limit, minimum = float(spec.max), spec.min_rows
-        measured = {(r["day"], r["feature"]): r for r in psi_by_day(
-            frame, day_column, list(spec.features), spec.buckets).collect() if r["day"] in wanted}
+        measured = {
+            (r["day"], r["feature"]): r
+            for r in psi_by_day(frame, day_column, list(spec.features), spec.buckets).collect()
+            if r["day"] in wanted
+        }
         for feature in spec.features:
             window = int((windows or {}).get(feature) or 1)
             for day in days:
                 found = measured.get((day, feature))
                 if history_start is not None and (day - history_start).days + 1 <= window:
-                    add(day, "psi", feature, None, f"<= {limit}", None, spec.severity,
-                        f"its {window}-day window is still filling (history starts {history_start}): not compared")
+                    add(
+                        day,
+                        "psi",
+                        feature,
+                        None,
+                        f"<= {limit}",
+                        None,
+                        spec.severity,
+                        f"its {window}-day window is still filling (history starts {history_start}): not compared",
+                    )
                 elif found is None or min(found["rows"], found["baseline_rows"]) < minimum:
                     have = "no day before" if found is None else f"{found['rows']} vs {found['baseline_rows']} rows"
-                    add(day, "psi", feature, None, f"<= {limit}", None, spec.severity,
-                        f"{have} (< {minimum}): not compared")
+                    add(
+                        day,
+                        "psi",
+                        feature,
+                        None,
+                        f"<= {limit}",
+                        None,
+                        spec.severity,
+                        f"{have} (< {minimum}): not compared",
+                    )
                 else:
                     psi = float(found["psi"])
-                    add(day, "psi", feature, psi, f"<= {limit}", math.isfinite(psi) and psi <= limit,
-                        spec.severity, f"vs {day - dt.timedelta(days=1)}, deciles of the day before")
+                    add(
+                        day,
+                        "psi",
+                        feature,
+                        psi,
+                        f"<= {limit}",
+                        math.isfinite(psi) and psi <= limit,
+                        spec.severity,
+                        f"vs {day - dt.timedelta(days=1)}, deciles of the day before",
+                    )
     return results
 
 
-def results_frame(spark, results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None) -> DataFrame:
+def results_frame(
+    spark, results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None
+) -> DataFrame:
     """The results as rows of the `quality` table, with the version of the table each check read and
     the job and run that checked."""
-    rows = [(r.check_date, r.table_name, r.check, r.column, r.value, r.threshold, r.status, r.severity, r.detail,
-             (versions or {}).get(r.table_name)) for r in results]
+    rows = [
+        (
+            r.check_date,
+            r.table_name,
+            r.check,
+            r.column,
+            r.value,
+            r.threshold,
+            r.status,
+            r.severity,
+            r.detail,
+            (versions or {}).get(r.table_name),
+        )
+        for r in results
+    ]
     frame = spark.createDataFrame(rows, f"{RESULT_DDL}, table_version long")
     return frame.withColumn("job", F.lit(run.get("job"))).withColumn("run_id", F.lit(run.get("run_id")))

@@ -6,6 +6,7 @@
 `table` is one of events, users, items (see schemas/). An events drop is required for every day that
 is ingested; users/items drops hold the rows that are new or changed that day and may be absent.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -80,7 +81,8 @@ def find_drops(raw_root: str, table: str, dates: list[dt.date], required: bool) 
             directory = drop_dir(raw_root, table, day)
             state = "is incomplete (no _SUCCESS marker)" if directory.exists() else "is missing"
             raise PipelineInputError(
-                f"{table} drop for {day} {state}: {directory} (use --allow-missing to skip missing days)")
+                f"{table} drop for {day} {state}: {directory} (use --allow-missing to skip missing days)"
+            )
     return found
 
 

@@ -18,6 +18,7 @@ D+1 before D keeps D+1's copy and quarantines D's.
 
 Library code: DataFrames in, DataFrames out; the job passes the events rows of the horizon.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,7 @@ def default_horizon_days(allowed_lateness_hours: float) -> int:
 def horizon_partitions(days: list[dt.date], existing: set[dt.date], horizon_days: int) -> list[dt.date]:
     """The existing drop partitions, other than the ones being replaced, that can hold an id of `days`."""
     replaced = set(days)
-    return sorted(d for d in existing if d not in replaced
-                  and any(abs((d - day).days) <= horizon_days for day in days))
+    return sorted(d for d in existing if d not in replaced and any(abs((d - day).days) <= horizon_days for day in days))
 
 
 def _day_number(column: str) -> Column:
@@ -58,9 +58,9 @@ def split_redelivered(rows: DataFrame, ingested: DataFrame, key: str, horizon_da
     by_day = Window.partitionBy(key).orderBy(_day_number("drop_date"))
     run_first = F.min(F.when(F.col("_in_run"), F.col("drop_date"))).over(by_day.rangeBetween(-horizon_days, -1))
     committed_first = F.min(F.when(~F.col("_in_run"), F.col("drop_date"))).over(
-        by_day.rangeBetween(-horizon_days, horizon_days))
-    marked = (both.withColumn("first_drop", F.least(run_first, committed_first))
-              .where(F.col("_in_run")).drop("_in_run"))
+        by_day.rangeBetween(-horizon_days, horizon_days)
+    )
+    marked = both.withColumn("first_drop", F.least(run_first, committed_first)).where(F.col("_in_run")).drop("_in_run")
     kept = marked.where(F.col("first_drop").isNull()).select(*columns)
     redelivered = marked.where(F.col("first_drop").isNotNull())
     return kept, redelivered
@@ -73,14 +73,21 @@ def relabel_late_copies(late: DataFrame, known: DataFrame, key: str, horizon_day
     too old for its new drop): its reason becomes the duplicate reason. Returns quarantine rows."""
     tagged = late.withColumn("_line", F.monotonically_increasing_id())
     other = known.select(F.col(key).alias("_key"), F.col("drop_date").alias("_known_drop"))
-    matched = tagged.join(other, (F.col(key) == F.col("_key")) & (F.col("_known_drop") != F.col("drop_date"))
-                          & (F.abs(F.datediff("drop_date", "_known_drop")) <= horizon_days), "left")
+    matched = tagged.join(
+        other,
+        (F.col(key) == F.col("_key"))
+        & (F.col("_known_drop") != F.col("drop_date"))
+        & (F.abs(F.datediff("drop_date", "_known_drop")) <= horizon_days),
+        "left",
+    )
     first = matched.groupBy("_line", "drop_date", "source_file", "raw_record", "reason").agg(
-        F.min("_known_drop").alias("first_drop"))
+        F.min("_known_drop").alias("first_drop")
+    )
     reason = F.when(F.col("first_drop").isNotNull(), redelivery_reason(key)).otherwise(F.col("reason"))
     return first.select("drop_date", "source_file", "raw_record", reason.alias("reason"))
 
 
 def redelivery_reason(key: str) -> Column:
-    return F.concat(F.lit(f"duplicate {key} (already ingested from drop "), F.col("first_drop").cast("string"),
-                    F.lit(")"))
+    return F.concat(
+        F.lit(f"duplicate {key} (already ingested from drop "), F.col("first_drop").cast("string"), F.lit(")")
+    )

@@ -5,6 +5,7 @@ user×category snapshot of E-1 (category as of E-1), context from the event itse
 from a snapshot get the spec's defaults and an indicator column saying so. Every feature with a model
 role in schemas/features.yaml is carried; nothing else.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,8 +18,18 @@ from features.errors import PipelineInputError
 from features.feature_spec import Feature, FeatureSpec
 
 INDICATORS = {"user": "user_in_snapshot", "item": "item_in_snapshot", "user_category": "user_category_in_snapshot"}
-SAMPLE_COLUMNS = ["sample_id", "event_id", "user_id", "item_id", "event_time", "event_date", "snapshot_date",
-                  "label", "weight", "is_sampled_negative"]
+SAMPLE_COLUMNS = [
+    "sample_id",
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_time",
+    "event_date",
+    "snapshot_date",
+    "label",
+    "weight",
+    "is_sampled_negative",
+]
 
 
 def _context_column(feature: Feature) -> Column:
@@ -72,9 +83,14 @@ def with_default(feature: Feature, spec: FeatureSpec) -> Column:
     return F.coalesce(column.cast(feature.dtype), fallback).alias(feature.name)
 
 
-def point_in_time_join(labeled: DataFrame, user_snapshot: DataFrame, item_snapshot: DataFrame,
-                       user_category_snapshot: DataFrame, spec: FeatureSpec,
-                       priors: DataFrame | None = None) -> DataFrame:
+def point_in_time_join(
+    labeled: DataFrame,
+    user_snapshot: DataFrame,
+    item_snapshot: DataFrame,
+    user_category_snapshot: DataFrame,
+    spec: FeatureSpec,
+    priors: DataFrame | None = None,
+) -> DataFrame:
     """labeled: output of features.labels; user/item snapshots: rows as of event_date - 1 of the events'
     entities (features.snapshot_as_of.read_as_of resolves inactive ones from the sparse tables);
     user_category_snapshot: the stored partitions of event_date - 1; priors: ctr_priors of the stored
@@ -84,21 +100,27 @@ def point_in_time_join(labeled: DataFrame, user_snapshot: DataFrame, item_snapsh
     users = user_snapshot.select("user_id", "snapshot_date", *by_entity["user"], F.lit(True).alias(INDICATORS["user"]))
     items = item_snapshot.select("item_id", "snapshot_date", *by_entity["item"], F.lit(True).alias(INDICATORS["item"]))
     categories = user_category_snapshot.select(
-        "user_id", F.col("category").alias("item_category"), "snapshot_date", *by_entity["user_category"],
-        F.lit(True).alias(INDICATORS["user_category"]))
-    joined = (labeled.withColumn("snapshot_date", F.date_sub("event_date", 1))
-              .join(users, ["user_id", "snapshot_date"], "left")
-              .join(items, ["item_id", "snapshot_date"], "left")
-              .join(categories, ["user_id", "item_category", "snapshot_date"], "left")
-              .join(F.broadcast(priors if priors is not None else ctr_priors(item_snapshot, spec)),
-                    "snapshot_date", "left"))
+        "user_id",
+        F.col("category").alias("item_category"),
+        "snapshot_date",
+        *by_entity["user_category"],
+        F.lit(True).alias(INDICATORS["user_category"]),
+    )
+    joined = (
+        labeled.withColumn("snapshot_date", F.date_sub("event_date", 1))
+        .join(users, ["user_id", "snapshot_date"], "left")
+        .join(items, ["item_id", "snapshot_date"], "left")
+        .join(categories, ["user_id", "item_category", "snapshot_date"], "left")
+        .join(F.broadcast(priors if priors is not None else ctr_priors(item_snapshot, spec)), "snapshot_date", "left")
+    )
     for feature in features:
         if feature.entity == "context":
             joined = joined.withColumn(feature.name, _context_column(feature))
     return joined.select(
         *SAMPLE_COLUMNS,
         *[F.coalesce(F.col(name), F.lit(False)).alias(name) for name in INDICATORS.values()],
-        *[with_default(f, spec) for f in features])
+        *[with_default(f, spec) for f in features],
+    )
 
 
 def check_one_row_per_event(samples: DataFrame, key: str = "sample_id") -> None:

@@ -12,6 +12,7 @@ the column's min/max. The pipeline config can replace category ranges (`ingest.v
 apply_range_overrides). Unknown keys and wrongly typed values are a SpecError (a ValueError) naming
 file and key path, on one line.
 """
+
 from __future__ import annotations
 
 import functools
@@ -201,8 +202,11 @@ def _parse_checked(doc: dict[str, Any], source: str) -> TableSchema:
                 allowed=tuple(str(v) for v in c["allowed"]) if c.get("allowed") else None,
                 min=bounds.min,
                 max=bounds.max,
-                ranges_by=(_parse_ranges_by(c["ranges_by"], c["name"], by_name, f"{where}.ranges_by")
-                           if c.get("ranges_by") is not None else None),
+                ranges_by=(
+                    _parse_ranges_by(c["ranges_by"], c["name"], by_name, f"{where}.ranges_by")
+                    if c.get("ranges_by") is not None
+                    else None
+                ),
             )
         )
     names = [c.name for c in columns]
@@ -221,8 +225,9 @@ def _parse_checked(doc: dict[str, Any], source: str) -> TableSchema:
     )
 
 
-def apply_range_overrides(schema: TableSchema, overrides: Mapping[str, Any] | None,
-                          source: str = "ingest.value_ranges") -> TableSchema:
+def apply_range_overrides(
+    schema: TableSchema, overrides: Mapping[str, Any] | None, source: str = "ingest.value_ranges"
+) -> TableSchema:
     """The schema with per-category ranges replaced, e.g. {"rating": [1, 10]} for a 1-10 rating scale.
 
     overrides: category -> [min, max] or {min: .., max: ..}; null leaves a side open. An entry

@@ -14,6 +14,7 @@ the snapshot days whose windows they fall in, and the carried state runs along a
 ordered by day over those rows only. Library code: DataFrames in, DataFrames out;
 jobs/build_snapshot.py reads and writes the tables.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -42,8 +43,9 @@ def entity_windows(spec: FeatureSpec, entity: str) -> list[int]:
     return sorted(windows)
 
 
-def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.date, end: dt.date,
-                windows: list[int] | None = None) -> DataFrame:
+def window_sums(
+    daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.date, end: dt.date, windows: list[int] | None = None
+) -> DataFrame:
     """For each (keys, snapshot_date in start..end) with activity in the longest window: every daily
     measure summed over each window w (days D-w+1 .. D), as columns `<measure>_<w>d`. Materialized
     (local checkpoint): the sums feed both the features and the day's CTR prior."""
@@ -51,16 +53,28 @@ def window_sums(daily: DataFrame, keys: list[str], spec: FeatureSpec, start: dt.
     longest = max(windows)
     measures = [*spec.counters, *MEASURES_EXTRA]
     rows = daily.where(F.col("event_date").between(F.lit(start - dt.timedelta(days=longest - 1)), F.lit(end)))
-    exploded = rows.withColumn("snapshot_date", F.explode(F.sequence(
-        F.greatest("event_date", F.lit(start)), F.least(F.date_add("event_date", longest - 1), F.lit(end)))))
+    exploded = rows.withColumn(
+        "snapshot_date",
+        F.explode(
+            F.sequence(
+                F.greatest("event_date", F.lit(start)), F.least(F.date_add("event_date", longest - 1), F.lit(end))
+            )
+        ),
+    )
     age = F.datediff("snapshot_date", "event_date")
-    sums = [F.sum(F.when(age < w, F.coalesce(F.col(m), F.lit(0)))).alias(f"{m}_{w}d")
-            for w in windows for m in measures]
+    sums = [
+        F.sum(F.when(age < w, F.coalesce(F.col(m), F.lit(0)))).alias(f"{m}_{w}d") for w in windows for m in measures
+    ]
     return exploded.groupBy(*keys, "snapshot_date").agg(*sums).localCheckpoint()
 
 
-def ctr_priors(sums: DataFrame, spec: FeatureSpec, windows: list[int] | None = None, measure: str = "{m}_{w}d",
-               alias: str = "prior_{w}d") -> DataFrame:
+def ctr_priors(
+    sums: DataFrame,
+    spec: FeatureSpec,
+    windows: list[int] | None = None,
+    measure: str = "{m}_{w}d",
+    alias: str = "prior_{w}d",
+) -> DataFrame:
     """The CTR prior, defined once: per snapshot day and window, the CTR of every entity together (sum of
     clicks / sum of impressions), or the spec's fallback when the window has no impressions at all.
     `sums` has the window sums as `measure` (default clicks_7d, impressions_7d; the samples job reads
@@ -71,8 +85,11 @@ def ctr_priors(sums: DataFrame, spec: FeatureSpec, windows: list[int] | None = N
     for w in windows:
         clicks = F.sum(measure.format(m="clicks", w=w))
         impressions = F.sum(measure.format(m="impressions", w=w))
-        priors.append(F.when(impressions > 0, clicks / impressions)
-                      .otherwise(F.lit(spec.ctr_prior_fallback)).alias(alias.format(w=w)))
+        priors.append(
+            F.when(impressions > 0, clicks / impressions)
+            .otherwise(F.lit(spec.ctr_prior_fallback))
+            .alias(alias.format(w=w))
+        )
     return sums.groupBy("snapshot_date").agg(*priors)
 
 
@@ -80,15 +97,21 @@ def active_grid(keys: list[str], sums: DataFrame, dims: DataFrame) -> DataFrame:
     """The candidate rows (keys, snapshot_date): activity inside a window ending that day (a row of the
     window sums) or a dimension drop row that day. Never catalogue x calendar: an entity without
     either has no candidate row, and is resolved as inactive from its latest row (features/snapshot_as_of.py)."""
-    return (sums.select(*keys, "snapshot_date")
-            .unionByName(dims.select(*keys, F.col("drop_date").alias("snapshot_date"))).distinct())
+    return (
+        sums.select(*keys, "snapshot_date")
+        .unionByName(dims.select(*keys, F.col("drop_date").alias("snapshot_date")))
+        .distinct()
+    )
 
 
 def keep_rows_that_differ(frame: DataFrame, sums: DataFrame, keys: list[str]) -> DataFrame:
     """The rows stored: activity inside the longest window, or attributes that changed that day."""
     in_window = sums.select(*keys, "snapshot_date", F.lit(True).alias("_in_window"))
-    return (frame.join(in_window, [*keys, "snapshot_date"], "left")
-            .where(F.col("_in_window").isNotNull() | F.col("_attrs_changed")).drop("_in_window", "_attrs_changed"))
+    return (
+        frame.join(in_window, [*keys, "snapshot_date"], "left")
+        .where(F.col("_in_window").isNotNull() | F.col("_attrs_changed"))
+        .drop("_in_window", "_attrs_changed")
+    )
 
 
 def _running(keys: list[str]) -> Window:
@@ -99,22 +122,32 @@ def _attribute_features(spec: FeatureSpec, entity: str) -> list[Feature]:
     return [f for f in spec.for_entity(entity) if f.kind == "attribute"]
 
 
-def attributes_as_of(grid: DataFrame, keys: list[str], spec: FeatureSpec, entity: str,
-                     dims: DataFrame, base: DataFrame) -> DataFrame:
+def attributes_as_of(
+    grid: DataFrame, keys: list[str], spec: FeatureSpec, entity: str, dims: DataFrame, base: DataFrame
+) -> DataFrame:
     """Adds `attrs`: the entity's row from the latest dimension drop <= D (or the base's, as of the day
     before the range), and `_attrs_changed`: whether they differ from the day before."""
     features = _attribute_features(spec, entity)
-    today = dims.select(*keys, F.col("drop_date").alias("snapshot_date"), F.struct(
-        *[F.col(f.source).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"))
-    previous = base.select(*keys, F.struct(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in features])
-                           .alias("_attrs_base"))
+    today = dims.select(
+        *keys,
+        F.col("drop_date").alias("snapshot_date"),
+        F.struct(*[F.col(f.source).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"),
+    )
+    previous = base.select(
+        *keys, F.struct(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_base")
+    )
     ordered = Window.partitionBy(*keys).orderBy("snapshot_date")
-    return (grid.join(today, [*keys, "snapshot_date"], "left").join(previous, keys, "left")
-            .withColumn("attrs", F.coalesce(F.last("_attrs_today", ignorenulls=True).over(_running(keys)),
-                                            F.col("_attrs_base")))
-            .withColumn("_attrs_changed", ~F.col("attrs").eqNullSafe(
-                F.coalesce(F.lag("attrs").over(ordered), F.col("_attrs_base"))))
-            .drop("_attrs_today", "_attrs_base"))
+    return (
+        grid.join(today, [*keys, "snapshot_date"], "left")
+        .join(previous, keys, "left")
+        .withColumn(
+            "attrs", F.coalesce(F.last("_attrs_today", ignorenulls=True).over(_running(keys)), F.col("_attrs_base"))
+        )
+        .withColumn(
+            "_attrs_changed", ~F.col("attrs").eqNullSafe(F.coalesce(F.lag("attrs").over(ordered), F.col("_attrs_base")))
+        )
+        .drop("_attrs_today", "_attrs_base")
+    )
 
 
 def feature_column(feature: Feature, spec: FeatureSpec) -> Column:
@@ -141,8 +174,9 @@ def feature_column(feature: Feature, spec: FeatureSpec) -> Column:
     elif kind in ("last_items", "top_categories", "top_category_shares"):
         value = F.coalesce(F.col(kind), F.array().cast(feature.dtype))
     elif kind == "popularity_rank":
-        value = F.rank().over(Window.partitionBy("snapshot_date").orderBy(
-            F.desc(F.coalesce(F.col(f"engagements_{w}d"), F.lit(0)))))
+        value = F.rank().over(
+            Window.partitionBy("snapshot_date").orderBy(F.desc(F.coalesce(F.col(f"engagements_{w}d"), F.lit(0))))
+        )
     elif kind == "attribute":
         value = F.col("attrs")[feature.name]
     elif kind == "days_since_release":
@@ -161,7 +195,8 @@ def select_features(frame: DataFrame, spec: FeatureSpec, entity: str) -> DataFra
 def _with_priors(frame: DataFrame, sums: DataFrame, spec: FeatureSpec) -> DataFrame:
     priors = ctr_priors(sums, spec)
     return frame.join(F.broadcast(priors), "snapshot_date", "left").fillna(
-        spec.ctr_prior_fallback, [c for c in priors.columns if c.startswith("prior_")])
+        spec.ctr_prior_fallback, [c for c in priors.columns if c.startswith("prior_")]
+    )
 
 
 def item_snapshot(spec: FeatureSpec, sums: DataFrame, base: DataFrame, dims: DataFrame) -> DataFrame:
@@ -170,8 +205,9 @@ def item_snapshot(spec: FeatureSpec, sums: DataFrame, base: DataFrame, dims: Dat
     keys = ["item_id"]
     frame = attributes_as_of(active_grid(keys, sums, dims), keys, spec, "item", dims, base)
     first_seen = base.select(*keys, F.col("item_first_seen_date").alias("_base_first"))
-    frame = (frame.join(first_seen, keys, "left")
-             .withColumn("first_date", F.coalesce("_base_first", F.min("snapshot_date").over(_running(keys)))))
+    frame = frame.join(first_seen, keys, "left").withColumn(
+        "first_date", F.coalesce("_base_first", F.min("snapshot_date").over(_running(keys)))
+    )
     frame = keep_rows_that_differ(frame, sums, keys).join(sums, [*keys, "snapshot_date"], "left")
     return select_features(_with_priors(frame, sums, spec), spec, "item")
 
@@ -184,16 +220,24 @@ def inactive_values(spec: FeatureSpec, entity: str, dates: DataFrame, sums: Data
     keys = spec.entities[entity]["key"]
     features = day_features(spec, entity)
     measures = [c for c in sums.columns if c not in (*keys, "snapshot_date")]
-    frame = _with_priors(dates.select("snapshot_date", *[F.lit(None).cast("long").alias(m) for m in measures]),
-                         sums, spec)
+    frame = _with_priors(
+        dates.select("snapshot_date", *[F.lit(None).cast("long").alias(m) for m in measures]), sums, spec
+    )
     ranked = [f for f in features if f.kind == "popularity_rank"]
     if ranked:
-        engaged = sums.groupBy("snapshot_date").agg(*[
-            F.count(F.when(F.col(f"engagements_{f.window}d") > 0, 1)).alias(f"_engaged_{f.name}") for f in ranked])
+        engaged = sums.groupBy("snapshot_date").agg(
+            *[F.count(F.when(F.col(f"engagements_{f.window}d") > 0, 1)).alias(f"_engaged_{f.name}") for f in ranked]
+        )
         frame = frame.join(engaged, "snapshot_date", "left")
-    return frame.select(*[
-        (F.coalesce(F.col(f"_engaged_{f.name}"), F.lit(0)) + 1).cast(f.dtype).alias(f.name) if f in ranked
-        else feature_column(f, spec) for f in features], "snapshot_date")
+    return frame.select(
+        *[
+            (F.coalesce(F.col(f"_engaged_{f.name}"), F.lit(0)) + 1).cast(f.dtype).alias(f.name)
+            if f in ranked
+            else feature_column(f, spec)
+            for f in features
+        ],
+        "snapshot_date",
+    )
 
 
 def user_category_snapshot(spec: FeatureSpec, sums: DataFrame) -> DataFrame:
@@ -207,16 +251,30 @@ def top_categories(spec: FeatureSpec, category_sums: DataFrame) -> DataFrame:
     window = spec.feature("user_top_categories").window
     engagements = F.col(f"engagements_{window}d")
     order = F.struct((-engagements).alias("minus_n"), F.col("category"))  # ascending: most first, then by name
-    ranked = (category_sums.where(engagements > 0).groupBy("user_id", "snapshot_date").agg(
-        F.sort_array(F.collect_list(order), asc=True).alias("_ranked"), F.sum(engagements).alias("_total")))
+    ranked = (
+        category_sums.where(engagements > 0)
+        .groupBy("user_id", "snapshot_date")
+        .agg(F.sort_array(F.collect_list(order), asc=True).alias("_ranked"), F.sum(engagements).alias("_total"))
+    )
     top = F.slice("_ranked", 1, spec.top_categories)
-    return ranked.select("user_id", "snapshot_date",
-                         F.transform(top, lambda c: c["category"]).alias("top_categories"),
-                         F.transform(top, lambda c: -c["minus_n"] / F.col("_total")).alias("top_category_shares"))
+    return ranked.select(
+        "user_id",
+        "snapshot_date",
+        F.transform(top, lambda c: c["category"]).alias("top_categories"),
+        F.transform(top, lambda c: -c["minus_n"] / F.col("_total")).alias("top_category_shares"),
+    )
 
 
-def user_snapshot(spec: FeatureSpec, start: dt.date, end: dt.date, daily: DataFrame, sums: DataFrame,
-                  base: DataFrame, dims: DataFrame, category_sums: DataFrame) -> DataFrame:
+def user_snapshot(
+    spec: FeatureSpec,
+    start: dt.date,
+    end: dt.date,
+    daily: DataFrame,
+    sums: DataFrame,
+    base: DataFrame,
+    dims: DataFrame,
+    category_sums: DataFrame,
+) -> DataFrame:
     """daily: user_daily of start..end (more days are ignored); sums: its window_sums over the range;
     base: user rows as of the day before the range (resolved; may be empty); dims: users drops of the
     range; category_sums: window_sums of user_category_daily."""
@@ -225,25 +283,47 @@ def user_snapshot(spec: FeatureSpec, start: dt.date, end: dt.date, daily: DataFr
     in_range = daily.where(F.col("event_date").between(F.lit(start), F.lit(end)))
     # last N engaged items: the N most recent engaged days hold at least N items, so a bounded frame suffices
     engaged_days = Window.partitionBy(*keys).orderBy("event_date").rowsBetween(-(spec.last_n_items - 1), 0)
-    recent = (in_range.where(F.size("last_items") > 0).select(
-        *keys, F.col("event_date").alias("snapshot_date"),
-        F.flatten(F.reverse(F.collect_list("last_items").over(engaged_days))).alias("_recent_items")))
+    recent = in_range.where(F.size("last_items") > 0).select(
+        *keys,
+        F.col("event_date").alias("snapshot_date"),
+        F.flatten(F.reverse(F.collect_list("last_items").over(engaged_days))).alias("_recent_items"),
+    )
     activity = in_range.select(*keys, F.col("event_date").alias("snapshot_date"), F.lit(True).alias("_active"))
-    state = base.select(*keys, F.col("user_first_active_date").alias("_base_first"),
-                        F.col("user_last_active_date").alias("_base_last"),
-                        F.col("user_last_items").alias("_base_items"))
+    state = base.select(
+        *keys,
+        F.col("user_first_active_date").alias("_base_first"),
+        F.col("user_last_active_date").alias("_base_last"),
+        F.col("user_last_items").alias("_base_items"),
+    )
     no_items = F.array().cast("array<bigint>")
-    frame = (attributes_as_of(active_grid(keys, sums, dims), keys, spec, "user", dims, base)
-             .join(activity, [*keys, "snapshot_date"], "left")
-             .join(recent, [*keys, "snapshot_date"], "left")
-             .join(state, keys, "left")
-             .withColumn("first_date", F.coalesce("_base_first", F.min(
-                 F.when(F.col("_active"), F.col("snapshot_date"))).over(running)))
-             .withColumn("last_date", F.coalesce(F.max(
-                 F.when(F.col("_active"), F.col("snapshot_date"))).over(running), F.col("_base_last")))
-             .withColumn("last_items", F.slice(F.concat(
-                 F.coalesce(F.last("_recent_items", ignorenulls=True).over(running), no_items),
-                 F.coalesce(F.col("_base_items"), no_items)), 1, spec.last_n_items)))
-    frame = (keep_rows_that_differ(frame, sums, keys).join(sums, [*keys, "snapshot_date"], "left")
-             .join(top_categories(spec, category_sums), [*keys, "snapshot_date"], "left"))
+    frame = (
+        attributes_as_of(active_grid(keys, sums, dims), keys, spec, "user", dims, base)
+        .join(activity, [*keys, "snapshot_date"], "left")
+        .join(recent, [*keys, "snapshot_date"], "left")
+        .join(state, keys, "left")
+        .withColumn(
+            "first_date",
+            F.coalesce("_base_first", F.min(F.when(F.col("_active"), F.col("snapshot_date"))).over(running)),
+        )
+        .withColumn(
+            "last_date",
+            F.coalesce(F.max(F.when(F.col("_active"), F.col("snapshot_date"))).over(running), F.col("_base_last")),
+        )
+        .withColumn(
+            "last_items",
+            F.slice(
+                F.concat(
+                    F.coalesce(F.last("_recent_items", ignorenulls=True).over(running), no_items),
+                    F.coalesce(F.col("_base_items"), no_items),
+                ),
+                1,
+                spec.last_n_items,
+            ),
+        )
+    )
+    frame = (
+        keep_rows_that_differ(frame, sums, keys)
+        .join(sums, [*keys, "snapshot_date"], "left")
+        .join(top_categories(spec, category_sums), [*keys, "snapshot_date"], "left")
+    )
     return select_features(_with_priors(frame, sums, spec), spec, "user")

@@ -15,6 +15,7 @@ window counts are 0, rating means null, top categories empty, state and attribut
 days-since shifted by D - r, day-dependent values taken from the inactive row of D. The result is
 the row the dense layout (every known entity on every day) had, value for value.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -83,28 +84,55 @@ def resolve(requests: DataFrame, rows: DataFrame, inactive: DataFrame, spec: Fea
     with no row by then (not known yet) are left out, as the dense layout had no row for them."""
     keys = spec.entities[entity]["key"]
     names = [f.name for f in spec.for_entity(entity)]
-    packed = rows.select(*keys, F.col("snapshot_date").alias("_at"), F.lit(0).alias("_request"),
-                         F.struct(*names, F.col("snapshot_date").alias("_row_date")).alias("_row"))
-    asked = (requests.select(*keys, F.col("snapshot_date").alias("_at")).distinct()
-             .select(*keys, "_at", F.lit(1).alias("_request"),
-                     F.lit(None).cast(packed.schema["_row"].dataType).alias("_row")))
+    packed = rows.select(
+        *keys,
+        F.col("snapshot_date").alias("_at"),
+        F.lit(0).alias("_request"),
+        F.struct(*names, F.col("snapshot_date").alias("_row_date")).alias("_row"),
+    )
+    asked = (
+        requests.select(*keys, F.col("snapshot_date").alias("_at"))
+        .distinct()
+        .select(
+            *keys, "_at", F.lit(1).alias("_request"), F.lit(None).cast(packed.schema["_row"].dataType).alias("_row")
+        )
+    )
     latest = Window.partitionBy(*keys).orderBy("_at", "_request").rowsBetween(Window.unboundedPreceding, 0)
-    found = (packed.unionByName(asked).withColumn("_row", F.last("_row", ignorenulls=True).over(latest))
-             .where((F.col("_request") == 1) & F.col("_row").isNotNull()))
+    found = (
+        packed.unionByName(asked)
+        .withColumn("_row", F.last("_row", ignorenulls=True).over(latest))
+        .where((F.col("_request") == 1) & F.col("_row").isNotNull())
+    )
     day_names = [f.name for f in day_features(spec, entity)]
     if day_names:
-        found = found.join(F.broadcast(inactive.select(F.col("snapshot_date").alias("_at"),
-                                                       *[F.col(n).alias(f"_day_{n}") for n in day_names])),
-                           "_at", "left")
+        found = found.join(
+            F.broadcast(
+                inactive.select(F.col("snapshot_date").alias("_at"), *[F.col(n).alias(f"_day_{n}") for n in day_names])
+            ),
+            "_at",
+            "left",
+        )
     row, row_date, day = F.col("_row"), F.col("_row._row_date"), F.col("_at")
     exact = row_date == day
-    return found.select(*keys, *[
-        F.when(exact, row[f.name].cast(f.dtype)).otherwise(_inactive_value(f, row, row_date, day)).alias(f.name)
-        for f in spec.for_entity(entity)], day.alias("snapshot_date"))
+    return found.select(
+        *keys,
+        *[
+            F.when(exact, row[f.name].cast(f.dtype)).otherwise(_inactive_value(f, row, row_date, day)).alias(f.name)
+            for f in spec.for_entity(entity)
+        ],
+        day.alias("snapshot_date"),
+    )
 
 
-def read_as_of(tables: Tables, spec: FeatureSpec, entity: str, requests: DataFrame, days: list[dt.date],
-               version: int | None = None, inactive_version: int | None = None) -> DataFrame:
+def read_as_of(
+    tables: Tables,
+    spec: FeatureSpec,
+    entity: str,
+    requests: DataFrame,
+    days: list[dt.date],
+    version: int | None = None,
+    inactive_version: int | None = None,
+) -> DataFrame:
     """resolve() over the stored snapshot: requests (keys, snapshot_date) on `days`. Reads the
     partitions of min(days)..max(days) and, only for the requested entities without a row in them by
     their day, each one's latest row of the older partitions (pruned by date, semi-joined by key)."""
@@ -125,9 +153,11 @@ def read_as_of(tables: Tables, spec: FeatureSpec, entity: str, requests: DataFra
         history = tables.read(name, version=version, partitions=older).join(missing, keys, "left_semi")
         newest = Window.partitionBy(*keys).orderBy(F.desc("snapshot_date"))
         rows = rows.unionByName(history.withColumn("_n", F.row_number().over(newest)).where("_n = 1").drop("_n"))
-    inactive = (tables.read(inactive_table(entity), version=inactive_version, partitions=days)
-                if tables.exists(inactive_table(entity))
-                else tables.spark.createDataFrame([], "snapshot_date date"))
+    inactive = (
+        tables.read(inactive_table(entity), version=inactive_version, partitions=days)
+        if tables.exists(inactive_table(entity))
+        else tables.spark.createDataFrame([], "snapshot_date date")
+    )
     return resolve(requests, rows, inactive, spec, entity)
 
 
@@ -135,8 +165,11 @@ def known_entities(tables: Tables, spec: FeatureSpec, entity: str, day: dt.date)
     """Keys of every entity with a snapshot row dated <= day (known as of that day)."""
     name = spec.entities[entity]["table"]
     keys = spec.entities[entity]["key"]
-    return tables.read(name, partitions=sorted(d for d in partition_dates(tables, name) if d <= day)
-                       ).select(*keys).distinct()
+    return (
+        tables.read(name, partitions=sorted(d for d in partition_dates(tables, name) if d <= day))
+        .select(*keys)
+        .distinct()
+    )
 
 
 def dense_snapshot(tables: Tables, spec: FeatureSpec, entity: str, days: list[dt.date]) -> DataFrame:

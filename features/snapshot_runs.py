@@ -8,6 +8,7 @@ files now than in the version it was built from (a day re-ingested with --no-cas
 whose later snapshots were not rebuilt, a snapshot run that died before recording). Samples refuse
 stale days and name them. Also the planning of a snapshot run: which days a request builds.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,25 +21,36 @@ from features.tables import PartitionVersions, Tables, partition_dates
 _log = logging.getLogger(__name__)
 
 SNAPSHOT_RUNS = "snapshot_runs"
-DDL = "run_id string, events_version long, users_version long, items_version long, built_at timestamp, snapshot_date date"
+DDL = (
+    "run_id string, events_version long, users_version long, items_version long, built_at timestamp, snapshot_date date"
+)
 
 
 def record(tables: Tables, run: dict, days: list[dt.date], versions: dict[str, int]) -> int:
     now = dt.datetime.now(dt.timezone.utc)
-    rows = [(run["run_id"], versions.get("events"), versions.get("users"), versions.get("items"), now, day)
-            for day in days]
-    return tables.replace_partitions(SNAPSHOT_RUNS, tables.spark.createDataFrame(rows, DDL), "snapshot_date", days,
-                                     {**run, "partitions": [d.isoformat() for d in days]})
+    rows = [
+        (run["run_id"], versions.get("events"), versions.get("users"), versions.get("items"), now, day) for day in days
+    ]
+    return tables.replace_partitions(
+        SNAPSHOT_RUNS,
+        tables.spark.createDataFrame(rows, DDL),
+        "snapshot_date",
+        days,
+        {**run, "partitions": [d.isoformat() for d in days]},
+    )
 
 
-def stale_days(tables: Tables, days: list[dt.date], lateness_days: int,
-               events_version: int | None = None) -> list[tuple[dt.date, str]]:
+def stale_days(
+    tables: Tables, days: list[dt.date], lateness_days: int, events_version: int | None = None
+) -> list[tuple[dt.date, str]]:
     """(day, why) for each snapshot day in `days` that was not built from the events the caller reads
     (`events_version`, default the newest). Warehouses without snapshot_runs are not checked."""
     if not days or not tables.exists(SNAPSHOT_RUNS):
         return []
-    built = {r["snapshot_date"]: r["events_version"] for r in
-             tables.read(SNAPSHOT_RUNS, partitions=days).select("snapshot_date", "events_version").collect()}
+    built = {
+        r["snapshot_date"]: r["events_version"]
+        for r in tables.read(SNAPSHOT_RUNS, partitions=days).select("snapshot_date", "events_version").collect()
+    }
     drops = sorted(d for d in partition_dates(tables, "events") if d <= max(days) + dt.timedelta(days=lateness_days))
     events = PartitionVersions(tables, "events", drops)
     problems = []
@@ -54,18 +66,24 @@ def stale_days(tables: Tables, days: list[dt.date], lateness_days: int,
     return problems
 
 
-def require_fresh(tables: Tables, days: list[dt.date], lateness_days: int, job: str,
-                  events_version: int | None = None) -> None:
+def require_fresh(
+    tables: Tables, days: list[dt.date], lateness_days: int, job: str, events_version: int | None = None
+) -> None:
     problems = stale_days(tables, days, lateness_days, events_version)
     if problems:
-        names = ", ".join(str(day) for day, _ in problems[:5]) + (f" and {len(problems) - 5} more" if len(problems) > 5 else "")
+        names = ", ".join(str(day) for day, _ in problems[:5]) + (
+            f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
         day, why = problems[0]
-        raise PipelineInputError(f"{job} refused: the snapshots of {names} are stale ({day}: {why}); rebuild them: "
-                                 f"recpipe snapshot --date {day}")
+        raise PipelineInputError(
+            f"{job} refused: the snapshots of {names} are stale ({day}: {why}); rebuild them: "
+            f"recpipe snapshot --date {day}"
+        )
 
 
-def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0,
-               cascade: bool = True) -> list[dt.date]:
+def plan_dates(
+    tables: Tables, dates: list[dt.date], allow_missing: bool, rebuild_days: int = 0, cascade: bool = True
+) -> list[dt.date]:
     """The days to build: the requested ones plus the `rebuild_days` before them (late data), extended
     back to the day after the latest existing snapshot (or the first ingested day) when the day before
     has no snapshot to carry state from, and (cascade) forward to the last snapshot already built:
@@ -79,16 +97,27 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
     if start - dt.timedelta(days=1) not in built and min(ingested) < start:
         earlier = [d for d in built if d < start]
         carried_from = max(earlier) + dt.timedelta(days=1) if earlier else min(ingested)
-        _log.info("no snapshot for %s to carry state from: building from %s", start - dt.timedelta(days=1),
-                  carried_from)
+        _log.info(
+            "no snapshot for %s to carry state from: building from %s", start - dt.timedelta(days=1), carried_from
+        )
         start = carried_from
     later = sorted(d for d in built if d > dates[-1])
     if later and cascade:
-        _log.info("rebuilding the %d later snapshots %s..%s too: they carry state from the days rebuilt "
-                  "(--no-cascade leaves them stale)", len(later), later[0], later[-1])
+        _log.info(
+            "rebuilding the %d later snapshots %s..%s too: they carry state from the days rebuilt "
+            "(--no-cascade leaves them stale)",
+            len(later),
+            later[0],
+            later[-1],
+        )
     elif later:
-        _log.warning("--no-cascade: the %d later snapshots %s..%s were built from the old data and are now stale; "
-                     "samples refuse them until they are rebuilt", len(later), later[0], later[-1])
+        _log.warning(
+            "--no-cascade: the %d later snapshots %s..%s were built from the old data and are now stale; "
+            "samples refuse them until they are rebuilt",
+            len(later),
+            later[0],
+            later[-1],
+        )
     end = later[-1] if later and cascade else dates[-1]
     days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     missing = [d for d in days if d not in ingested]
@@ -96,5 +125,6 @@ def plan_dates(tables: Tables, dates: list[dt.date], allow_missing: bool, rebuil
         raise PipelineInputError(
             f"no events drop ingested for {missing[0]} (events partition drop_date={missing[0]} is missing at "
             f"{tables.path('events')}); ingest it first or pass --allow-missing"
-            + (f" ({len(missing)} days missing)" if len(missing) > 1 else ""))
+            + (f" ({len(missing)} days missing)" if len(missing) > 1 else "")
+        )
     return days

@@ -1,4 +1,5 @@
 """Time splits: cut points at event-time quantiles (train/valid/test), and rolling replay splits."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,15 +27,22 @@ def quantile_cut_points(samples: DataFrame, quantiles: list[float], relative_err
 def assign_split(samples: DataFrame, cut_points: list[dt.datetime]) -> DataFrame:
     """train: event_time < cut 1; valid: cut 1 <= t < cut 2; test: t >= cut 2."""
     train_cut, valid_cut = (F.lit(c).cast("timestamp") for c in cut_points)
-    return samples.withColumn("split", F.when(F.col("event_time") < train_cut, "train")
-                              .when(F.col("event_time") < valid_cut, "valid").otherwise("test"))
+    return samples.withColumn(
+        "split",
+        F.when(F.col("event_time") < train_cut, "train")
+        .when(F.col("event_time") < valid_cut, "valid")
+        .otherwise("test"),
+    )
 
 
-def rolling_splits(days: list[dt.date], train_days: int, test_days: int = 1,
-                   step: int = 1) -> list[tuple[list[dt.date], list[dt.date]]]:
+def rolling_splits(
+    days: list[dt.date], train_days: int, test_days: int = 1, step: int = 1
+) -> list[tuple[list[dt.date], list[dt.date]]]:
     """Replay evaluation: train on days a..b, test on the next `test_days`, then move on by `step`."""
     if train_days < 1 or test_days < 1 or step < 1:
         raise ValueError("train_days, test_days and step must be positive")
     ordered = sorted(days)
-    return [(ordered[i:i + train_days], ordered[i + train_days:i + train_days + test_days])
-            for i in range(0, len(ordered) - train_days - test_days + 1, step)]
+    return [
+        (ordered[i : i + train_days], ordered[i + train_days : i + train_days + test_days])
+        for i in range(0, len(ordered) - train_days - test_days + 1, step)
+    ]

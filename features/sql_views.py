@@ -10,6 +10,7 @@ A view is a lazy read of the file list of that version (features.tables), so reg
 costs one log read each and no data. On clusters with delta-spark, `register_statements` gives the
 CREATE TABLE ... USING DELTA LOCATION statements that make the same names permanent in a metastore.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,9 +23,12 @@ from features.tables import Tables
 _log = logging.getLogger(__name__)
 
 
-def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
-                   as_of_timestamp: str | dt.datetime | None = None,
-                   pinned: dict[str, tuple[str, int]] | None = None) -> dict[str, int]:
+def register_views(
+    tables: Tables,
+    as_of_versions: dict[str, int] | None = None,
+    as_of_timestamp: str | dt.datetime | None = None,
+    pinned: dict[str, tuple[str, int]] | None = None,
+) -> dict[str, int]:
     """Create or replace a temporary view per table (and per `pinned` view name: a table at a version,
     to compare two versions in one query); returns {view name: Delta version read}."""
     as_of_versions = dict(as_of_versions or {})
@@ -46,8 +50,10 @@ def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
         registered[name] = version if version is not None else tables.version(name)
     if missing and not registered:
         oldest = min((tables.history(name)[-1] | {"table": name} for name in missing), key=lambda c: c["timestamp"])
-        raise PipelineInputError(f"no table existed at {_format_moment(as_of_timestamp)}: the first commit is "
-                                 f"{oldest['table']} v{oldest['version']} at {_format_moment(oldest['timestamp'])}")
+        raise PipelineInputError(
+            f"no table existed at {_format_moment(as_of_timestamp)}: the first commit is "
+            f"{oldest['table']} v{oldest['version']} at {_format_moment(oldest['timestamp'])}"
+        )
     for name in missing:  # not even a view left from an earlier call of this session
         tables.spark.catalog.dropTempView(name)
         _log.warning("%s skipped, it did not exist at %s", name, _format_moment(as_of_timestamp))
@@ -60,7 +66,11 @@ def register_views(tables: Tables, as_of_versions: dict[str, int] | None = None,
 
 
 def _as_moment(timestamp) -> dt.datetime:
-    moment = timestamp if isinstance(timestamp, dt.datetime) else dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    moment = (
+        timestamp
+        if isinstance(timestamp, dt.datetime)
+        else dt.datetime.fromisoformat(str(timestamp).replace("Z", "+00:00"))
+    )
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
@@ -79,9 +89,13 @@ def register_statements(tables: Tables, database: str) -> list[str]:
     """Metastore DDL for every pipeline table (delta-spark: the tables then answer `VERSION AS OF`).
     `database` must be a plain SQL identifier (letters, digits, underscores; not starting with a digit)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database or ""):
-        raise PipelineInputError(f"--database must be a SQL identifier (letters, digits and underscores, not "
-                                 f"starting with a digit), not {database!r}")
+        raise PipelineInputError(
+            f"--database must be a SQL identifier (letters, digits and underscores, not "
+            f"starting with a digit), not {database!r}"
+        )
     statements = [f"CREATE DATABASE IF NOT EXISTS {database}"]
-    statements += [f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{tables.path(name)}'"
-                   for name in tables.names()]
+    statements += [
+        f"CREATE TABLE IF NOT EXISTS {database}.{name} USING DELTA LOCATION '{tables.path(name)}'"
+        for name in tables.names()
+    ]
     return statements

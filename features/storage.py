@@ -17,6 +17,7 @@ AZURE_TENANT_ID). The endpoint and region come from the config (`storage.endpoin
 `storage.allow_http`) or AWS_ENDPOINT_URL / AWS_REGION (AWS_DEFAULT_REGION); `storage.options` adds any
 other delta-rs storage option by its own name.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,19 @@ import pyarrow.fs as pafs
 from features.errors import PipelineInputError
 
 # scheme as written -> (kind, Spark's scheme)
-SCHEMES = {"s3": "s3", "s3a": "s3", "s3n": "s3", "gs": "gs", "gcs": "gs", "abfss": "az", "abfs": "az", "az": "az",
-           "azure": "az", "hdfs": "hdfs", "file": "local"}
+SCHEMES = {
+    "s3": "s3",
+    "s3a": "s3",
+    "s3n": "s3",
+    "gs": "gs",
+    "gcs": "gs",
+    "abfss": "az",
+    "abfs": "az",
+    "az": "az",
+    "azure": "az",
+    "hdfs": "hdfs",
+    "file": "local",
+}
 SPARK_SCHEME = {"s3": "s3a", "gs": "gs", "az": "abfss", "hdfs": "hdfs"}
 ARROW_SCHEME = {"s3": "s3", "gs": "gs", "az": "az", "hdfs": "hdfs"}
 AZURE_HOST = ".dfs.core.windows.net"
@@ -64,9 +76,11 @@ class Location:
             return self.key
         if self.kind == "az":
             if not self.account:
-                raise PipelineInputError(f"az://{self.bucket}/{self.key}: no Azure storage account; write it as "
-                                         f"abfss://{self.bucket}@ACCOUNT{AZURE_HOST}/{self.key} or set "
-                                         f"storage.options.azure_storage_account_name")
+                raise PipelineInputError(
+                    f"az://{self.bucket}/{self.key}: no Azure storage account; write it as "
+                    f"abfss://{self.bucket}@ACCOUNT{AZURE_HOST}/{self.key} or set "
+                    f"storage.options.azure_storage_account_name"
+                )
             return f"abfss://{self.bucket}@{self.account}{AZURE_HOST}/{self.key}".rstrip("/")
         return f"{SPARK_SCHEME[self.kind]}://{self.bucket}/{self.key}".rstrip("/")
 
@@ -98,8 +112,9 @@ class Location:
         return resolve(uri, options=self.options, account=self.account).spark_uri
 
 
-def resolve(uri: str, storage: Any = None, *, options: Mapping[str, str] | None = None,
-            account: str | None = None) -> Location:
+def resolve(
+    uri: str, storage: Any = None, *, options: Mapping[str, str] | None = None, account: str | None = None
+) -> Location:
     """The Location of `uri`; `storage`: the config's StorageSettings (or a mapping like it) or None."""
     text = str(uri).strip()
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -107,8 +122,10 @@ def resolve(uri: str, storage: Any = None, *, options: Mapping[str, str] | None 
         local = text.removeprefix("file://").removeprefix("file:") if scheme else text
         return Location("local", "", os.path.abspath(local))
     if scheme not in SCHEMES:
-        raise PipelineInputError(f"{text}: unsupported storage scheme {scheme}:// (use a local path, s3://, s3a://, "
-                                 f"gs://, abfss://, az:// or hdfs://)")
+        raise PipelineInputError(
+            f"{text}: unsupported storage scheme {scheme}:// (use a local path, s3://, s3a://, "
+            f"gs://, abfss://, az:// or hdfs://)"
+        )
     kind = SCHEMES[scheme]
     parts = urlsplit(text)
     bucket, key = parts.netloc, parts.path.strip("/")
@@ -140,8 +157,11 @@ def storage_options(kind: str, storage: Any = None) -> dict[str, str]:
         allow_http = config.get("allow_http")
         if allow_http is None and endpoint:
             allow_http = endpoint.startswith("http://")
-        for key, value in (("aws_endpoint_url", endpoint), ("aws_region", region),
-                           ("aws_allow_http", None if allow_http is None else str(bool(allow_http)).lower())):
+        for key, value in (
+            ("aws_endpoint_url", endpoint),
+            ("aws_region", region),
+            ("aws_allow_http", None if allow_http is None else str(bool(allow_http)).lower()),
+        ):
             if value is not None:
                 options.setdefault(key, value)
     return options
@@ -163,8 +183,10 @@ def _filesystem(kind: str, bucket: str, options: tuple[tuple[str, str], ...]) ->
     if kind == "gs":
         return pafs.GcsFileSystem()
     if kind == "az":
-        return pafs.AzureFileSystem(account_name=settings.get("azure_storage_account_name"),
-                                    account_key=os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"))
+        return pafs.AzureFileSystem(
+            account_name=settings.get("azure_storage_account_name"),
+            account_key=os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"),
+        )
     if kind == "hdfs":
         host, _, port = bucket.partition(":")
         return pafs.HadoopFileSystem(host, int(port or 8020))

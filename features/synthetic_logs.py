@@ -7,6 +7,7 @@ ranking model can reach. Clicks follow their impression after an exponential del
 midnight, in the next day's drop) and a `late_fraction` of events arrive one drop late. Everything is
 drawn from numpy.random.default_rng([seed, day_index, stream]): the same seed gives identical files.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,16 +20,30 @@ import pandas as pd
 
 from features.raw_drops import iso_utc, write_drop
 
-CATEGORIES = ("Action", "Comedy", "Drama", "Thriller", "Romance", "Sci-Fi",
-              "Documentary", "Animation", "Horror", "Family", "Music", "Sports")
+CATEGORIES = (
+    "Action",
+    "Comedy",
+    "Drama",
+    "Thriller",
+    "Romance",
+    "Sci-Fi",
+    "Documentary",
+    "Animation",
+    "Horror",
+    "Family",
+    "Music",
+    "Sports",
+)
 EVENT_TYPES = ("impression", "click", "rating", "like", "purchase")
 IMPRESSION, CLICK, RATING, LIKE, PURCHASE = range(len(EVENT_TYPES))
 DEVICES = ("mobile", "desktop", "tablet", "tv")
 PAGES = ("home", "search", "detail", "category", "history")
 GENDERS = ("M", "F", "X")
 OCCUPATIONS = ("student", "engineer", "teacher", "artist", "doctor", "sales", "retired", "other")
-TITLE_WORDS = (("The Silent", "Lost", "Golden", "Dark", "Last", "Hidden", "Broken", "Wild", "Electric", "Little"),
-               ("River", "Empire", "Garden", "Signal", "Journey", "Summer", "Machine", "Kingdom", "Letter", "Storm"))
+TITLE_WORDS = (
+    ("The Silent", "Lost", "Golden", "Dark", "Last", "Hidden", "Broken", "Wild", "Electric", "Little"),
+    ("River", "Empire", "Garden", "Signal", "Journey", "Summer", "Machine", "Kingdom", "Letter", "Storm"),
+)
 
 MS_PER_DAY = 86_400_000
 EPOCH = dt.date(1970, 1, 1)
@@ -62,9 +77,18 @@ RATING_RATE, LIKE_RATE, PURCHASE_RATE = 0.12, 0.05, 0.015
 USER_CHANGE_RATE, ITEM_CHANGE_RATE = 0.005, 0.01
 
 
-def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int, seed: int,
-                  impressions_per_user_day: float = 4.0, late_fraction: float = 0.005,
-                  unseen_items: int = 0) -> dict:
+def generate_logs(
+    out,
+    *,
+    start_date: dt.date,
+    days: int,
+    users: int,
+    items: int,
+    seed: int,
+    impressions_per_user_day: float = 4.0,
+    late_fraction: float = 0.005,
+    unseen_items: int = 0,
+) -> dict:
     """Write `days` daily drops of events, users and items under `out`; return (and save) a summary.
 
     `impressions_per_user_day` is the mean before repeats within a shown list are dropped (~5% fewer).
@@ -90,15 +114,25 @@ def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int
         day = start_date + dt.timedelta(days=day_index)
         day_start_ms = start_ms + day_index * MS_PER_DAY
         if day_index == 0:
-            users_drop, items_drop = user_table, pd.concat([item_table, _unseen_items(items, unseen_items)],
-                                                           ignore_index=True)
+            users_drop, items_drop = (
+                user_table,
+                pd.concat([item_table, _unseen_items(items, unseen_items)], ignore_index=True),
+            )
         else:  # changes apply from this day on, so today's purchases see today's price
             users_drop = _change_users(np.random.default_rng([seed, day_index, STREAM_USER_CHANGES]), user_table)
             items_drop = _change_prices(np.random.default_rng([seed, day_index, STREAM_ITEM_CHANGES]), item_table)
 
         rng = np.random.default_rng([seed, day_index, STREAM_EVENTS])
-        events, p, clicked = _simulate_day(rng, day_index, day_start_ms, day.weekday(), taste, catalog,
-                                           item_table["price"].to_numpy(), impressions_per_user_day)
+        events, p, clicked = _simulate_day(
+            rng,
+            day_index,
+            day_start_ms,
+            day.weekday(),
+            taste,
+            catalog,
+            item_table["price"].to_numpy(),
+            impressions_per_user_day,
+        )
         scores.append(p)
         labels.append(clicked)
         is_late = rng.random(len(events["type"])) < late_fraction
@@ -108,8 +142,9 @@ def generate_logs(out, *, start_date: dt.date, days: int, users: int, items: int
 
         drop = _concat(pending.pop(day_index))
         late_events += int((drop["time_ms"] < day_start_ms).sum())
-        clicks_after_midnight += int(((drop["type"] == CLICK) & (drop["time_ms"] >= day_start_ms)
-                                      & (drop["gen_day"] < day_index)).sum())
+        clicks_after_midnight += int(
+            ((drop["type"] == CLICK) & (drop["time_ms"] >= day_start_ms) & (drop["gen_day"] < day_index)).sum()
+        )
         for code, name in enumerate(EVENT_TYPES):
             written[name] += int((drop["type"] == code).sum())
         write_drop(out, "events", day, _events_frame(drop, seed))
@@ -166,13 +201,15 @@ def _make_users(rng, n_users):
         "bias": rng.normal(0.0, USER_BIAS_SD, n_users),
         "device": rng.choice(len(DEVICES), n_users, p=DEVICE_MIX),
     }
-    table = pd.DataFrame({
-        "user_id": np.arange(n_users, dtype=np.int64),
-        "age": age,
-        "gender": np.array(GENDERS)[gender],
-        "occupation": rng.choice(OCCUPATIONS, n_users),
-        "zip_code": _zip_codes(rng.integers(0, 100_000, n_users)),
-    })
+    table = pd.DataFrame(
+        {
+            "user_id": np.arange(n_users, dtype=np.int64),
+            "age": age,
+            "gender": np.array(GENDERS)[gender],
+            "occupation": rng.choice(OCCUPATIONS, n_users),
+            "zip_code": _zip_codes(rng.integers(0, 100_000, n_users)),
+        }
+    )
     return table, taste
 
 
@@ -194,27 +231,48 @@ def _make_items(rng, n_items, start_date, days):
     for k in range(2):
         has = extra[:, k] < len(CATEGORIES)
         genres[has] = genres[has] + "|" + names[extra[has, k]]
-    titles = (pd.Series(rng.choice(TITLE_WORDS[0], n_items)) + " " + rng.choice(TITLE_WORDS[1], n_items)
-              + " " + pd.Series(np.arange(n_items)).astype(str))
+    titles = (
+        pd.Series(rng.choice(TITLE_WORDS[0], n_items))
+        + " "
+        + rng.choice(TITLE_WORDS[1], n_items)
+        + " "
+        + pd.Series(np.arange(n_items)).astype(str)
+    )
     release = np.datetime64(start_date) + release_day.astype("timedelta64[D]")
-    table = pd.DataFrame({
-        "item_id": np.arange(n_items, dtype=np.int64),
-        "title": titles,
-        "category": names[category],
-        "genres": genres,
-        "release_date": np.datetime_as_string(release, unit="D"),
-        "price": np.maximum(0.99, rng.lognormal(np.log(12.0), 0.6, n_items)).round(2),
-    })
-    catalog = {"popularity": popularity, "quality": quality, "category": category, "extra": extra,
-               "release_day": release_day, "by_category": np.argsort(category, kind="stable")}
+    table = pd.DataFrame(
+        {
+            "item_id": np.arange(n_items, dtype=np.int64),
+            "title": titles,
+            "category": names[category],
+            "genres": genres,
+            "release_date": np.datetime_as_string(release, unit="D"),
+            "price": np.maximum(0.99, rng.lognormal(np.log(12.0), 0.6, n_items)).round(2),
+        }
+    )
+    catalog = {
+        "popularity": popularity,
+        "quality": quality,
+        "category": category,
+        "extra": extra,
+        "release_day": release_day,
+        "by_category": np.argsort(category, kind="stable"),
+    }
     return table, catalog
 
 
 def _unseen_items(first_id: int, count: int) -> pd.DataFrame:
     ids = np.arange(first_id, first_id + count, dtype=np.int64)
     category = np.array(CATEGORIES, dtype=object)[ids % len(CATEGORIES)]
-    return pd.DataFrame({"item_id": ids, "title": "Unseen " + pd.Series(ids).astype(str), "category": category,
-                         "genres": category, "release_date": "2020-01-01", "price": 9.99})
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": "Unseen " + pd.Series(ids).astype(str),
+            "category": category,
+            "genres": category,
+            "release_date": "2020-01-01",
+            "price": 9.99,
+        }
+    )
 
 
 def _zip_codes(numbers):
@@ -231,8 +289,9 @@ def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, 
     n_req = len(request_user)
     hour = rng.choice(24, n_req, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
     request_ms = np.minimum(hour * 3_600_000 + rng.integers(0, 3_600_000, n_req), MS_PER_DAY - 10_000)
-    request_device = np.where(rng.random(n_req) < 0.8, taste["device"][request_user],
-                              rng.choice(len(DEVICES), n_req, p=DEVICE_MIX))
+    request_device = np.where(
+        rng.random(n_req) < 0.8, taste["device"][request_user], rng.choice(len(DEVICES), n_req, p=DEVICE_MIX)
+    )
     request_page = rng.choice(len(PAGES), n_req, p=PAGE_MIX)
 
     # Shown lists: half picked from the user's taste, half by popularity; repeats within a list removed.
@@ -241,8 +300,11 @@ def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, 
     released = catalog["release_day"] <= day_index
     weight = catalog["popularity"] * released
     category_mass = np.bincount(catalog["category"], weights=weight, minlength=len(CATEGORIES))
-    category_probs = np.where(rng.random(len(request))[:, None] < PERSONALIZED_SHARE,
-                              taste["preference"][user, :-1] * (category_mass > 0), category_mass)
+    category_probs = np.where(
+        rng.random(len(request))[:, None] < PERSONALIZED_SHARE,
+        taste["preference"][user, :-1] * (category_mass > 0),
+        category_mass,
+    )
     item = _sample_in_category(rng, _sample_rows(rng, category_probs), weight, catalog)
     keep = np.sort(np.unique(request * len(weight) + item, return_index=True)[1])
     request, item, user = request[keep], item[keep], user[keep]
@@ -253,25 +315,38 @@ def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, 
     preference = taste["preference"][user]
     rows = np.arange(len(user))
     affinity = preference[rows, catalog["category"][item]] + EXTRA_GENRE_WEIGHT * (
-        preference[rows, catalog["extra"][item, 0]] + preference[rows, catalog["extra"][item, 1]])
+        preference[rows, catalog["extra"][item, 0]] + preference[rows, catalog["extra"][item, 1]]
+    )
     affinity_score = np.log(len(CATEGORIES) * affinity + 0.25)
-    logit = (CLICK_BIAS + taste["bias"][user] + AFFINITY_WEIGHT * affinity_score
-             + QUALITY_WEIGHT * catalog["quality"][item] + POSITION_EFFECT[position]
-             + DEVICE_EFFECT[device] + PAGE_EFFECT[page])
+    logit = (
+        CLICK_BIAS
+        + taste["bias"][user]
+        + AFFINITY_WEIGHT * affinity_score
+        + QUALITY_WEIGHT * catalog["quality"][item]
+        + POSITION_EFFECT[position]
+        + DEVICE_EFFECT[device]
+        + PAGE_EFFECT[page]
+    )
     p = 1.0 / (1.0 + np.exp(-logit))
     clicked = rng.random(len(p)) < p
 
     # Clicks and what follows them.
     c = np.flatnonzero(clicked)
     n_clicks = len(c)
-    delay = np.where(rng.random(n_clicks) < FAST_CLICK_SHARE, rng.exponential(FAST_CLICK_MEAN_MS, n_clicks),
-                     rng.exponential(SLOW_CLICK_MEAN_MS, n_clicks))
+    delay = np.where(
+        rng.random(n_clicks) < FAST_CLICK_SHARE,
+        rng.exponential(FAST_CLICK_MEAN_MS, n_clicks),
+        rng.exponential(SLOW_CLICK_MEAN_MS, n_clicks),
+    )
     click_ms = time_ms[c] + 1_000 + np.minimum(delay, MAX_CLICK_DELAY_MS).astype(np.int64)
     dwell = np.clip(rng.lognormal(3.6 + 0.4 * affinity_score[c], 0.9), 1.0, 3600.0).round(1)
     after_ms = click_ms + (dwell * 1000).astype(np.int64)
     rated = rng.random(n_clicks) < RATING_RATE
-    rating = np.clip(np.rint(3.2 + 0.9 * affinity_score[c] + 0.4 * catalog["quality"][item[c]]
-                             + rng.normal(0.0, 0.9, n_clicks)), 1, 5)
+    rating = np.clip(
+        np.rint(3.2 + 0.9 * affinity_score[c] + 0.4 * catalog["quality"][item[c]] + rng.normal(0.0, 0.9, n_clicks)),
+        1,
+        5,
+    )
     liked = rng.random(n_clicks) < LIKE_RATE
     bought = rng.random(n_clicks) < PURCHASE_RATE
     follow_ms = after_ms + np.minimum(rng.exponential(30_000, n_clicks), 600_000).astype(np.int64)
@@ -281,12 +356,24 @@ def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, 
         _columns(IMPRESSION, user, item, time_ms, device, page, position, none_f),
         _columns(CLICK, user[c], item[c], click_ms, device[c], page[c], position[c], dwell),
     ]
-    for event_type, chosen, at_ms, value in ((RATING, rated, follow_ms, rating),
-                                              (LIKE, liked, click_ms + (after_ms - click_ms) // 2, none_f[c]),
-                                              (PURCHASE, bought, follow_ms, price[item[c]])):
+    for event_type, chosen, at_ms, value in (
+        (RATING, rated, follow_ms, rating),
+        (LIKE, liked, click_ms + (after_ms - click_ms) // 2, none_f[c]),
+        (PURCHASE, bought, follow_ms, price[item[c]]),
+    ):
         k = c[chosen]
-        parts.append(_columns(event_type, user[k], item[k], at_ms[chosen], device[k],
-                              np.full(len(k), PAGES.index("detail")), none_i[k], value[chosen]))
+        parts.append(
+            _columns(
+                event_type,
+                user[k],
+                item[k],
+                at_ms[chosen],
+                device[k],
+                np.full(len(k), PAGES.index("detail")),
+                none_i[k],
+                value[chosen],
+            )
+        )
     events = _concat(parts)
     events["gen_day"] = np.full(len(events["type"]), day_index, dtype=np.int32)
     events["seq"] = np.arange(len(events["type"]), dtype=np.int64)
@@ -316,9 +403,16 @@ def _sample_in_category(rng, category, weight, catalog):
 
 
 def _columns(event_type, user, item, time_ms, device, page, position, value):
-    return {"type": np.full(len(user), event_type, dtype=np.int8), "user": user, "item": item,
-            "time_ms": np.asarray(time_ms, dtype=np.int64), "device": device, "page": page,
-            "position": position, "value": np.asarray(value, dtype=float)}
+    return {
+        "type": np.full(len(user), event_type, dtype=np.int8),
+        "user": user,
+        "item": item,
+        "time_ms": np.asarray(time_ms, dtype=np.int64),
+        "device": device,
+        "page": page,
+        "position": position,
+        "value": np.asarray(value, dtype=float),
+    }
 
 
 def _concat(parts):
@@ -335,18 +429,20 @@ def _events_frame(events, seed):
     e = _take(events, order)
     device_names = np.array(DEVICES + (None,), dtype=object)
     page_names = np.array(PAGES + (None,), dtype=object)
-    event_id = (f"e{seed}-" + pd.Series(e["gen_day"]).astype(str) + "-" + pd.Series(e["seq"]).astype(str))
-    return pd.DataFrame({
-        "event_id": event_id,
-        "event_type": np.array(EVENT_TYPES, dtype=object)[e["type"]],
-        "user_id": e["user"].astype(np.int64),
-        "item_id": e["item"].astype(np.int64),
-        "event_time": iso_utc(e["time_ms"]),
-        "device": device_names[e["device"]],
-        "page": page_names[e["page"]],
-        "position": pd.arrays.IntegerArray(e["position"].astype(np.int64), e["position"] < 0),
-        "value": e["value"],
-    })
+    event_id = f"e{seed}-" + pd.Series(e["gen_day"]).astype(str) + "-" + pd.Series(e["seq"]).astype(str)
+    return pd.DataFrame(
+        {
+            "event_id": event_id,
+            "event_type": np.array(EVENT_TYPES, dtype=object)[e["type"]],
+            "user_id": e["user"].astype(np.int64),
+            "item_id": e["item"].astype(np.int64),
+            "event_time": iso_utc(e["time_ms"]),
+            "device": device_names[e["device"]],
+            "page": page_names[e["page"]],
+            "position": pd.arrays.IntegerArray(e["position"].astype(np.int64), e["position"] < 0),
+            "value": e["value"],
+        }
+    )
 
 
 def _change_users(rng, users: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@
 
 Both produce standard Delta tables readable by Spark+Delta, delta-rs, Polars and DuckDB.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -92,8 +93,9 @@ def _commit_info(fs: pafs.FileSystem, commit_file: str) -> dict:
     return {}
 
 
-def _reads_table(frame: DataFrame, table_path: str, partition_column: str | None = None,
-                 values: Sequence[str] | None = None) -> bool:
+def _reads_table(
+    frame: DataFrame, table_path: str, partition_column: str | None = None, values: Sequence[str] | None = None
+) -> bool:
     """True when the frame reads files of this table that the write replaces (a read-modify-write);
     unknown counts as True. With `values`, only files of those partitions count: a frame that reads
     other partitions of the table (e.g. to look up ids delivered earlier) is not modifying them."""
@@ -102,8 +104,11 @@ def _reads_table(frame: DataFrame, table_path: str, partition_column: str | None
     except Exception:
         return True
     prefix = table_path.removeprefix("file://").rstrip("/") + "/"
-    inside = [f.removeprefix("file://").removeprefix("file:")[len(prefix):] for f in files
-              if f.removeprefix("file://").removeprefix("file:").startswith(prefix)]
+    inside = [
+        f.removeprefix("file://").removeprefix("file:")[len(prefix) :]
+        for f in files
+        if f.removeprefix("file://").removeprefix("file:").startswith(prefix)
+    ]
     if values is None or partition_column is None:
         return bool(inside)
     replaced = {f"{partition_column}={v}" for v in values}
@@ -122,17 +127,30 @@ class Tables(Protocol):
     def path(self, name: str) -> str: ...
     def exists(self, name: str) -> bool: ...
     def version(self, name: str) -> int: ...
-    def replace_partitions(self, name: str, frame: DataFrame, partition_column: str,
-                           partitions: Iterable[Any], metadata: dict | None = None,
-                           precondition: Callable[[], None] | None = None) -> int: ...
-    def append(self, name: str, frame: DataFrame, partition_column: str,
-               metadata: dict | None = None) -> int: ...
-    def read(self, name: str, *, version: int | None = None, timestamp: str | dt.datetime | None = None,
-             partitions: Iterable[Any] | None = None) -> DataFrame: ...
+    def replace_partitions(
+        self,
+        name: str,
+        frame: DataFrame,
+        partition_column: str,
+        partitions: Iterable[Any],
+        metadata: dict | None = None,
+        precondition: Callable[[], None] | None = None,
+    ) -> int: ...
+    def append(self, name: str, frame: DataFrame, partition_column: str, metadata: dict | None = None) -> int: ...
+    def read(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        timestamp: str | dt.datetime | None = None,
+        partitions: Iterable[Any] | None = None,
+    ) -> DataFrame: ...
     def history(self, name: str, limit: int | None = None) -> list[dict]: ...
     def partitions(self, name: str) -> tuple[str, list[str]]: ...
     def row_count(self, name: str, *, version: int | None = None, partitions: Iterable[Any] | None = None) -> int: ...
-    def partition_files(self, name: str, partitions: Iterable[Any], version: int | None = None) -> dict[str, frozenset]: ...
+    def partition_files(
+        self, name: str, partitions: Iterable[Any], version: int | None = None
+    ) -> dict[str, frozenset]: ...
 
 
 class _TablesBase:
@@ -151,24 +169,33 @@ class _TablesBase:
         """Tables present under the root (directories holding a Delta log)."""
         fs, base = self.location.filesystem()
         infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                      and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory)
-
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory
+            and fs.get_file_info(f"{i.path}/_delta_log").type == pafs.FileType.Directory
+        )
 
 
 def _user_metadata(metadata: dict | None) -> str:
     return json.dumps(metadata or {}, sort_keys=True, default=str)
 
 
-def _history_row(version: int, timestamp_ms: int | None, operation: str | None, user_metadata: str | None,
-                 parameters: Any = None) -> dict:
+def _history_row(
+    version: int, timestamp_ms: int | None, operation: str | None, user_metadata: str | None, parameters: Any = None
+) -> dict:
     try:
         recpipe = json.loads(user_metadata) if user_metadata else {}
     except json.JSONDecodeError:
         recpipe = {"userMetadata": user_metadata}
     when = dt.datetime.fromtimestamp(timestamp_ms / 1000, tz=dt.timezone.utc) if timestamp_ms else None
-    return {"version": int(version), "timestamp": when, "operation": operation,
-            "parameters": parameters, "metadata": recpipe}
+    return {
+        "version": int(version),
+        "timestamp": when,
+        "operation": operation,
+        "parameters": parameters,
+        "metadata": recpipe,
+    }
 
 
 class DeltaRsTables(_TablesBase):
@@ -234,13 +261,39 @@ class DeltaRsTables(_TablesBase):
         arrow_schema = _nullable(to_arrow_schema(frame.schema, timezone="UTC"))
         read = self._snapshot(name)  # the version this write starts from: the commit must follow it
         return self._commit_staged(
-            name, run_dir, arrow_schema, partition_column, mode, values, metadata, precondition, read,
-            write_files=lambda: (_clustered(frame, partition_column).write.mode("error").partitionBy(partition_column)
-                                 .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE).parquet(f"{table_path}/{run_dir}")),
-            retry=lambda: not _reads_table(frame, table_path, partition_column, values))
+            name,
+            run_dir,
+            arrow_schema,
+            partition_column,
+            mode,
+            values,
+            metadata,
+            precondition,
+            read,
+            write_files=lambda: (
+                _clustered(frame, partition_column)
+                .write.mode("error")
+                .partitionBy(partition_column)
+                .option("maxRecordsPerFile", MAX_RECORDS_PER_FILE)
+                .parquet(f"{table_path}/{run_dir}")
+            ),
+            retry=lambda: not _reads_table(frame, table_path, partition_column, values),
+        )
 
-    def _commit_staged(self, name, run_dir, arrow_schema, partition_column, mode, values, metadata, precondition,
-                       read, write_files: Callable[[], None], retry: Callable[[], bool]) -> int:
+    def _commit_staged(
+        self,
+        name,
+        run_dir,
+        arrow_schema,
+        partition_column,
+        mode,
+        values,
+        metadata,
+        precondition,
+        read,
+        write_files: Callable[[], None],
+        retry: Callable[[], bool],
+    ) -> int:
         """Everything of a write after the data: `write_files` puts the Parquet files under
         <table>/<run_dir>/<column>=<value>/ (Spark, in parallel), then they are moved into their partitions
         and committed in one delta-rs transaction; only this part touches the store through pyarrow and
@@ -252,14 +305,25 @@ class DeltaRsTables(_TablesBase):
             staged = self._staged_files(fs, f"{table_dir}/{run_dir}")
             unexpected = sorted({part for part, _ in staged if values is not None and part not in values})
             if unexpected:
-                raise ValueError(f"{name}: rows for partitions {unexpected[:5]} outside the ones being "
-                                 f"replaced {values[:5]}")
+                raise ValueError(
+                    f"{name}: rows for partitions {unexpected[:5]} outside the ones being replaced {values[:5]}"
+                )
             actions = self._move_into_partitions(fs, table_dir, staged, partition_column, moved)
             touched = values if values is not None else sorted({part for part, _ in staged})
             _fault_point(name)
-            return self._commit(name, read, actions, arrow_schema, partition_column, mode, values, metadata,
-                                precondition,
-                                _partition_claims(partition_column, touched), retry=retry())
+            return self._commit(
+                name,
+                read,
+                actions,
+                arrow_schema,
+                partition_column,
+                mode,
+                values,
+                metadata,
+                precondition,
+                _partition_claims(partition_column, touched),
+                retry=retry(),
+            )
         except ConcurrentWriteError:
             for relative in moved:  # never committed: no version references them
                 fs.delete_file(f"{table_dir}/{relative}")
@@ -290,15 +354,21 @@ class DeltaRsTables(_TablesBase):
             info = fs.get_file_info(f"{table_dir}/{relative}")
             with fs.open_input_file(f"{table_dir}/{relative}") as handle:
                 rows = pq.read_metadata(handle).num_rows
-            actions.append(AddAction(
-                path=relative, size=info.size, partition_values={partition_column: partition_value},
-                modification_time=int(info.mtime.timestamp() * 1000), data_change=True,
-                stats=json.dumps({"numRecords": rows}),
-            ))
+            actions.append(
+                AddAction(
+                    path=relative,
+                    size=info.size,
+                    partition_values={partition_column: partition_value},
+                    modification_time=int(info.mtime.timestamp() * 1000),
+                    data_change=True,
+                    stats=json.dumps({"numRecords": rows}),
+                )
+            )
         return actions
 
-    def _commit(self, name, read, actions, arrow_schema, partition_column, mode, values, metadata, precondition, claims,
-                retry) -> int:
+    def _commit(
+        self, name, read, actions, arrow_schema, partition_column, mode, values, metadata, precondition, claims, retry
+    ) -> int:
         """One delta-rs transaction on top of the version `read`; returns the version it created.
 
         `claims` (one app transaction per partition written, see _partition_claims) make delta-rs refuse
@@ -310,8 +380,9 @@ class DeltaRsTables(_TablesBase):
         from deltalake.exceptions import DeltaError
 
         write_id = uuid.uuid4().hex
-        properties = CommitProperties(custom_metadata={"userMetadata": _user_metadata(metadata),
-                                                       WRITE_ID_KEY: write_id}, app_transactions=claims)
+        properties = CommitProperties(
+            custom_metadata={"userMetadata": _user_metadata(metadata), WRITE_ID_KEY: write_id}, app_transactions=claims
+        )
         started = read.version() if read is not None else -1
         for attempt in range(1, (COMMIT_ATTEMPTS if retry else 1) + 1):
             try:
@@ -324,28 +395,48 @@ class DeltaRsTables(_TablesBase):
                     raise
             read = self._snapshot(name)
             if retry and attempt < COMMIT_ATTEMPTS:
-                _log.warning("table %s: another writer committed version %s first; committing again after it "
-                             "(attempt %d of %d)", name, read.version(), attempt + 1, COMMIT_ATTEMPTS)
+                _log.warning(
+                    "table %s: another writer committed version %s first; committing again after it (attempt %d of %d)",
+                    name,
+                    read.version(),
+                    attempt + 1,
+                    COMMIT_ATTEMPTS,
+                )
         newest = self.version(name)
-        advice = ("its input was read from the table, so it was not committed over the newer version"
-                  if not retry else f"it was retried {COMMIT_ATTEMPTS} times")
+        advice = (
+            "its input was read from the table, so it was not committed over the newer version"
+            if not retry
+            else f"it was retried {COMMIT_ATTEMPTS} times"
+        )
         raise ConcurrentWriteError(
             f"table {name}: another writer committed version {newest} while this write (started at version "
-            f"{started}) was running; {advice}; nothing was committed, rerun the job")
+            f"{started}) was running; {advice}; nothing was committed, rerun the job"
+        )
 
     def _commit_once(self, name, read, actions, arrow_schema, partition_column, mode, values, properties) -> None:
         from deltalake.transaction import create_table_with_add_actions
 
         if read is None:
             create_table_with_add_actions(
-                self._uri(name), _delta_schema(arrow_schema), actions, mode="error",
-                partition_by=[partition_column], name=name, commit_properties=properties,
-                storage_options=self._options)
+                self._uri(name),
+                _delta_schema(arrow_schema),
+                actions,
+                mode="error",
+                partition_by=[partition_column],
+                name=name,
+                commit_properties=properties,
+                storage_options=self._options,
+            )
             return
         filters = [(partition_column, "in", values)] if values is not None else None
         read.create_write_transaction(
-            actions, mode=mode, schema=_delta_schema(arrow_schema), partition_by=[partition_column],
-            partition_filters=filters, commit_properties=properties)
+            actions,
+            mode=mode,
+            schema=_delta_schema(arrow_schema),
+            partition_by=[partition_column],
+            partition_filters=filters,
+            commit_properties=properties,
+        )
 
     def _lost_race(self, name, read, error: Exception) -> bool:
         """The commit failed because another writer committed first (not for any other reason)."""
@@ -385,8 +476,7 @@ class DeltaRsTables(_TablesBase):
         uris = table.file_uris(partition_filters=filters)
         if not uris:
             return self.spark.createDataFrame([], schema)
-        frame = (self.spark.read.schema(schema).option("basePath", self.path(name))
-                 .parquet(*self.spark_uris(uris)))
+        frame = self.spark.read.schema(schema).option("basePath", self.path(name)).parquet(*self.spark_uris(uris))
         return frame.select(*schema.fieldNames())
 
     def spark_uris(self, uris: Sequence[str]) -> list[str]:
@@ -396,8 +486,15 @@ class DeltaRsTables(_TablesBase):
     def history(self, name, limit=None) -> list[dict]:
         rows = []
         for entry in self._delta(name).history(limit):
-            rows.append(_history_row(entry.get("version"), entry.get("timestamp"), entry.get("operation"),
-                                     entry.get("userMetadata"), entry.get("operationParameters")))
+            rows.append(
+                _history_row(
+                    entry.get("version"),
+                    entry.get("timestamp"),
+                    entry.get("operation"),
+                    entry.get("userMetadata"),
+                    entry.get("operationParameters"),
+                )
+            )
         return sorted(rows, key=lambda r: r["version"], reverse=True)
 
     def row_count(self, name, *, version=None, partitions=None) -> int:
@@ -462,14 +559,26 @@ class DeltaSparkTables(_TablesBase):
         if precondition is not None:
             precondition()
         quoted = ", ".join(f"'{v}'" for v in values)
-        (_clustered(frame, partition_column).write.format("delta").mode("overwrite").partitionBy(partition_column)
-         .option("replaceWhere", f"{partition_column} IN ({quoted})")
-         .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
+        (
+            _clustered(frame, partition_column)
+            .write.format("delta")
+            .mode("overwrite")
+            .partitionBy(partition_column)
+            .option("replaceWhere", f"{partition_column} IN ({quoted})")
+            .option("userMetadata", _user_metadata(metadata))
+            .save(self.path(name))
+        )
         return self.version(name)
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
-        (_clustered(frame, partition_column).write.format("delta").mode("append").partitionBy(partition_column)
-         .option("userMetadata", _user_metadata(metadata)).save(self.path(name)))
+        (
+            _clustered(frame, partition_column)
+            .write.format("delta")
+            .mode("append")
+            .partitionBy(partition_column)
+            .option("userMetadata", _user_metadata(metadata))
+            .save(self.path(name))
+        )
         return self.version(name)
 
     def read(self, name, *, version=None, timestamp=None, partitions=None) -> DataFrame:
@@ -487,10 +596,22 @@ class DeltaSparkTables(_TablesBase):
         return frame
 
     def history(self, name, limit=None) -> list[dict]:
-        rows = self._delta(name).history(limit).select(
-            "version", "timestamp", "operation", "userMetadata", "operationParameters").collect()
-        return [_history_row(r.version, int(r.timestamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000),
-                             r.operation, r.userMetadata, r.operationParameters) for r in rows]
+        rows = (
+            self._delta(name)
+            .history(limit)
+            .select("version", "timestamp", "operation", "userMetadata", "operationParameters")
+            .collect()
+        )
+        return [
+            _history_row(
+                r.version,
+                int(r.timestamp.replace(tzinfo=dt.timezone.utc).timestamp() * 1000),
+                r.operation,
+                r.userMetadata,
+                r.operationParameters,
+            )
+            for r in rows
+        ]
 
     def row_count(self, name, *, version=None, partitions=None) -> int:
         return self.read(name, version=version, partitions=partitions).count()
@@ -498,9 +619,12 @@ class DeltaSparkTables(_TablesBase):
     def partition_files(self, name, partitions, version=None) -> dict[str, frozenset]:
         column, _ = self.partitions(name)
         wanted = _partition_strings(partitions)
-        rows = (self.read(name, version=version, partitions=wanted)
-                .select(F.col(column).cast("string").alias("value"), F.input_file_name().alias("path"))
-                .distinct().collect())  # one row per file
+        rows = (
+            self.read(name, version=version, partitions=wanted)
+            .select(F.col(column).cast("string").alias("value"), F.input_file_name().alias("path"))
+            .distinct()
+            .collect()
+        )  # one row per file
         found: dict[str, set] = {value: set() for value in wanted}
         for row in rows:
             found[row["value"]].add(row["path"].rsplit("/", 2)[-2] + "/" + row["path"].rsplit("/", 1)[-1])
@@ -531,16 +655,20 @@ def open_tables(spark: SparkSession, root: str, backend: str = "auto", storage: 
         raise ValueError(f"unknown delta backend {backend!r}: use auto, delta-rs or delta-spark")
     if backend == "delta-spark" or (backend == "auto" and delta_spark_available(spark)):
         if not delta_spark_available(spark):
-            raise RuntimeError("delta backend 'delta-spark' needs the io.delta jars on the Spark classpath "
-                               "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.4.1); use 'delta-rs'")
+            raise RuntimeError(
+                "delta backend 'delta-spark' needs the io.delta jars on the Spark classpath "
+                "(e.g. spark-submit --packages io.delta:delta-spark_2.13:4.4.1); use 'delta-rs'"
+            )
         return DeltaSparkTables(spark, root, storage)
     return DeltaRsTables(spark, root, storage)
 
 
 def _unreadable(name: str, path: str, error: Exception) -> TableUnreadable:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return TableUnreadable(f"table {name} at {path}: its Delta log cannot be read ({first}); restore "
-                           f"{path}/_delta_log from a backup or rebuild the table")
+    return TableUnreadable(
+        f"table {name} at {path}: its Delta log cannot be read ({first}); restore "
+        f"{path}/_delta_log from a backup or rebuild the table"
+    )
 
 
 def _nullable(schema: pa.Schema) -> pa.Schema:
@@ -600,8 +728,17 @@ def describe(tables: Tables, names: Sequence[str]) -> list[dict]:
             continue
         column, values = tables.partitions(name)
         last = tables.history(name, 1)[0]
-        out.append({"table": name, "version": tables.version(name), "partition_column": column,
-                    "partitions": len(values), "first": values[0] if values else None,
-                    "last": values[-1] if values else None, "rows": tables.row_count(name),
-                    "last_commit": last["timestamp"], "last_job": last["metadata"].get("job")})
+        out.append(
+            {
+                "table": name,
+                "version": tables.version(name),
+                "partition_column": column,
+                "partitions": len(values),
+                "first": values[0] if values else None,
+                "last": values[-1] if values else None,
+                "rows": tables.row_count(name),
+                "last_commit": last["timestamp"],
+                "last_job": last["metadata"].get("job"),
+            }
+        )
     return out

@@ -10,6 +10,7 @@ Each model feature with a `transform` in schemas/features.yaml gets fitted param
 The artifact is saved beside the samples and baked into the TensorFlow graph later, so training and
 serving use the same numbers.
 """
+
 from __future__ import annotations
 
 from functools import reduce
@@ -46,30 +47,54 @@ def fit_transforms(train: DataFrame, spec: FeatureSpec, relative_error: float = 
         for f in scaled:
             value = F.col(f.name).cast("double")
             value = F.log1p(F.greatest(value, F.lit(0.0))) if f.transform == "log1p" else value
-            stats += [F.mean(value).alias(f"{f.name}__mean"), F.stddev_pop(value).alias(f"{f.name}__std"),
-                      F.count(value).alias(f"{f.name}__count")]
+            stats += [
+                F.mean(value).alias(f"{f.name}__mean"),
+                F.stddev_pop(value).alias(f"{f.name}__std"),
+                F.count(value).alias(f"{f.name}__count"),
+            ]
         row = train.agg(*stats).first().asDict()
         for f in scaled:
-            fitted[f.name] = {"transform": f.transform, "mean": row[f"{f.name}__mean"] or 0.0,
-                              "std": row[f"{f.name}__std"] or 0.0, "count": row[f"{f.name}__count"]}
+            fitted[f.name] = {
+                "transform": f.transform,
+                "mean": row[f"{f.name}__mean"] or 0.0,
+                "std": row[f"{f.name}__std"] or 0.0,
+                "count": row[f"{f.name}__count"],
+            }
 
     vocabulary = spec.transforms["vocabulary"]
     lookups = [f for f in features if f.transform == "vocabulary"]
     if lookups:  # one pass over train for all vocabularies: (feature, value) pairs counted together
-        pairs = [train.select(F.lit(f.name).alias("feature"),
-                              (F.explode_outer(f.name) if _is_array(f) else F.col(f.name)).alias("value"))
-                 .select("feature", F.col("value").cast("string").alias("value")) for f in lookups]
-        ranked = (reduce(DataFrame.unionByName, pairs).where(F.col("value").isNotNull())
-                  .groupBy("feature", "value").count().where(F.col("count") >= int(vocabulary["min_count"]))
-                  .withColumn("rank", F.row_number().over(
-                      Window.partitionBy("feature").orderBy(F.desc("count"), "value")))
-                  .where(F.col("rank") <= int(vocabulary["max_size"])).collect())
+        pairs = [
+            train.select(
+                F.lit(f.name).alias("feature"),
+                (F.explode_outer(f.name) if _is_array(f) else F.col(f.name)).alias("value"),
+            ).select("feature", F.col("value").cast("string").alias("value"))
+            for f in lookups
+        ]
+        ranked = (
+            reduce(DataFrame.unionByName, pairs)
+            .where(F.col("value").isNotNull())
+            .groupBy("feature", "value")
+            .count()
+            .where(F.col("count") >= int(vocabulary["min_count"]))
+            .withColumn("rank", F.row_number().over(Window.partitionBy("feature").orderBy(F.desc("count"), "value")))
+            .where(F.col("rank") <= int(vocabulary["max_size"]))
+            .collect()
+        )
         for f in lookups:
             values = sorted((r for r in ranked if r["feature"] == f.name), key=lambda r: r["rank"])
             typed = int if f.dtype.replace("array<", "").rstrip(">") in ("int", "long") else str
-            fitted[f.name] = {"transform": "vocabulary", "dtype": f.dtype,
-                              "values": [typed(r["value"]) for r in values], "num_oov_buckets": 1}
+            fitted[f.name] = {
+                "transform": "vocabulary",
+                "dtype": f.dtype,
+                "values": [typed(r["value"]) for r in values],
+                "num_oov_buckets": 1,
+            }
 
     for f in (f for f in features if f.transform == "hashing"):
-        fitted[f.name] = {"transform": "hashing", "dtype": f.dtype, "num_bins": int(spec.transforms["hashing"]["num_bins"])}
+        fitted[f.name] = {
+            "transform": "hashing",
+            "dtype": f.dtype,
+            "num_bins": int(spec.transforms["hashing"]["num_bins"]),
+        }
     return fitted

@@ -8,6 +8,7 @@ each, naming the dotted key path and, for an unknown key or value, the closest v
 A list item with a `name` is named by it in the path (`features.user_age.kind`), others by index
 (`samples.split_quantiles[1]`).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -128,7 +129,9 @@ def _message(error: dict, model: Any) -> tuple[list[Any], str]:
         allowed = list(get_args(annotation)) if get_origin(annotation) is Literal else []
         shown = ", ".join(str(a) for a in allowed) or str(ctx.get("expected", ""))
         best = _suggestion(error["input"], allowed) if allowed else None
-        return loc, f"unknown value {_shown(error['input'])} (" + (f"did you mean {best}? " if best else "") + f"allowed: {shown})"
+        return loc, f"unknown value {_shown(error['input'])} (" + (
+            f"did you mean {best}? " if best else ""
+        ) + f"allowed: {shown})"
     if kind == "missing":
         return loc, MISSING
     if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -166,8 +169,10 @@ def error_pairs(error: ValidationError, model: Any, data: Any) -> list[tuple[str
 
 def error_lines(error: ValidationError, model: Any, data: Any) -> list[str]:
     """One line per error: '<dotted path>: <what is wrong>'."""
-    return [message if not path or message.startswith(path) else f"{path}: {message}"
-            for path, message in error_pairs(error, model, data)]
+    return [
+        message if not path or message.startswith(path) else f"{path}: {message}"
+        for path, message in error_pairs(error, model, data)
+    ]
 
 
 def join_lines(source: str, lines: list[str]) -> str:

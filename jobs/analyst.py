@@ -1,4 +1,5 @@
 """What `recpipe history` and `recpipe sql` print or write (the SQL views live in features.sql_views)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,10 @@ INTERNAL_SQLSTATES = ("XX", "58")
 
 
 def format_history(table: str, commits: list[dict]) -> str:
-    lines = [f"history of {table} (newest first)",
-             f"{'version':>7}  {'committed (UTC)':<19}  {'operation':<10}  {'job':<9}  {'run':<12}  partitions / inputs"]
+    lines = [
+        f"history of {table} (newest first)",
+        f"{'version':>7}  {'committed (UTC)':<19}  {'operation':<10}  {'job':<9}  {'run':<12}  partitions / inputs",
+    ]
     for c in commits:
         meta = c["metadata"]
         when = c["timestamp"].strftime("%Y-%m-%d %H:%M:%S") if c["timestamp"] else "-"
@@ -32,8 +35,10 @@ def format_history(table: str, commits: list[dict]) -> str:
             scope = f"{scope[0]}..{scope[-1]} ({len(scope)})"
         inputs = meta.get("input_versions")
         detail = f"{scope}" + (f"  inputs {inputs}" if inputs else "")
-        lines.append(f"{c['version']:>7}  {when:<19}  {str(c['operation'] or '-'):<10}  {str(meta.get('job', '-')):<9}  "
-                     f"{str(meta.get('run_id', '-')):<12}  {detail}")
+        lines.append(
+            f"{c['version']:>7}  {when:<19}  {str(c['operation'] or '-'):<10}  {str(meta.get('job', '-')):<9}  "
+            f"{str(meta.get('run_id', '-')):<12}  {detail}"
+        )
     return "\n".join(lines)
 
 
@@ -67,9 +72,17 @@ def parse_views(values: list[str]) -> dict[str, tuple[str, int]]:
     return views
 
 
-def run_sql(spark: SparkSession, tables: Tables, query: str, versions: dict[str, int] | int | None = None,
-            timestamp: str | None = None, out: str | None = None, limit: int = 50,
-            pinned: dict[str, tuple[str, int]] | None = None, read_only: bool = True) -> str:
+def run_sql(
+    spark: SparkSession,
+    tables: Tables,
+    query: str,
+    versions: dict[str, int] | int | None = None,
+    timestamp: str | None = None,
+    out: str | None = None,
+    limit: int = 50,
+    pinned: dict[str, tuple[str, int]] | None = None,
+    read_only: bool = True,
+) -> str:
     """Runs one analyst statement over the pipeline tables (read_only: see jobs.sql_guard; the CLI has no
     way to lift it). Mistakes in the query, found by Spark when it parses, analyses or runs it (an unknown
     column, a division by zero under ANSI mode, a bad CAST), raise PipelineInputError on one line."""
@@ -195,7 +208,8 @@ def features_as_of(tables: Tables, entity: str, ids: list[str], day) -> list[dic
     requests = tables.spark.createDataFrame([(k, day) for k in keys], f"{key} bigint, snapshot_date date")
     rows = as_of.read_as_of(tables, spec, entity, requests, [day]).orderBy(key).collect()
     return [row.asDict() for row in rows] + [
-        {key: k, "snapshot_date": day, "_unknown": True} for k in sorted(set(keys) - {r[key] for r in rows})]
+        {key: k, "snapshot_date": day, "_unknown": True} for k in sorted(set(keys) - {r[key] for r in rows})
+    ]
 
 
 def format_features(entity: str, rows: list[dict]) -> str:
@@ -206,6 +220,9 @@ def format_features(entity: str, rows: list[dict]) -> str:
             blocks.append(f"{head}: not known by then (no event or dimension row on or before that day)")
             continue
         width = max(len(k) for k in row)
-        blocks.append("\n".join([head, *(f"  {k:<{width}}  {v}" for k, v in row.items()
-                                          if k not in (f"{entity}_id", "snapshot_date"))]))
+        blocks.append(
+            "\n".join(
+                [head, *(f"  {k:<{width}}  {v}" for k, v in row.items() if k not in (f"{entity}_id", "snapshot_date"))]
+            )
+        )
     return "\n\n".join(blocks)

@@ -8,6 +8,7 @@
 Everything is keyed by the Delta version of the samples it was built from; files and directories are
 replaced atomically (write beside, then rename), so a reader never sees half of an artifact.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,9 @@ def evaluation_dir(warehouse: str | Path, samples_version: int) -> Path:
 
 def latest_samples_version(warehouse: str | Path) -> int:
     root = artifacts_root(warehouse) / "samples"
-    versions = sorted(int(p.name[1:]) for p in root.glob("v*") if (p / "manifest.json").exists()) if root.exists() else []
+    versions = (
+        sorted(int(p.name[1:]) for p in root.glob("v*") if (p / "manifest.json").exists()) if root.exists() else []
+    )
     if not versions:
         raise PipelineInputError(f"no samples built yet under {root}: run recpipe samples first")
     return versions[-1]

@@ -4,6 +4,7 @@ User mistakes (bad dates, missing files, config keys that are missing or unknown
 wrong type or outside the allowed ones, missing drops, a bad query or request) print one line and exit 2;
 the other exit codes are listed in features.errors and the README. Only a bug prints a traceback (exit 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,14 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from features.errors import (ConcurrentWriteError, OnlineStoreUnreachable, PipelineInputError, PublishRefused,
-                             QualityCheckFailed, SparkMasterUnreachable)
+from features.errors import (
+    ConcurrentWriteError,
+    OnlineStoreUnreachable,
+    PipelineInputError,
+    PublishRefused,
+    QualityCheckFailed,
+    SparkMasterUnreachable,
+)
 
 EXIT_INTERNAL = 1  # a bug: the traceback is printed
 EXIT_USAGE = 2  # the user's input or usage: arguments, config, files, a query, a request
@@ -51,7 +58,9 @@ def _timestamp(text: str):
     try:
         moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid timestamp '{text}': use ISO 8601, e.g. 2026-01-05T12:00:00Z") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid timestamp '{text}': use ISO 8601, e.g. 2026-01-05T12:00:00Z"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
@@ -60,8 +69,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", help="Spark master URL, e.g. local[2], yarn, k8s://https://host:443")
     parser.add_argument("--warehouse", help="root of the Delta tables (overrides paths.warehouse)")
     parser.add_argument("--raw", help="root of the raw daily drops (overrides paths.raw)")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Spark setting, repeatable")
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="KEY=VALUE", help="extra Spark setting, repeatable"
+    )
     parser.add_argument("--spark-submit", action="store_true", help=argparse.SUPPRESS)
 
 
@@ -98,16 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(snapshot)
     _add_dates(snapshot)
     snapshot.add_argument("--allow-missing", action="store_true", help="build days whose events drop is missing")
-    snapshot.add_argument("--no-cascade", action="store_true",
-                          help="do not rebuild the later snapshots that exist (they are printed as stale)")
+    snapshot.add_argument(
+        "--no-cascade",
+        action="store_true",
+        help="do not rebuild the later snapshots that exist (they are printed as stale)",
+    )
 
     samples = commands.add_parser("samples", help="labels, point-in-time join, time split, fitted transforms")
     _add_common(samples)
     _add_dates(samples)
-    samples.add_argument("--allow-incomplete-labels", action="store_true",
-                         help="label the last day without the next day's clicks")
-    samples.add_argument("--ignore-quality-failures", action="store_true",
-                         help="build samples even from days whose events or snapshots failed a quality check")
+    samples.add_argument(
+        "--allow-incomplete-labels", action="store_true", help="label the last day without the next day's clicks"
+    )
+    samples.add_argument(
+        "--ignore-quality-failures",
+        action="store_true",
+        help="build samples even from days whose events or snapshots failed a quality check",
+    )
 
     gbdt = commands.add_parser("gbdt", help="train XGBoost on the samples and write leaf features")
     _add_common(gbdt)
@@ -115,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the TensorFlow ranking models on the samples")
     _add_common(train)
-    train.add_argument("--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)")
+    train.add_argument(
+        "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)"
+    )
     train.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
 
     evaluate = commands.add_parser("evaluate", help="compare the trained models and baselines on the test split")
@@ -124,16 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="SavedModel for TF Serving, published behind the quality gate")
     _add_common(export)
-    export.add_argument("--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)")
+    export.add_argument(
+        "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)"
+    )
     export.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
     export.add_argument("--force", action="store_true", help="publish even if the quality gate says no")
     export.add_argument("--export-root", help="root of the published SavedModels (overrides export.root)")
 
     predict = commands.add_parser("predict", help="answer a TF Serving REST request body with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a SavedModel directory, e.g. export/deepfm/3")
-    predict.add_argument("--request", required=True,
-                         help="JSON file: {'instances': [...]} or {'inputs': {...}}; - reads standard input")
-    predict.add_argument("--signature", help="signature name (default: the request's signature_name or serving_default)")
+    predict.add_argument(
+        "--request", required=True, help="JSON file: {'instances': [...]} or {'inputs': {...}}; - reads standard input"
+    )
+    predict.add_argument(
+        "--signature", help="signature name (default: the request's signature_name or serving_default)"
+    )
 
     replay = commands.add_parser("replay", help="per-day replay: train on the N days before each day, test on it")
     _add_common(replay)
@@ -141,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--end", required=True, help="last test day, YYYY-MM-DD")
     replay.add_argument("--train-days", type=_positive_int, required=True, help="days of samples before each test day")
     replay.add_argument("--models", help="comma-separated: lr, wide_deep, deepfm (default: replay.models)")
-    replay.add_argument("--warm-start", action="store_true",
-                        help="also warm: each day's model starts from the day before's and trains on the newest days")
+    replay.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="also warm: each day's model starts from the day before's and trains on the newest days",
+    )
 
     run = commands.add_parser("run", help="run every pipeline stage for the configured date range")
     _add_common(run)
@@ -160,11 +187,26 @@ def build_parser() -> argparse.ArgumentParser:
     sql = commands.add_parser("sql", help="Spark SQL over every pipeline table, optionally as of the past")
     _add_common(sql)
     sql.add_argument("query", help='e.g. "SELECT snapshot_date, count(*) FROM user_snapshot GROUP BY 1"')
-    sql.add_argument("--as-of-version", action="append", default=[], metavar="[TABLE=]N",
-                     help="read TABLE (or, without TABLE=, every table that has it) at Delta version N; repeatable")
-    sql.add_argument("--as-of-timestamp", metavar="T", type=_timestamp, help="read every table as it was at T (ISO 8601, UTC if no zone)")
-    sql.add_argument("--view", action="append", default=[], metavar="NAME=TABLE@N",
-                     help="also register TABLE at Delta version N as view NAME (compare versions); repeatable")
+    sql.add_argument(
+        "--as-of-version",
+        action="append",
+        default=[],
+        metavar="[TABLE=]N",
+        help="read TABLE (or, without TABLE=, every table that has it) at Delta version N; repeatable",
+    )
+    sql.add_argument(
+        "--as-of-timestamp",
+        metavar="T",
+        type=_timestamp,
+        help="read every table as it was at T (ISO 8601, UTC if no zone)",
+    )
+    sql.add_argument(
+        "--view",
+        action="append",
+        default=[],
+        metavar="NAME=TABLE@N",
+        help="also register TABLE at Delta version N as view NAME (compare versions); repeatable",
+    )
     sql.add_argument("--out", help="write the whole result to FILE.parquet or FILE.csv instead of printing")
     sql.add_argument("--limit", type=_positive_int, default=50, help="rows to print (default 50)")
 
@@ -182,16 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(request)
     request.add_argument("--user", required=True, type=int, help="user id")
     request.add_argument("--items", required=True, help="candidate item ids, comma-separated: 7,9,12")
-    request.add_argument("--context", default="", help="event columns of the request: device=mobile,page=home,position=0")
+    request.add_argument(
+        "--context", default="", help="event columns of the request: device=mobile,page=home,position=0"
+    )
     request.add_argument("--time", type=_timestamp, help="request time for hour/weekday (ISO 8601; default now, UTC)")
     request.add_argument("--version", type=_positive_int, help="a kept online store version (default: the served one)")
 
     skew = commands.add_parser("skew-check", help="requests from the online store vs the samples of a day")
     _add_common(skew)
     skew.add_argument("--date", required=True, help="the samples' day E (the store published for E-1 is read)")
-    skew.add_argument("--rows", type=_positive_int, help="labeled events to compare (default online_store.skew_check_rows)")
+    skew.add_argument(
+        "--rows", type=_positive_int, help="labeled events to compare (default online_store.skew_check_rows)"
+    )
     skew.add_argument("--model-dir", help="SavedModel to score both with (default: the newest export of --model)")
-    skew.add_argument("--model", help="model whose newest export scores (default: the first of training.models exported)")
+    skew.add_argument(
+        "--model", help="model whose newest export scores (default: the first of training.models exported)"
+    )
 
     register = commands.add_parser("register", help="create metastore tables (delta-spark clusters)")
     _add_common(register)
@@ -200,8 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     clean = commands.add_parser("clean-orphans", help="remove files no Delta version references and stale staging dirs")
     _add_common(clean)
-    clean.add_argument("--older-than-minutes", type=float, default=60,
-                       help="only orphans whose newest file is older than this (default 60: in-flight writes are safe)")
+    clean.add_argument(
+        "--older-than-minutes",
+        type=float,
+        default=60,
+        help="only orphans whose newest file is older than this (default 60: in-flight writes are safe)",
+    )
     clean.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     clean.add_argument("--table", help="only this table (default: every table, and the export root's staging dirs)")
     clean.add_argument("--export-root", help="export root to clean of .staging-* dirs (default: export.root)")
@@ -218,9 +270,15 @@ def _overrides(args) -> dict:
         if not sep:
             raise PipelineInputError(f"--conf expects KEY=VALUE, got '{item}'")
         extra[f"spark.conf.{key}"] = value
-    return {"spark.master": args.master, "paths.warehouse": args.warehouse, "paths.raw": args.raw,
-            "export.root": getattr(args, "export_root", None),
-            "dates.start": getattr(args, "start", None), "dates.end": getattr(args, "end", None), **extra}
+    return {
+        "spark.master": args.master,
+        "paths.warehouse": args.warehouse,
+        "paths.raw": args.raw,
+        "export.root": getattr(args, "export_root", None),
+        "dates.start": getattr(args, "start", None),
+        "dates.end": getattr(args, "end", None),
+        **extra,
+    }
 
 
 def _dates(args, config) -> list:
@@ -273,9 +331,15 @@ def cmd_generate_logs(args) -> int:
     if not (math.isfinite(rate) and rate > 0):
         raise PipelineInputError(f"--impressions-per-user-day must be a positive number, not {rate}")
     _check_directory(args.out, "--out", write=True)
-    summary = generate_logs(args.out, start_date=parse_date(args.start_date, "--start-date"), days=args.days,
-                            users=args.users, items=args.items, seed=args.seed,
-                            impressions_per_user_day=args.impressions_per_user_day)
+    summary = generate_logs(
+        args.out,
+        start_date=parse_date(args.start_date, "--start-date"),
+        days=args.days,
+        users=args.users,
+        items=args.items,
+        seed=args.seed,
+        impressions_per_user_day=args.impressions_per_user_day,
+    )
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -308,7 +372,9 @@ def cmd_ingest(args) -> int:
 
     def work(spark, tables, config, dates):
         if args.allow_missing:
-            config = config.model_copy(update={"ingest": config.ingest.model_copy(update={"allow_missing_drops": True})})
+            config = config.model_copy(
+                update={"ingest": config.ingest.model_copy(update={"allow_missing_drops": True})}
+            )
         return ingest(spark, tables, config, dates)
 
     return _stage(args, "ingested", work, format_summary)
@@ -317,25 +383,45 @@ def cmd_ingest(args) -> int:
 def cmd_snapshot(args) -> int:
     from jobs.build_snapshot import build_snapshots, format_summary
 
-    return _stage(args, "built snapshots", lambda spark, tables, config, dates: build_snapshots(
-        spark, tables, config, dates, allow_missing=args.allow_missing, cascade=not args.no_cascade), format_summary)
+    return _stage(
+        args,
+        "built snapshots",
+        lambda spark, tables, config, dates: build_snapshots(
+            spark, tables, config, dates, allow_missing=args.allow_missing, cascade=not args.no_cascade
+        ),
+        format_summary,
+    )
 
 
 def cmd_samples(args) -> int:
     from jobs.build_samples import build_samples, format_summary
 
     # the last stdout line, samples_version=N, is for machines: the DAG passes N on to gbdt/train/compare/export
-    return _stage(args, "built samples", lambda spark, tables, config, dates: build_samples(
-        spark, tables, config, dates, allow_incomplete_labels=args.allow_incomplete_labels,
-        ignore_quality_failures=args.ignore_quality_failures),
-        lambda manifest: f"{format_summary(manifest)}\nsamples_version={manifest['samples_version']}")
+    return _stage(
+        args,
+        "built samples",
+        lambda spark, tables, config, dates: build_samples(
+            spark,
+            tables,
+            config,
+            dates,
+            allow_incomplete_labels=args.allow_incomplete_labels,
+            ignore_quality_failures=args.ignore_quality_failures,
+        ),
+        lambda manifest: f"{format_summary(manifest)}\nsamples_version={manifest['samples_version']}",
+    )
 
 
 def cmd_gbdt(args) -> int:
     from jobs.train_gbdt import format_summary, train_gbdt
 
-    return _stage(args, "trained gbdt", lambda spark, tables, config, dates: train_gbdt(
-        spark, tables, config, args.samples_version), format_summary, dated=False)
+    return _stage(
+        args,
+        "trained gbdt",
+        lambda spark, tables, config, dates: train_gbdt(spark, tables, config, args.samples_version),
+        format_summary,
+        dated=False,
+    )
 
 
 def cmd_train(args) -> int:
@@ -376,8 +462,13 @@ def cmd_publish_features(args) -> int:
     from jobs.publish_features import format_publish, publish
 
     day = parse_date(args.date, "--date")
-    return _stage(args, "published features", lambda spark, tables, config, dates: publish(spark, tables, config, day),
-                  format_publish, dated=False)
+    return _stage(
+        args,
+        "published features",
+        lambda spark, tables, config, dates: publish(spark, tables, config, day),
+        format_publish,
+        dated=False,
+    )
 
 
 def _context(text: str) -> dict:
@@ -389,7 +480,9 @@ def _context(text: str) -> dict:
         context[key.strip()] = value.strip()
     from features.feature_spec import load_spec
 
-    known = sorted({f.source for f in load_spec().model_features() if f.kind == "event_column"} - {"user_id", "item_id"})
+    known = sorted(
+        {f.source for f in load_spec().model_features() if f.kind == "event_column"} - {"user_id", "item_id"}
+    )
     unknown = sorted(set(context) - set(known))
     if unknown:
         raise PipelineInputError(f"--context: unknown key {unknown[0]} (known: {', '.join(known)})")
@@ -409,11 +502,16 @@ def cmd_request(args) -> int:
         raise PipelineInputError("--items needs at least one item id")
     context = _context(args.context)
     config = load_config(args.config, _overrides(args))
-    built = build_request(OnlineStore(config.online_store.location()), args.user, items, context, args.time, args.version)
+    built = build_request(
+        OnlineStore(config.online_store.location()), args.user, items, context, args.time, args.version
+    )
     print(json.dumps(built.body))
     found = {name: sum(row[name] for row in built.indicators) for name in built.indicators[0]}
-    print(f"online store version {built.version} ({built.date}); in the store: "
-          + ", ".join(f"{name} {count}/{len(items)}" for name, count in found.items()), file=sys.stderr)
+    print(
+        f"online store version {built.version} ({built.date}); in the store: "
+        + ", ".join(f"{name} {count}/{len(items)}" for name, count in found.items()),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -422,8 +520,15 @@ def cmd_skew_check(args) -> int:
     from jobs.publish_features import format_skew_check, skew_check
 
     day = parse_date(args.date, "--date")
-    return _stage(args, "skew-checked", lambda spark, tables, config, dates: skew_check(
-        spark, tables, config, day, args.rows, args.model_dir, args.model), format_skew_check, dated=False)
+    return _stage(
+        args,
+        "skew-checked",
+        lambda spark, tables, config, dates: skew_check(
+            spark, tables, config, day, args.rows, args.model_dir, args.model
+        ),
+        format_skew_check,
+        dated=False,
+    )
 
 
 def cmd_predict(args) -> int:
@@ -460,10 +565,18 @@ def cmd_replay(args) -> int:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = [m for m in models if m not in ("lr", "wide_deep", "deepfm")]
         if unknown or not models:
-            raise PipelineInputError(f"--models: '{(unknown or [args.models])[0]}' cannot be replayed: choose among "
-                                     f"lr, wide_deep, deepfm (gbdt_lr needs a booster per day)")
-    return _stage(args, "replayed", lambda spark, tables, config, dates: replay(
-        spark, tables, config, dates, args.train_days, models, args.warm_start), format_summary)
+            raise PipelineInputError(
+                f"--models: '{(unknown or [args.models])[0]}' cannot be replayed: choose among "
+                f"lr, wide_deep, deepfm (gbdt_lr needs a booster per day)"
+            )
+    return _stage(
+        args,
+        "replayed",
+        lambda spark, tables, config, dates: replay(
+            spark, tables, config, dates, args.train_days, models, args.warm_start
+        ),
+        format_summary,
+    )
 
 
 def cmd_run(args) -> int:
@@ -538,8 +651,10 @@ def cmd_register(args) -> int:
         print(";\n".join(statements) + ";")
         return 0
     if tables.backend != "delta-spark":
-        raise PipelineInputError(f"register needs the delta-spark backend (this session uses {tables.backend}: no "
-                                 f"Delta jars); use --dry-run to print the statements, or recpipe sql")
+        raise PipelineInputError(
+            f"register needs the delta-spark backend (this session uses {tables.backend}: no "
+            f"Delta jars); use --dry-run to print the statements, or recpipe sql"
+        )
     for statement in statements:
         spark.sql(statement)
     print(f"registered {len(statements) - 1} tables in database {args.database}")
@@ -551,8 +666,14 @@ def cmd_clean_orphans(args) -> int:
     from jobs.maintenance import clean_orphans, format_report
 
     config = load_config(args.config, _overrides(args))
-    result = clean_orphans(config.paths.warehouse, args.export_root or config.export.root,
-                           args.table, args.older_than_minutes, args.dry_run, storage=config.storage)
+    result = clean_orphans(
+        config.paths.warehouse,
+        args.export_root or config.export.root,
+        args.table,
+        args.older_than_minutes,
+        args.dry_run,
+        storage=config.storage,
+    )
     print(format_report(result))
     return 0
 
@@ -626,8 +747,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except Exception as error:  # a bug: keep everything a developer needs
         traceback.print_exc()
-        print(f"{prefix} internal error: {type(error).__name__}: {_first_line(error)} (a bug: please report it "
-              f"with the traceback above)", file=sys.stderr)
+        print(
+            f"{prefix} internal error: {type(error).__name__}: {_first_line(error)} (a bug: please report it "
+            f"with the traceback above)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -1,5 +1,6 @@
 """Pipeline configuration: one YAML file (conf/demo.yaml is the embedded default), CLI flags override;
 loaded into the typed models of jobs/settings.py."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -45,7 +46,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if key.startswith(SPARK_CONF_PREFIX):  # a Spark setting's own name holds dots: never split it
             section = config.get("spark") if isinstance(config.get("spark"), dict) else config.setdefault("spark", {})
             conf = section.get("conf") if isinstance(section.get("conf"), dict) else {}
-            section["conf"] = {**conf, key[len(SPARK_CONF_PREFIX):]: value}
+            section["conf"] = {**conf, key[len(SPARK_CONF_PREFIX) :]: value}
         else:
             set_key(config, key, value)
     settings = as_settings(config, f"config {config_path}")

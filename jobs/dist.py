@@ -9,6 +9,7 @@ imports a stale copy (Spark caches shipped files by name). build_session ships i
 (`spark.ship_code`), so spark-submit needs no --py-files; a job submitted with --py-files recpipe*.zip is
 not shipped twice.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -22,6 +22,7 @@ refused: a changed signature breaks the serving team's requests, so its first pu
 deliberate --force. Every decision (both AUCs, the row count, the champion's status, the reason) goes
 into the model card and is appended to the Delta table `promotions` of the warehouse.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -52,15 +53,27 @@ PROMOTIONS_TABLE = "promotions"  # one row per publish decision; see record_prom
 def _promotions_schema():
     import pyarrow as pa
 
-    return pa.schema([
-        ("decision_date", pa.date32()), ("decided_at", pa.timestamp("us", tz="UTC")), ("model", pa.string()),
-        ("decision", pa.string()),  # published, forced (published against the gate) or refused
-        ("reason", pa.string()), ("samples_version", pa.int64()), ("run_id", pa.string()),
-        ("candidate_auc", pa.float64()),  # on the candidate's test split
-        ("champion_version", pa.int64()), ("champion_status", pa.string()),  # none, compared, incompatible
-        ("champion_auc", pa.float64()),  # on the same rows as candidate_auc
-        ("rows", pa.int64()), ("auc_floor", pa.float64()), ("max_auc_drop", pa.float64()),
-        ("published_version", pa.int64()), ("export_root", pa.string()), ("code_version", pa.string())])
+    return pa.schema(
+        [
+            ("decision_date", pa.date32()),
+            ("decided_at", pa.timestamp("us", tz="UTC")),
+            ("model", pa.string()),
+            ("decision", pa.string()),  # published, forced (published against the gate) or refused
+            ("reason", pa.string()),
+            ("samples_version", pa.int64()),
+            ("run_id", pa.string()),
+            ("candidate_auc", pa.float64()),  # on the candidate's test split
+            ("champion_version", pa.int64()),
+            ("champion_status", pa.string()),  # none, compared, incompatible
+            ("champion_auc", pa.float64()),  # on the same rows as candidate_auc
+            ("rows", pa.int64()),
+            ("auc_floor", pa.float64()),
+            ("max_auc_drop", pa.float64()),
+            ("published_version", pa.int64()),
+            ("export_root", pa.string()),
+            ("code_version", pa.string()),
+        ]
+    )
 
 
 def published_versions(model_root: Path) -> list[int]:
@@ -88,14 +101,20 @@ def gate(candidate_auc: float, champion: dict | None, settings: ExportSettings) 
     if champion is None or champion["status"] == "none":
         return True, f"test AUC {candidate_auc:.4f} >= floor {floor}; nothing published yet"
     if champion["status"] == "incompatible":
-        return False, (f"the published version {champion['version']} is incompatible with the new samples "
-                       f"({champion['problem']}); a new signature breaks serving requests: publish it with --force")
+        return False, (
+            f"the published version {champion['version']} is incompatible with the new samples "
+            f"({champion['problem']}); a new signature breaks serving requests: publish it with --force"
+        )
     on_rows = f"on the same {champion['rows']} test rows"
     if candidate_auc < champion["auc"] - drop:
-        return False, (f"test AUC {candidate_auc:.4f} is more than {drop} below the published version "
-                       f"{champion['version']} ({champion['auc']:.4f}) {on_rows}")
-    return True, (f"test AUC {candidate_auc:.4f} vs published version {champion['version']} ({champion['auc']:.4f}) "
-                  f"{on_rows}, floor {floor}")
+        return False, (
+            f"test AUC {candidate_auc:.4f} is more than {drop} below the published version "
+            f"{champion['version']} ({champion['auc']:.4f}) {on_rows}"
+        )
+    return True, (
+        f"test AUC {candidate_auc:.4f} vs published version {champion['version']} ({champion['auc']:.4f}) "
+        f"{on_rows}, floor {floor}"
+    )
 
 
 def signature_problem(serve, inputs) -> str | None:
@@ -136,7 +155,10 @@ def judge_champion(model_root: Path, candidate, shards: Path, train_rate: float)
     try:
         serve = tf.saved_model.load(str(model_root / str(version))).signatures["serving_default"]
     except (KeyError, OSError, ValueError, tf.errors.OpError) as error:
-        return {**verdict, "problem": f"its serving_default cannot be loaded: {str(error).strip().splitlines()[0][:200]}"}
+        return {
+            **verdict,
+            "problem": f"its serving_default cannot be loaded: {str(error).strip().splitlines()[0][:200]}",
+        }
     problem = signature_problem(serve, inputs)
     if problem:
         return {**verdict, "problem": problem}
@@ -148,8 +170,14 @@ def judge_champion(model_root: Path, candidate, shards: Path, train_rate: float)
         scores["champion"].append(serve(**{n: features[n] for n in names})["probability"].numpy().reshape(-1))
     labels = np.concatenate(labels)
     auc = {who: binary_metrics(labels, np.concatenate(p), train_rate)["auc"] for who, p in scores.items()}
-    return {"status": "compared", "version": version, "auc": auc["champion"], "candidate_auc": auc["candidate"],
-            "rows": int(len(labels)), "problem": None}
+    return {
+        "status": "compared",
+        "version": version,
+        "auc": auc["champion"],
+        "candidate_auc": auc["candidate"],
+        "rows": int(len(labels)),
+        "problem": None,
+    }
 
 
 def record_promotion(warehouse: str, row: dict) -> None:
@@ -183,32 +211,63 @@ def test_rows(shards: Path, rows: int) -> dict:
     return arrow_to_arrays(pa.Table.from_batches(batches).slice(0, rows), inputs)
 
 
-def model_card(name: str, version: int, inputs: dict, summary: dict, evaluation: dict, parity: dict,
-               gate_reason: str, forced: bool, champion: dict | None = None) -> dict:
+def model_card(
+    name: str,
+    version: int,
+    inputs: dict,
+    summary: dict,
+    evaluation: dict,
+    parity: dict,
+    gate_reason: str,
+    forced: bool,
+    champion: dict | None = None,
+) -> dict:
     from training.export import OUTPUT, SIGNATURE
     from training.inputs import model_inputs
 
     spec = load_spec()
     manifest = inputs["manifest"]
     return {
-        "model": name, "version": version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "model": name,
+        "version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "code_version": code_version(),  # package version + git commit
         "signature": {"name": SIGNATURE, "outputs": [{"name": OUTPUT, "dtype": "float32", "shape": [None, 1]}]},
-        "features": [{"name": i.name, "dtype": i.dtype, "shape": [None, *i.shape],
-                      "missing": None if i.dtype == "float32" else i.missing, "missing_encoding": {
-                          "float32": "NaN", "int64": "-1", "string": "empty string"}[i.dtype],
-                      "entity": spec.feature(i.name).entity, "description": spec.feature(i.name).description}
-                     for i in model_inputs(spec)],
-        "training_data": {"samples_version": inputs["version"], "delta_versions": manifest.get("input_versions", {}),
-                          "range": manifest["range"], "cut_points": manifest["cut_points"],
-                          "split_quantiles": manifest["split_quantiles"], "splits": manifest["splits"],
-                          "labels": manifest["labels"]},
-        "training": {"params": summary["params"], "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
-                     "best_valid_auc": summary["best_val_auc"], "run_id": summary.get("run_id")},
-        "metrics": {"test": evaluation["results"][name],
-                    "baselines": {k: v for k, v in evaluation["results"].items() if k.startswith("baseline")},
-                    "quality_bars": evaluation["quality_bars"]},
-        "parity": parity, "gate": {"reason": gate_reason, "forced": forced},
+        "features": [
+            {
+                "name": i.name,
+                "dtype": i.dtype,
+                "shape": [None, *i.shape],
+                "missing": None if i.dtype == "float32" else i.missing,
+                "missing_encoding": {"float32": "NaN", "int64": "-1", "string": "empty string"}[i.dtype],
+                "entity": spec.feature(i.name).entity,
+                "description": spec.feature(i.name).description,
+            }
+            for i in model_inputs(spec)
+        ],
+        "training_data": {
+            "samples_version": inputs["version"],
+            "delta_versions": manifest.get("input_versions", {}),
+            "range": manifest["range"],
+            "cut_points": manifest["cut_points"],
+            "split_quantiles": manifest["split_quantiles"],
+            "splits": manifest["splits"],
+            "labels": manifest["labels"],
+        },
+        "training": {
+            "params": summary["params"],
+            "epochs": summary["epochs"],
+            "best_epoch": summary["best_epoch"],
+            "best_valid_auc": summary["best_val_auc"],
+            "run_id": summary.get("run_id"),
+        },
+        "metrics": {
+            "test": evaluation["results"][name],
+            "baselines": {k: v for k, v in evaluation["results"].items() if k.startswith("baseline")},
+            "quality_bars": evaluation["quality_bars"],
+        },
+        "parity": parity,
+        "gate": {"reason": gate_reason, "forced": forced},
         "champion": champion,  # the published version it was compared with on the same test rows
     }
 
@@ -226,8 +285,9 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
     version = inputs["version"]
     trained = artifacts.model_dir(warehouse, name, version)
     summary = artifacts.read_json(trained / "summary.json", f"run recpipe train --model {name} first")
-    evaluation = artifacts.read_json(artifacts.evaluation_dir(warehouse, version) / "metrics.json",
-                                     "run recpipe evaluate first")
+    evaluation = artifacts.read_json(
+        artifacts.evaluation_dir(warehouse, version) / "metrics.json", "run recpipe evaluate first"
+    )
     if name not in evaluation["results"]:
         raise PipelineInputError(f"the evaluation of samples v{version} has no {name}: run recpipe evaluate again")
     store = None if resolve(settings.root, config.storage).is_local else StoreExport(settings.root, config.storage)
@@ -240,9 +300,17 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
     current = store.published_card(name) if store else published_card(model_root)
     if current is not None and current["training"].get("run_id") == summary.get("run_id") and not force:
         # a rerun for the same logical date: this training run is already the published version
-        return {"model": name, "version": current["version"], "path": version_path(current["version"]),
-                "test_auc": test_auc, "gate": "already published", "forced": False,
-                "parity": current["parity"], "removed_versions": [], "unchanged": True}
+        return {
+            "model": name,
+            "version": current["version"],
+            "path": version_path(current["version"]),
+            "test_auc": test_auc,
+            "gate": "already published",
+            "forced": False,
+            "parity": current["parity"],
+            "removed_versions": [],
+            "unchanged": True,
+        }
 
     model = keras.saving.load_model(trained / "model.keras")
     shards = inputs["source"] / "parquet"
@@ -258,11 +326,21 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
         champion = judge_champion(model_root, model, shards, train_rate)
     candidate_auc = champion["candidate_auc"] if champion["candidate_auc"] is not None else test_auc
     passed, reason = gate(candidate_auc if candidate_auc is not None else 0.0, champion, settings)
-    decision = {"decided_at": dt.datetime.now(dt.timezone.utc), "model": name, "samples_version": version,
-                "run_id": summary.get("run_id"), "candidate_auc": candidate_auc, "champion_version": champion["version"],
-                "champion_status": champion["status"], "champion_auc": champion["auc"], "rows": champion["rows"],
-                "auc_floor": settings.auc_floor, "max_auc_drop": settings.max_auc_drop,
-                "export_root": str(Path(settings.root)), "code_version": code_version()}
+    decision = {
+        "decided_at": dt.datetime.now(dt.timezone.utc),
+        "model": name,
+        "samples_version": version,
+        "run_id": summary.get("run_id"),
+        "candidate_auc": candidate_auc,
+        "champion_version": champion["version"],
+        "champion_status": champion["status"],
+        "champion_auc": champion["auc"],
+        "rows": champion["rows"],
+        "auc_floor": settings.auc_floor,
+        "max_auc_drop": settings.max_auc_drop,
+        "export_root": str(Path(settings.root)),
+        "code_version": code_version(),
+    }
     decision["decision_date"] = decision["decided_at"].date()
 
     def refuse(why: str):
@@ -286,30 +364,60 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
         difference = float(np.max(np.abs(served - expected)))
         parity = {"rows": len(expected), "max_abs_difference": difference, "tolerance": settings.parity_tolerance}
         if not difference <= parity["tolerance"]:
-            raise refuse(f"the reloaded SavedModel differs from the trained model by {difference:.3g} > "
-                         f"{parity['tolerance']} on {len(expected)} test rows")
+            raise refuse(
+                f"the reloaded SavedModel differs from the trained model by {difference:.3g} > "
+                f"{parity['tolerance']} on {len(expected)} test rows"
+            )
         new_version = store.next_version(name) if store else next_version(model_root)
-        card_champion = {**champion, "candidate_auc": candidate_auc, "decision": "forced" if not passed else "published"}
-        artifacts.write_json_atomically(saved_model / "assets.extra" / "model_card.json", model_card(
-            name, new_version, inputs, summary, evaluation, parity, reason, forced=not passed, champion=card_champion))
+        card_champion = {
+            **champion,
+            "candidate_auc": candidate_auc,
+            "decision": "forced" if not passed else "published",
+        }
+        artifacts.write_json_atomically(
+            saved_model / "assets.extra" / "model_card.json",
+            model_card(
+                name,
+                new_version,
+                inputs,
+                summary,
+                evaluation,
+                parity,
+                reason,
+                forced=not passed,
+                champion=card_champion,
+            ),
+        )
         if store:  # upload, then list it in published.json and models.config (see jobs.export_store)
             removed = store.publish(saved_model, name, new_version, settings.keep_versions)
         else:
             os.rename(saved_model, model_root / str(new_version))  # the one step TF Serving can observe
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    record_promotion(warehouse, {**decision, "decision": card_champion["decision"], "reason": reason,
-                                 "published_version": new_version})
+    record_promotion(
+        warehouse,
+        {**decision, "decision": card_champion["decision"], "reason": reason, "published_version": new_version},
+    )
     if store is None:
-        removed = published_versions(model_root)[:-settings.keep_versions]
+        removed = published_versions(model_root)[: -settings.keep_versions]
         for old in removed:
             shutil.rmtree(model_root / str(old), ignore_errors=True)
-    return {"model": name, "version": new_version, "path": version_path(new_version), "test_auc": test_auc,
-            "gate": reason, "forced": not passed, "parity": parity, "removed_versions": removed, "champion": champion}
+    return {
+        "model": name,
+        "version": new_version,
+        "path": version_path(new_version),
+        "test_auc": test_auc,
+        "gate": reason,
+        "forced": not passed,
+        "parity": parity,
+        "removed_versions": removed,
+        "champion": champion,
+    }
 
 
-def export_models(config: Settings | dict, models: list[str], samples_version: int | None = None,
-                  force: bool = False) -> dict:
+def export_models(
+    config: Settings | dict, models: list[str], samples_version: int | None = None, force: bool = False
+) -> dict:
     """Every model in turn; a refusal of one does not stop the others (the CLI exits 3 if any was refused)."""
     config, results, refused = as_settings(config), {}, []
     for name in models:
@@ -330,12 +438,19 @@ def format_summary(result: dict) -> str:
             lines.append(f"{name:<10} v{r['version']:<4} {r['path']}  already published (same training run)")
         else:
             champion = r["champion"]
-            versus = (f", champion v{champion['version']} {champion['auc']:.4f} vs {champion['candidate_auc']:.4f} "
-                      f"on {champion['rows']} test rows" if champion["status"] == "compared" else
-                      f", champion v{champion['version']} incompatible" if champion["status"] == "incompatible" else "")
-            lines.append(f"{name:<10} v{r['version']:<4} {r['path']}  test AUC {r['test_auc']:.4f}, parity max diff "
-                         f"{r['parity']['max_abs_difference']:.2g} on {r['parity']['rows']} rows{versus}"
-                         + (" (forced)" if r["forced"] else ""))
+            versus = (
+                f", champion v{champion['version']} {champion['auc']:.4f} vs {champion['candidate_auc']:.4f} "
+                f"on {champion['rows']} test rows"
+                if champion["status"] == "compared"
+                else f", champion v{champion['version']} incompatible"
+                if champion["status"] == "incompatible"
+                else ""
+            )
+            lines.append(
+                f"{name:<10} v{r['version']:<4} {r['path']}  test AUC {r['test_auc']:.4f}, parity max diff "
+                f"{r['parity']['max_abs_difference']:.2g} on {r['parity']['rows']} rows{versus}"
+                + (" (forced)" if r["forced"] else "")
+            )
     return "\n".join(lines)
 
 

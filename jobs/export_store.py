@@ -18,6 +18,7 @@ version unlisted (models.config unchanged); the next publish takes the next numb
 `recpipe clean-orphans` is not needed for correctness. Two exports of different models at once may each
 rewrite models.config: the later one lists both (it reads every model's published.json).
 """
+
 from __future__ import annotations
 
 import json
@@ -61,19 +62,28 @@ class StoreExport:
     def download(self, model: str, version: int, local_dir: Path) -> None:
         """A published version into a local directory (the export gate scores the champion from it)."""
         Path(local_dir).mkdir(parents=True, exist_ok=True)
-        pafs.copy_files(f"{self._model_dir(model)}/{version}", str(local_dir), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            f"{self._model_dir(model)}/{version}",
+            str(local_dir),
+            source_filesystem=self.fs,
+            destination_filesystem=pafs.LocalFileSystem(),
+        )
 
     def publish(self, saved_model: Path, model: str, version: int, keep_versions: int) -> list[int]:
         """Uploads the local SavedModel directory as <model>/<version>, lists it, drops versions beyond
         keep_versions; returns the removed versions."""
         target = f"{self._model_dir(model)}/{version}"
-        files = sorted((p for p in Path(saved_model).rglob("*") if p.is_file()),
-                       key=lambda p: (p.relative_to(saved_model).as_posix() == CARD, p.as_posix()))
+        files = sorted(
+            (p for p in Path(saved_model).rglob("*") if p.is_file()),
+            key=lambda p: (p.relative_to(saved_model).as_posix() == CARD, p.as_posix()),
+        )
         for path in files:  # the model card last
             self._put(f"{target}/{path.relative_to(saved_model).as_posix()}", path.read_bytes())
-        uploaded = {i.path: i.size for i in self.fs.get_file_info(pafs.FileSelector(target, recursive=True))
-                    if i.type == pafs.FileType.File}
+        uploaded = {
+            i.path: i.size
+            for i in self.fs.get_file_info(pafs.FileSelector(target, recursive=True))
+            if i.type == pafs.FileType.File
+        }
         for path in files:
             name = f"{target}/{path.relative_to(saved_model).as_posix()}"
             if uploaded.get(name) != path.stat().st_size:
@@ -88,16 +98,22 @@ class StoreExport:
 
     def models(self) -> list[str]:
         infos = self.fs.get_file_info(pafs.FileSelector(self.base, allow_not_found=True))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                      and self.fs.get_file_info(f"{i.path}/{INDEX}").type == pafs.FileType.File)
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory
+            and self.fs.get_file_info(f"{i.path}/{INDEX}").type == pafs.FileType.File
+        )
 
     def write_model_config(self) -> str:
         blocks = []
         for model in self.models():
             versions = "".join(f"        versions: {v}\n" for v in self.published(model))
-            blocks.append(f'  config {{\n    name: "{model}"\n    base_path: "{self.location.child(model).arrow_uri}"\n'
-                          f'    model_platform: "tensorflow"\n    model_version_policy {{\n      specific {{\n'
-                          f'{versions}      }}\n    }}\n  }}\n')
+            blocks.append(
+                f'  config {{\n    name: "{model}"\n    base_path: "{self.location.child(model).arrow_uri}"\n'
+                f'    model_platform: "tensorflow"\n    model_version_policy {{\n      specific {{\n'
+                f"{versions}      }}\n    }}\n  }}\n"
+            )
         text = "model_config_list {\n" + "".join(blocks) + "}\n"
         self._put(f"{self.base}/{MODEL_CONFIG}", text.encode())
         return text

@@ -14,6 +14,7 @@ Orphans are
 Only orphans whose newest file is older than `older_than_minutes` are removed, so a write or export
 still in flight is never touched; `_delta_log` is never touched. No Spark: delta-rs and the file system.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,10 +32,10 @@ EXPORT_STAGING_PREFIX = ".staging-"
 
 @dataclass(frozen=True)
 class Orphan:
-    owner: str          # table name, or "export/<model>"
-    kind: str           # "data file" | "staging dir" | "export staging dir"
-    path: str           # path on the file system
-    size: int           # bytes (a directory: all its files)
+    owner: str  # table name, or "export/<model>"
+    kind: str  # "data file" | "staging dir" | "export staging dir"
+    path: str  # path on the file system
+    size: int  # bytes (a directory: all its files)
     modified: dt.datetime  # newest modification time (a directory: of anything in it)
 
 
@@ -51,8 +52,12 @@ def _uri(fs: pafs.FileSystem, path: str) -> str:
 
 def table_names(fs: pafs.FileSystem, warehouse: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(warehouse, allow_not_found=True))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory
-                  and fs.get_file_info(f"{i.path}/{DELTA_LOG}").type == pafs.FileType.Directory)
+    return sorted(
+        i.base_name
+        for i in infos
+        if i.type == pafs.FileType.Directory
+        and fs.get_file_info(f"{i.path}/{DELTA_LOG}").type == pafs.FileType.Directory
+    )
 
 
 def log_versions(fs: pafs.FileSystem, table_dir: str) -> list[int]:
@@ -71,8 +76,9 @@ def unreferenced_files(fs: pafs.FileSystem, table_dir: str) -> list[str]:
 
     table = DeltaTable(_uri(fs, table_dir))
     kept = [v for v in log_versions(fs, table_dir) if v <= table.version()]
-    listed = table.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True,
-                          keep_versions=kept)
+    listed = table.vacuum(
+        retention_hours=0, dry_run=True, enforce_retention_duration=False, full=True, keep_versions=kept
+    )
     prefix = table_dir.rstrip("/") + "/"
     relative = (p.removeprefix("file://").removeprefix(prefix) for p in listed)
     return sorted(p for p in relative if not p.startswith((DELTA_LOG, "/")))
@@ -96,8 +102,9 @@ def _orphan(fs, owner: str, kind: str, info: pafs.FileInfo) -> Orphan:
 def table_orphans(fs: pafs.FileSystem, warehouse: str, name: str) -> list[Orphan]:
     table_dir = f"{warehouse}/{name}"
     files = [f"{table_dir}/{p}" for p in unreferenced_files(fs, table_dir)]
-    orphans = [_orphan(fs, name, "data file", info) for info in fs.get_file_info(files)
-               if info.type == pafs.FileType.File]
+    orphans = [
+        _orphan(fs, name, "data file", info) for info in fs.get_file_info(files) if info.type == pafs.FileType.File
+    ]
     staging = fs.get_file_info(pafs.FileSelector(f"{table_dir}/{STAGING_DIR}", allow_not_found=True))
     return orphans + [_orphan(fs, name, "staging dir", info) for info in staging]
 
@@ -120,9 +127,15 @@ def _remove(fs: pafs.FileSystem, orphan: Orphan) -> None:
         fs.delete_dir(orphan.path)
 
 
-def clean_orphans(warehouse: str, export_root: str | None = None, table: str | None = None,
-                  older_than_minutes: float = DEFAULT_OLDER_THAN_MINUTES, dry_run: bool = False,
-                  now: dt.datetime | None = None, storage=None) -> dict:
+def clean_orphans(
+    warehouse: str,
+    export_root: str | None = None,
+    table: str | None = None,
+    older_than_minutes: float = DEFAULT_OLDER_THAN_MINUTES,
+    dry_run: bool = False,
+    now: dt.datetime | None = None,
+    storage=None,
+) -> dict:
     """Find the orphans of every table (or one) and of the export root; remove those older than the
     cutoff unless dry_run. Returns {"removed" (or would be), "kept_recent", "dry_run", "cutoff"}."""
     if older_than_minutes < 0:
@@ -140,8 +153,12 @@ def clean_orphans(warehouse: str, export_root: str | None = None, table: str | N
     if not dry_run:
         for owner_fs, orphan in stale:
             _remove(owner_fs, orphan)
-    return {"removed": [o for _, o in stale], "kept_recent": [o for _, o in found if o.modified > cutoff],
-            "dry_run": dry_run, "cutoff": cutoff}
+    return {
+        "removed": [o for _, o in stale],
+        "kept_recent": [o for _, o in found if o.modified > cutoff],
+        "dry_run": dry_run,
+        "cutoff": cutoff,
+    }
 
 
 def format_report(result: dict) -> str:
@@ -150,9 +167,9 @@ def format_report(result: dict) -> str:
     if not removed and not recent:
         return "nothing to clean"
     lines = [f"{verb} {o.kind} {o.path} ({o.size} bytes, {o.owner})" for o in removed]
-    lines += [f"kept (newer than the cutoff {result['cutoff']:%Y-%m-%d %H:%M:%S} UTC) {o.kind} {o.path}"
-              for o in recent]
+    lines += [
+        f"kept (newer than the cutoff {result['cutoff']:%Y-%m-%d %H:%M:%S} UTC) {o.kind} {o.path}" for o in recent
+    ]
     total = sum(o.size for o in removed)
     lines.append(f"{verb} {len(removed)} orphans ({total} bytes); kept {len(recent)} recent ones")
     return "\n".join(lines)
-

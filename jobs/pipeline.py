@@ -5,6 +5,7 @@ where drops arrive from outside) → ingest → snapshot → samples → gbdt �
 training.models) → evaluate (comparison table with baselines and quality bars) → export (SavedModels
 published behind the gate).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,13 +40,16 @@ def samples_range(config: Settings | dict, dates: list[dt.date]) -> list[dt.date
 
 
 def format_tables(rows: list[dict]) -> str:
-    lines = [f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  {'rows':>10}  "
-             f"last commit"]
+    lines = [
+        f"{'table':<24} {'version':>7} {'partition':<14} {'partitions':>10}  {'range':<23}  {'rows':>10}  last commit"
+    ]
     for r in rows:
         span = f"{r['first']}..{r['last']}" if r["first"] else "-"
         when = r["last_commit"].strftime("%Y-%m-%d %H:%M:%S") if r["last_commit"] else "-"
-        lines.append(f"{r['table']:<24} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
-                     f"{span:<23}  {r['rows']:>10}  {when} ({r['last_job'] or '-'})")
+        lines.append(
+            f"{r['table']:<24} {r['version']:>7} {r['partition_column']:<14} {r['partitions']:>10}  "
+            f"{span:<23}  {r['rows']:>10}  {when} ({r['last_job'] or '-'})"
+        )
     return "\n".join(lines)
 
 

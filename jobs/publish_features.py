@@ -15,6 +15,7 @@ skew check: N labeled events of day E from the samples table; the request built 
 published for E-1 must equal the samples row feature for feature (floats bit for bit, as the model
 inputs), and a SavedModel must score both the same. A mismatch is a QualityCheckFailed naming the feature.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,10 +40,12 @@ from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
 
 PUBLISHES = "online_publishes"
-PUBLISH_DDL = ("run_id string, version long, namespace string, rows long, rewritten long, unchanged long, "
-               "removed long, user_snapshot_version long, item_snapshot_version long, "
-               "user_category_snapshot_version long, user_snapshot_inactive_version long, "
-               "item_snapshot_inactive_version long, seconds double, published_at timestamp, publish_date date")
+PUBLISH_DDL = (
+    "run_id string, version long, namespace string, rows long, rewritten long, unchanged long, "
+    "removed long, user_snapshot_version long, item_snapshot_version long, "
+    "user_category_snapshot_version long, user_snapshot_inactive_version long, "
+    "item_snapshot_inactive_version long, seconds double, published_at timestamp, publish_date date"
+)
 FAULT_BEFORE_FLIP = "RECPIPE_FAULT_PUBLISH_BEFORE_FLIP"  # test hook: fail after the writes, before the flip
 
 
@@ -61,8 +64,10 @@ def publish(spark, tables: Tables, config: Settings | dict, day: dt.date) -> dic
     spec = load_spec()
     built = partition_dates(tables, "user_snapshot_inactive") if tables.exists("user_snapshot_inactive") else set()
     if day not in built:
-        raise PipelineInputError(f"publish-features of {day} needs the snapshot of {day}, which is missing at "
-                                 f"{tables.path('user_snapshot')}: run recpipe snapshot --date {day} first")
+        raise PipelineInputError(
+            f"publish-features of {day} needs the snapshot of {day}, which is missing at "
+            f"{tables.path('user_snapshot')}: run recpipe snapshot --date {day} first"
+        )
     location = settings.online_store.location()
     client = store.connect(location)
     started = time.time()
@@ -73,37 +78,76 @@ def publish(spark, tables: Tables, config: Settings | dict, day: dt.date) -> dic
     rows = online_features.entity_rows(tables, spec, day, versions)
     rows = rows.unionByName(online_features.removed_rows(tables, spec, rows, previous))
     defaults = online_features.default_values(tables, spec, day, versions)
-    counts = {r["entity"]: r for r in rows.mapInPandas(store.write_partition(plan), store.WRITE_COUNTS_SCHEMA)
-              .groupBy("entity").agg(*[F.sum(c).alias(c) for c in ("rows", "rewritten", "unchanged", "removed")])
-              .collect()}  # one row per entity type
+    counts = {
+        r["entity"]: r
+        for r in rows.mapInPandas(store.write_partition(plan), store.WRITE_COUNTS_SCHEMA)
+        .groupBy("entity")
+        .agg(*[F.sum(c).alias(c) for c in ("rows", "rewritten", "unchanged", "removed")])
+        .collect()
+    }  # one row per entity type
     if os.environ.get(FAULT_BEFORE_FLIP):
         raise RuntimeError(f"{FAULT_BEFORE_FLIP} is set: stopping before the pointer flip (test hook)")
     totals = {c: sum(int(r[c] or 0) for r in counts.values()) for c in ("rows", "rewritten", "unchanged", "removed")}
-    metadata = {"date": day.isoformat(), "defaults": defaults, "features": [f.name for f in spec.model_features()],
-                "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "run_id": run["run_id"], "snapshot_versions": versions, **totals}
+    metadata = {
+        "date": day.isoformat(),
+        "defaults": defaults,
+        "features": [f.name for f in spec.model_features()],
+        "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "run_id": run["run_id"],
+        "snapshot_versions": versions,
+        **totals,
+    }
     dropped = store.commit(plan, client, metadata, settings.online_store.keep_versions)
     seconds = time.time() - started
-    record = [(run["run_id"], plan.version, location.namespace, totals["rows"], totals["rewritten"],
-               totals["unchanged"], totals["removed"], versions["user_snapshot"], versions["item_snapshot"],
-               versions["user_category_snapshot"], versions["user_snapshot_inactive"],
-               versions["item_snapshot_inactive"], seconds, dt.datetime.now(dt.timezone.utc), day)]
+    record = [
+        (
+            run["run_id"],
+            plan.version,
+            location.namespace,
+            totals["rows"],
+            totals["rewritten"],
+            totals["unchanged"],
+            totals["removed"],
+            versions["user_snapshot"],
+            versions["item_snapshot"],
+            versions["user_category_snapshot"],
+            versions["user_snapshot_inactive"],
+            versions["item_snapshot_inactive"],
+            seconds,
+            dt.datetime.now(dt.timezone.utc),
+            day,
+        )
+    ]
     tables.append(PUBLISHES, spark.createDataFrame(record, PUBLISH_DDL), "publish_date", run)
-    return {"date": day.isoformat(), "version": plan.version, "previous_version": plan.current,
-            "namespace": location.namespace, "address": location.address, "seconds": seconds,
-            "by_entity": {e: {c: int(r[c] or 0) for c in ("rows", "rewritten", "unchanged", "removed")}
-                          for e, r in sorted(counts.items())},
-            "dropped_versions": dropped, "snapshot_versions": versions, **totals}
+    return {
+        "date": day.isoformat(),
+        "version": plan.version,
+        "previous_version": plan.current,
+        "namespace": location.namespace,
+        "address": location.address,
+        "seconds": seconds,
+        "by_entity": {
+            e: {c: int(r[c] or 0) for c in ("rows", "rewritten", "unchanged", "removed")}
+            for e, r in sorted(counts.items())
+        },
+        "dropped_versions": dropped,
+        "snapshot_versions": versions,
+        **totals,
+    }
 
 
 def format_publish(result: dict) -> str:
-    lines = [f"published {result['date']} as version {result['version']} of {result['namespace']} at "
-             f"{result['address']} (previous: {result['previous_version']}) in {result['seconds']:.1f}s: "
-             f"{result['rows']} entities, {result['rewritten']} rewritten, {result['unchanged']} unchanged, "
-             f"{result['removed']} removed"]
+    lines = [
+        f"published {result['date']} as version {result['version']} of {result['namespace']} at "
+        f"{result['address']} (previous: {result['previous_version']}) in {result['seconds']:.1f}s: "
+        f"{result['rows']} entities, {result['rewritten']} rewritten, {result['unchanged']} unchanged, "
+        f"{result['removed']} removed"
+    ]
     for entity, c in result["by_entity"].items():
-        lines.append(f"  {entity:<14} {c['rows']:>9} rows {c['rewritten']:>9} rewritten {c['unchanged']:>9} unchanged "
-                     f"{c['removed']:>6} removed")
+        lines.append(
+            f"  {entity:<14} {c['rows']:>9} rows {c['rewritten']:>9} rewritten {c['unchanged']:>9} unchanged "
+            f"{c['removed']:>6} removed"
+        )
     if result["dropped_versions"]:
         lines.append(f"  versions no longer kept: {', '.join(map(str, result['dropped_versions']))}")
     return "\n".join(lines)
@@ -113,7 +157,7 @@ def newest_export(config: Settings, model: str | None) -> Path | None:
     from jobs.export_model import published_versions
 
     root = Path(config.export.root)
-    for name in ([model] if model else list(config.training.models)):
+    for name in [model] if model else list(config.training.models):
         versions = published_versions(root / name) if (root / name).is_dir() else []
         if versions:
             return root / name / str(versions[-1])
@@ -139,8 +183,15 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return equal.reshape(len(equal), -1).all(axis=1)
 
 
-def skew_check(spark, tables: Tables, config: Settings | dict, day: dt.date, rows: int | None = None,
-               model_dir: str | None = None, model: str | None = None) -> dict:
+def skew_check(
+    spark,
+    tables: Tables,
+    config: Settings | dict,
+    day: dt.date,
+    rows: int | None = None,
+    model_dir: str | None = None,
+    model: str | None = None,
+) -> dict:
     from training.inputs import arrow_to_arrays, model_inputs
     from training.online_requests import build_rows, rows_to_arrays
 
@@ -154,9 +205,11 @@ def skew_check(spark, tables: Tables, config: Settings | dict, day: dt.date, row
     before = (day - dt.timedelta(days=1)).isoformat()
     published = [p for p in online.kept() if p.date == before]
     if not published:
-        raise PipelineInputError(f"skew-check of {day} needs the features published for {before}, which the online "
-                                 f"store {location.address} namespace {location.namespace} does not keep: run "
-                                 f"recpipe publish-features --date {before} first")
+        raise PipelineInputError(
+            f"skew-check of {day} needs the features published for {before}, which the online "
+            f"store {location.address} namespace {location.namespace} does not keep: run "
+            f"recpipe publish-features --date {before} first"
+        )
     version = published[0].version  # kept: newest first
     inputs = model_inputs(spec)
     picked = tables.read("samples", partitions=[day]).orderBy(F.xxhash64("sample_id"), "sample_id").limit(wanted)
@@ -168,8 +221,9 @@ def skew_check(spark, tables: Tables, config: Settings | dict, day: dt.date, row
         moment = record["event_time"]
         moment = moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
         context = {s: record[_context_column(spec, s)] for s in context_sources}
-        requests.append({"user_id": record["user_id"], "item_id": record["item_id"],
-                         "context": {**context, "event_time": moment}})
+        requests.append(
+            {"user_id": record["user_id"], "item_id": record["item_id"], "context": {**context, "event_time": moment}}
+        )
     _, built_rows, indicators = build_rows(online, requests, version, spec)
     served = rows_to_arrays(built_rows, spec, inputs)
     trained = arrow_to_arrays(table, inputs)
@@ -178,12 +232,16 @@ def skew_check(spark, tables: Tables, config: Settings | dict, day: dt.date, row
         bad = np.flatnonzero(~_same(served[i.name], trained[i.name]))
         if len(bad):
             r = bad[0]
-            mismatches.append(f"{i.name} differs on {len(bad)} of {len(records)} rows (sample {records[r]['sample_id']}: "
-                              f"online {served[i.name][r].tolist()!r}, samples {trained[i.name][r].tolist()!r})")
+            mismatches.append(
+                f"{i.name} differs on {len(bad)} of {len(records)} rows (sample {records[r]['sample_id']}: "
+                f"online {served[i.name][r].tolist()!r}, samples {trained[i.name][r].tolist()!r})"
+            )
     for name in INDICATORS.values():
         bad = [r for r, (online_row, record) in enumerate(zip(indicators, records)) if online_row[name] != record[name]]
         if bad:
-            mismatches.append(f"{name} differs on {len(bad)} of {len(records)} rows (sample {records[bad[0]]['sample_id']})")
+            mismatches.append(
+                f"{name} differs on {len(bad)} of {len(records)} rows (sample {records[bad[0]]['sample_id']})"
+            )
     scores = None
     saved_model = Path(model_dir) if model_dir else newest_export(settings, model)
     if saved_model is not None and not mismatches:
@@ -194,11 +252,20 @@ def skew_check(spark, tables: Tables, config: Settings | dict, day: dt.date, row
         if len(differ):
             mismatches.append(f"scores of {saved_model} differ on {len(differ)} rows")
         scores = {"model": str(saved_model), "rows": len(records), "equal": not len(differ)}
-    result = {"date": day.isoformat(), "published_date": before, "version": version, "rows": len(records),
-              "features": len(inputs), "mismatches": mismatches, "scores": scores}
+    result = {
+        "date": day.isoformat(),
+        "published_date": before,
+        "version": version,
+        "rows": len(records),
+        "features": len(inputs),
+        "mismatches": mismatches,
+        "scores": scores,
+    }
     if mismatches:
-        raise QualityCheckFailed(f"skew-check {day}: the online store (version {version}, {before}) disagrees with the "
-                                 f"samples: {mismatches[0]}" + (f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""))
+        raise QualityCheckFailed(
+            f"skew-check {day}: the online store (version {version}, {before}) disagrees with the "
+            f"samples: {mismatches[0]}" + (f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else "")
+        )
     return result
 
 
@@ -209,11 +276,16 @@ def _context_column(spec, source: str) -> str:
 
 def format_skew_check(result: dict) -> str:
     scores = result["scores"]
-    scored = (f"; {scores['model']} scores equal on all {scores['rows']} rows" if scores else
-              "; no SavedModel published: scores not compared")
-    return (f"skew-check {result['date']}: {result['rows']} samples equal the requests built from online store "
-            f"version {result['version']} ({result['published_date']}), {result['features']} features each, "
-            f"bit for bit{scored}")
+    scored = (
+        f"; {scores['model']} scores equal on all {scores['rows']} rows"
+        if scores
+        else "; no SavedModel published: scores not compared"
+    )
+    return (
+        f"skew-check {result['date']}: {result['rows']} samples equal the requests built from online store "
+        f"version {result['version']} ({result['published_date']}), {result['features']} features each, "
+        f"bit for bit{scored}"
+    )
 
 
 if __name__ == "__main__":

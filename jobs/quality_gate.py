@@ -6,6 +6,7 @@ the tables it checked and keeps every other table's rows of those days, so rerun
 a passing rerun clears a failure. `unpassed` is what downstream jobs (samples) ask before they use a day:
 results that exist, passed, and were computed on the data they read.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,8 +23,15 @@ from jobs.settings import Settings, as_settings
 QUALITY_TABLE = "quality"
 
 
-def check_table(tables: Tables, config: Settings | dict, table: str, frame: DataFrame, day_column: str,
-                days: list[dt.date], quarantined: dict[dt.date, int] | None = None) -> list[CheckResult]:
+def check_table(
+    tables: Tables,
+    config: Settings | dict,
+    table: str,
+    frame: DataFrame,
+    day_column: str,
+    days: list[dt.date],
+    quarantined: dict[dt.date, int] | None = None,
+) -> list[CheckResult]:
     """Checks of `table` on `days`; `frame` holds those partitions and, if it exists, the day before."""
     checks = table_checks(table, as_settings(config).checks_config())
     if not checks:
@@ -37,8 +45,17 @@ def check_table(tables: Tables, config: Settings | dict, table: str, frame: Data
     ingested = partition_dates(tables, "events")
     spec = load_spec()
     windows = {f.name: f.window for f in spec.features if f.window}
-    return run_checks(table, checks, frame, day_column, days, previous, quarantined,
-                      history_start=min(ingested) if ingested else None, windows=windows)
+    return run_checks(
+        table,
+        checks,
+        frame,
+        day_column,
+        days,
+        previous,
+        quarantined,
+        history_start=min(ingested) if ingested else None,
+        windows=windows,
+    )
 
 
 def record(tables: Tables, results: list[CheckResult], run: dict, versions: dict[str, int] | None = None) -> int | None:
@@ -57,8 +74,9 @@ def record(tables: Tables, results: list[CheckResult], run: dict, versions: dict
     return tables.replace_partitions(QUALITY_TABLE, fresh, "check_date", days, metadata)
 
 
-def record_and_enforce(tables: Tables, results: list[CheckResult], run: dict,
-                       versions: dict[str, int] | None = None) -> None:
+def record_and_enforce(
+    tables: Tables, results: list[CheckResult], run: dict, versions: dict[str, int] | None = None
+) -> None:
     """What every job does with its results: record them, then stop (printing the failures) if one
     of severity error failed."""
     record(tables, results, run, versions)
@@ -71,8 +89,10 @@ def enforce(results: list[CheckResult]) -> None:
     failed = [r for r in results if r.blocking]
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-        raise QualityCheckFailed(f"{failed[0].describe()}{more}; details in the quality table "
-                                 f"(recpipe sql \"SELECT * FROM quality WHERE status = 'fail'\")")
+        raise QualityCheckFailed(
+            f"{failed[0].describe()}{more}; details in the quality table "
+            f"(recpipe sql \"SELECT * FROM quality WHERE status = 'fail'\")"
+        )
 
 
 def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.date], version: int) -> list[str]:
@@ -82,14 +102,31 @@ def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.
     (none declared, or turned off by the config)."""
     if not table_checks(table, as_settings(config).checks_config()) or not days:
         return []
-    rows = (tables.read(QUALITY_TABLE, partitions=days).where(F.col("table_name") == table)
+    rows = (
+        (
+            tables.read(QUALITY_TABLE, partitions=days)
+            .where(F.col("table_name") == table)
             .groupBy("check_date", "table_version")
-            .agg(F.count_if((F.col("status") == "fail") & (F.col("severity") == "error")).alias("failed"),
-                 F.first(F.when((F.col("status") == "fail") & (F.col("severity") == "error"),
-                                F.concat_ws(" ", "check", F.when(F.col("column") != "", F.col("column")),
-                                            F.concat(F.lit("("), "detail", F.lit(")")))),
-                         ignorenulls=True).alias("first_failure"))
-            .collect()) if tables.exists(QUALITY_TABLE) else []  # one row per day
+            .agg(
+                F.count_if((F.col("status") == "fail") & (F.col("severity") == "error")).alias("failed"),
+                F.first(
+                    F.when(
+                        (F.col("status") == "fail") & (F.col("severity") == "error"),
+                        F.concat_ws(
+                            " ",
+                            "check",
+                            F.when(F.col("column") != "", F.col("column")),
+                            F.concat(F.lit("("), "detail", F.lit(")")),
+                        ),
+                    ),
+                    ignorenulls=True,
+                ).alias("first_failure"),
+            )
+            .collect()
+        )
+        if tables.exists(QUALITY_TABLE)
+        else []
+    )  # one row per day
     by_day = {row["check_date"]: row for row in rows}
     partitions = PartitionVersions(tables, table, days)
     problems = []
@@ -103,11 +140,15 @@ def unpassed(tables: Tables, config: Settings | dict, table: str, days: list[dt.
             continue
         checked = int(row["table_version"])
         if partitions.changed(day, since=checked, now=version):
-            problems.append(f"{table} {day}: quality results were computed on version {checked}, and the partition "
-                            f"changed since (read at version {version})")
+            problems.append(
+                f"{table} {day}: quality results were computed on version {checked}, and the partition "
+                f"changed since (read at version {version})"
+            )
         elif row["failed"]:
-            problems.append(f"{table} {day}: failed {row['first_failure']}"
-                            + (f" and {row['failed'] - 1} more" if row["failed"] > 1 else ""))
+            problems.append(
+                f"{table} {day}: failed {row['first_failure']}"
+                + (f" and {row['failed'] - 1} more" if row["failed"] > 1 else "")
+            )
     return problems
 
 
@@ -116,6 +157,9 @@ def format_results(results: list[CheckResult]) -> str:
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
     lines = [f"quality: {len(results)} checks, " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    lines += [f"  {'FAIL' if r.severity == 'error' else 'warn'} {r.describe()}: {r.detail}"
-              for r in results if r.status == "fail"][:10]
+    lines += [
+        f"  {'FAIL' if r.severity == 'error' else 'warn'} {r.describe()}: {r.detail}"
+        for r in results
+        if r.status == "fail"
+    ][:10]
     return "\n".join(lines)

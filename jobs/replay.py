@@ -21,6 +21,7 @@ the replay's run_id) and <warehouse>/_artifacts/replay/<run_id>/: metrics.json, 
 per_day_auc.png. The report compares warm with cold: the mean per-day AUC difference (warm - cold) with
 its standard error over days, and the mean training seconds per day.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -85,8 +86,16 @@ def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs) -> f
     from training.dataset import make_dataset
 
     training = settings.training
-    dataset = make_dataset(None, "train", inputs, training.batch_size, training.shuffle_buffer, training.seed,
-                           training.chunk_rows, files=files)
+    dataset = make_dataset(
+        None,
+        "train",
+        inputs,
+        training.batch_size,
+        training.shuffle_buffer,
+        training.seed,
+        training.chunk_rows,
+        files=files,
+    )
     started = time.perf_counter()
     model.fit(dataset, epochs=epochs, verbose=0)
     return time.perf_counter() - started
@@ -129,21 +138,35 @@ def _xgboost(samples, spec, transforms: dict, window: list[dt.date], settings: S
 
     features = gbdt.dense_features(spec, transforms)
     rows = samples.where(F.col("event_date").isin([d.isoformat() for d in window]))
-    dense = gbdt.dense_frame(rows.withColumn("is_valid", F.col("event_date") == F.lit(window[-1].isoformat())),
-                             features, ["label", "weight", "is_valid"])
+    dense = gbdt.dense_frame(
+        rows.withColumn("is_valid", F.col("event_date") == F.lit(window[-1].isoformat())),
+        features,
+        ["label", "weight", "is_valid"],
+    )
     started = time.perf_counter()
     booster = gbdt.train_booster(dense, features, settings.gbdt)
     seconds = time.perf_counter() - started
     from training.feature_layers import FeatureEncoders
 
     encoders = FeatureEncoders(spec, transforms)
-    matrix = keras.Model(encoders.inputs, encoders.gbdt_matrix(
-        [{"name": f.name, "vocabulary": list(f.vocabulary) if f.vocabulary is not None else None} for f in features]))
+    matrix = keras.Model(
+        encoders.inputs,
+        encoders.gbdt_matrix(
+            [{"name": f.name, "vocabulary": list(f.vocabulary) if f.vocabulary is not None else None} for f in features]
+        ),
+    )
     return (lambda f, training=False: booster.predict(xgb.DMatrix(np.asarray(matrix(f)), missing=np.nan))), seconds
 
 
-def replay(spark, tables, config: Settings | dict, days: list[dt.date], train_days: int,
-           models: list[str] | None = None, warm_start: bool = False) -> dict:
+def replay(
+    spark,
+    tables,
+    config: Settings | dict,
+    days: list[dt.date],
+    train_days: int,
+    models: list[str] | None = None,
+    warm_start: bool = False,
+) -> dict:
     import keras
     from pyspark.sql import functions as F
 
@@ -157,18 +180,27 @@ def replay(spark, tables, config: Settings | dict, days: list[dt.date], train_da
     settings = as_settings(config)
     models = list(models or settings.replay.models)
     if "gbdt_lr" in models:
-        raise PipelineInputError("gbdt_lr is not replayed (it needs a booster per day): choose among lr, wide_deep, deepfm")
+        raise PipelineInputError(
+            "gbdt_lr is not replayed (it needs a booster per day): choose among lr, wide_deep, deepfm"
+        )
     spec, inputs = load_spec(), model_inputs(load_spec())
     first = days[0] - dt.timedelta(days=train_days)
     sample_days = [first + dt.timedelta(days=i) for i in range((days[-1] - first).days + 1)]
     manifest = build_samples(spark, tables, settings, sample_days)  # once for the whole replay
     version = manifest["samples_version"]
-    run = new_run("replay", samples_version=version, input_versions={"samples": version},
-                  train_days=train_days, warm_start=warm_start, models=models)
+    run = new_run(
+        "replay",
+        samples_version=version,
+        input_versions={"samples": version},
+        train_days=train_days,
+        warm_start=warm_start,
+        models=models,
+    )
     target = replay_dir(tables.root, run["run_id"])
     shards = target / "parquet"
     samples = tables.read("samples", version=version, partitions=sample_days).withColumn(
-        "event_date", F.col("event_date").cast("string"))
+        "event_date", F.col("event_date").cast("string")
+    )
     samples.write.mode("overwrite").partitionBy("event_date").parquet(str(shards))
 
     rows, warm_models = [], {}
@@ -177,20 +209,38 @@ def replay(spark, tables, config: Settings | dict, days: list[dt.date], train_da
         train_files, test_files = day_files(shards, window), day_files(shards, [day])
         train_rows, train_positives = _window_rate(train_files) if train_files else (0, 0)
         if not train_files or not test_files or train_positives in (0, train_rows):
-            print(f"[replay] {day}: skipped ({train_rows} train rows, {train_positives} positives, "
-                  f"{len(test_files)} test files)")
+            print(
+                f"[replay] {day}: skipped ({train_rows} train rows, {train_positives} positives, "
+                f"{len(test_files)} test files)"
+            )
             continue
         train_rate = train_positives / train_rows
         window_frame = samples.where(F.col("event_date").isin([d.isoformat() for d in window]))
         transforms = fit_transforms(window_frame, spec, settings.samples.quantile_relative_error)
-        base = {"run_id": run["run_id"], "replay_date": day, "samples_version": version, "train_days": train_days,
-                "train_rows": train_rows, "train_positives": train_positives}
+        base = {
+            "run_id": run["run_id"],
+            "replay_date": day,
+            "samples_version": version,
+            "train_days": train_days,
+            "train_rows": train_rows,
+            "train_positives": train_positives,
+        }
 
         def record(model: str, mode: str, predictions, labels, seconds, calibrated=True):
             m = _metrics(labels, predictions, train_rate, calibrated)
-            rows.append({**base, "model": model, "mode": mode, "test_rows": int(len(labels)),
-                         "test_positives": int(labels.sum()), "auc": m["auc"], "logloss": m["logloss"],
-                         "calibration": m["calibration"], "train_seconds": seconds})
+            rows.append(
+                {
+                    **base,
+                    "model": model,
+                    "mode": mode,
+                    "test_rows": int(len(labels)),
+                    "test_positives": int(labels.sum()),
+                    "auc": m["auc"],
+                    "logloss": m["logloss"],
+                    "calibration": m["calibration"],
+                    "train_seconds": seconds,
+                }
+            )
 
         for name in models:
             params = settings.models.params(name)
@@ -206,38 +256,59 @@ def replay(spark, tables, config: Settings | dict, days: list[dt.date], train_da
                     warm, seconds = cold, seconds
                 else:
                     warm = warm_models[name]
-                    newest = day_files(shards, window[-settings.replay.warm_days:])
+                    newest = day_files(shards, window[-settings.replay.warm_days :])
                     seconds = _fit(warm, newest, settings, settings.replay.warm_epochs, inputs) if newest else 0.0
                 warm_models[name] = warm
                 predictions, labels = _score(warm, test_files, inputs)
                 record(name, "warm", predictions, labels, seconds)
         popularity, (labels, items) = _popularity(train_files), _labels_and_items(test_files)
-        record(POPULARITY, "cold", np.array([popularity.get(int(i), 0.0) for i in items], float), labels, 0.0,
-               calibrated=False)
+        record(
+            POPULARITY,
+            "cold",
+            np.array([popularity.get(int(i), 0.0) for i in items], float),
+            labels,
+            0.0,
+            calibrated=False,
+        )
         if settings.replay.xgboost:
             scorer, seconds = _xgboost(samples, spec, transforms, window, settings)
             predictions, labels = _score(scorer, test_files, inputs)
             record(XGBOOST, "cold", predictions, labels, seconds)
-        print(f"[replay] {day}: " + ", ".join(f"{r['model']}/{r['mode']} {r['auc']:.4f}" for r in rows
-                                               if r["replay_date"] == day and r["auc"] is not None))
+        print(
+            f"[replay] {day}: "
+            + ", ".join(
+                f"{r['model']}/{r['mode']} {r['auc']:.4f}"
+                for r in rows
+                if r["replay_date"] == day and r["auc"] is not None
+            )
+        )
     if not rows:
         raise PipelineInputError(f"no day of {days[0]}..{days[-1]} had samples to test and a window with both labels")
     summary = summarize(rows, models, warm_start)
     table_version = write_metrics(spark, tables, rows, run)
     write_report(target, rows, summary, run)
-    artifacts.write_json_atomically(target / "metrics.json", {**run, "replay_metrics_version": table_version,
-                                                              "summary": summary, "rows": rows})
-    return {**run, "rows": rows, "summary": summary, "report": str(target / "report.md"),
-            "replay_metrics_version": table_version}
+    artifacts.write_json_atomically(
+        target / "metrics.json", {**run, "replay_metrics_version": table_version, "summary": summary, "rows": rows}
+    )
+    return {
+        **run,
+        "rows": rows,
+        "summary": summary,
+        "report": str(target / "report.md"),
+        "replay_metrics_version": table_version,
+    }
 
 
 def summarize(rows: list[dict], models: list[str], warm_start: bool) -> dict:
     by = {}
     for r in rows:
         by.setdefault((r["model"], r["mode"]), {})[r["replay_date"]] = r
-    summary = {"mean_auc": {f"{m}/{mode}": _mean([r["auc"] for r in days.values()]) for (m, mode), days in by.items()},
-               "mean_train_seconds": {f"{m}/{mode}": _mean([r["train_seconds"] for r in days.values()])
-                                      for (m, mode), days in by.items()}}
+    summary = {
+        "mean_auc": {f"{m}/{mode}": _mean([r["auc"] for r in days.values()]) for (m, mode), days in by.items()},
+        "mean_train_seconds": {
+            f"{m}/{mode}": _mean([r["train_seconds"] for r in days.values()]) for (m, mode), days in by.items()
+        },
+    }
     if warm_start:
         summary["warm_minus_cold_auc"] = {}
         for m in models:
@@ -246,7 +317,8 @@ def summarize(rows: list[dict], models: list[str], warm_start: bool) -> dict:
             summary["warm_minus_cold_auc"][m] = {
                 **paired_difference([warm[d]["auc"] for d in shared], [cold[d]["auc"] for d in shared]),
                 "warm_train_seconds": _mean([warm[d]["train_seconds"] for d in shared]),  # same days as the AUCs
-                "cold_train_seconds": _mean([cold[d]["train_seconds"] for d in shared])}
+                "cold_train_seconds": _mean([cold[d]["train_seconds"] for d in shared]),
+            }
     return summary
 
 
@@ -258,17 +330,28 @@ def _mean(values) -> float | None:
 def write_metrics(spark, tables, rows: list[dict], run: dict) -> int:
     from pyspark.sql import types as T
 
-    schema = T.StructType([
-        T.StructField("run_id", T.StringType()), T.StructField("replay_date", T.DateType()),
-        T.StructField("model", T.StringType()), T.StructField("mode", T.StringType()),
-        T.StructField("samples_version", T.LongType()), T.StructField("train_days", T.IntegerType()),
-        T.StructField("train_rows", T.LongType()), T.StructField("train_positives", T.LongType()),
-        T.StructField("test_rows", T.LongType()), T.StructField("test_positives", T.LongType()),
-        T.StructField("auc", T.DoubleType()), T.StructField("logloss", T.DoubleType()),
-        T.StructField("calibration", T.DoubleType()), T.StructField("train_seconds", T.DoubleType())])
+    schema = T.StructType(
+        [
+            T.StructField("run_id", T.StringType()),
+            T.StructField("replay_date", T.DateType()),
+            T.StructField("model", T.StringType()),
+            T.StructField("mode", T.StringType()),
+            T.StructField("samples_version", T.LongType()),
+            T.StructField("train_days", T.IntegerType()),
+            T.StructField("train_rows", T.LongType()),
+            T.StructField("train_positives", T.LongType()),
+            T.StructField("test_rows", T.LongType()),
+            T.StructField("test_positives", T.LongType()),
+            T.StructField("auc", T.DoubleType()),
+            T.StructField("logloss", T.DoubleType()),
+            T.StructField("calibration", T.DoubleType()),
+            T.StructField("train_seconds", T.DoubleType()),
+        ]
+    )
     frame = spark.createDataFrame([tuple(r[f.name] for f in schema.fields) for r in rows], schema)
-    return tables.append(REPLAY_TABLE, frame, "replay_date", {k: run[k] for k in ("job", "run_id", "code_version",
-                                                                                 "input_versions")})
+    return tables.append(
+        REPLAY_TABLE, frame, "replay_date", {k: run[k] for k in ("job", "run_id", "code_version", "input_versions")}
+    )
 
 
 def write_report(target: Path, rows: list[dict], summary: dict, run: dict) -> None:
@@ -280,8 +363,14 @@ def write_report(target: Path, rows: list[dict], summary: dict, run: dict) -> No
     figure, axis = plt.subplots(figsize=(9, 4.5))
     for label, points in sorted(series.items()):
         points = sorted(p for p in points if p[1] is not None)
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=label,
-                  linestyle="--" if label.endswith("/warm") else "-")
+        axis.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            markersize=3,
+            label=label,
+            linestyle="--" if label.endswith("/warm") else "-",
+        )
     axis.set_xlabel("test day")
     axis.set_ylabel("AUC")
     axis.set_title(f"Replay: train on the {run['train_days']} days before, test on the day")
@@ -290,21 +379,32 @@ def write_report(target: Path, rows: list[dict], summary: dict, run: dict) -> No
     target.mkdir(parents=True, exist_ok=True)
     figure.savefig(target / "per_day_auc.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    lines = [f"# Replay {run['run_id']} (samples v{run['samples_version']}, {run['train_days']}-day windows)", "",
-             "| model/mode | mean AUC | mean train s/day |", "|---|---|---|"]
+    lines = [
+        f"# Replay {run['run_id']} (samples v{run['samples_version']}, {run['train_days']}-day windows)",
+        "",
+        "| model/mode | mean AUC | mean train s/day |",
+        "|---|---|---|",
+    ]
     for key, auc in summary["mean_auc"].items():
         lines.append(f"| {key} | {_fmt(auc)} | {_fmt(summary['mean_train_seconds'][key], 1)} |")
     for model, d in summary.get("warm_minus_cold_auc", {}).items():
-        lines.append(f"\n- {model}: warm - cold AUC {_fmt(d['mean'])} ± {_fmt(d['standard_error'])} (standard "
-                     f"error over {d['days']} days; the first day's warm model is the cold one and is left out); "
-                     f"training {_fmt(d['warm_train_seconds'], 1)} s/day warm vs {_fmt(d['cold_train_seconds'], 1)} "
-                     f"s/day cold on those days")
-    lines += ["", "| day | model/mode | train rows | test rows | AUC | logloss | calibration | train s |",
-              "|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"\n- {model}: warm - cold AUC {_fmt(d['mean'])} ± {_fmt(d['standard_error'])} (standard "
+            f"error over {d['days']} days; the first day's warm model is the cold one and is left out); "
+            f"training {_fmt(d['warm_train_seconds'], 1)} s/day warm vs {_fmt(d['cold_train_seconds'], 1)} "
+            f"s/day cold on those days"
+        )
+    lines += [
+        "",
+        "| day | model/mode | train rows | test rows | AUC | logloss | calibration | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r["replay_date"], r["model"], r["mode"])):
-        lines.append(f"| {r['replay_date']} | {r['model']}/{r['mode']} | {r['train_rows']} | {r['test_rows']} | "
-                     f"{_fmt(r['auc'])} | {_fmt(r['logloss'])} | {_fmt(r['calibration'])} | "
-                     f"{_fmt(r['train_seconds'], 1)} |")
+        lines.append(
+            f"| {r['replay_date']} | {r['model']}/{r['mode']} | {r['train_rows']} | {r['test_rows']} | "
+            f"{_fmt(r['auc'])} | {_fmt(r['logloss'])} | {_fmt(r['calibration'])} | "
+            f"{_fmt(r['train_seconds'], 1)} |"
+        )
     lines += ["", "![per-day AUC](per_day_auc.png)", ""]
     (target / "report.md").write_text("\n".join(lines))
 
@@ -314,13 +414,19 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def format_summary(result: dict) -> str:
-    lines = [f"replay {result['run_id']} on samples v{result['samples_version']}: {len(result['rows'])} rows in "
-             f"{REPLAY_TABLE} (version {result['replay_metrics_version']}), report {result['report']}"]
+    lines = [
+        f"replay {result['run_id']} on samples v{result['samples_version']}: {len(result['rows'])} rows in "
+        f"{REPLAY_TABLE} (version {result['replay_metrics_version']}), report {result['report']}"
+    ]
     for key, auc in result["summary"]["mean_auc"].items():
-        lines.append(f"{key:<36} mean AUC {_fmt(auc)}, train {_fmt(result['summary']['mean_train_seconds'][key], 1)} s/day")
+        lines.append(
+            f"{key:<36} mean AUC {_fmt(auc)}, train {_fmt(result['summary']['mean_train_seconds'][key], 1)} s/day"
+        )
     for model, d in result["summary"].get("warm_minus_cold_auc", {}).items():
-        lines.append(f"{model}: warm - cold AUC {_fmt(d['mean'])} ± {_fmt(d['standard_error'])} over {d['days']} days; "
-                     f"training {_fmt(d['warm_train_seconds'], 1)} s/day warm vs {_fmt(d['cold_train_seconds'], 1)} cold")
+        lines.append(
+            f"{model}: warm - cold AUC {_fmt(d['mean'])} ± {_fmt(d['standard_error'])} over {d['days']} days; "
+            f"training {_fmt(d['warm_train_seconds'], 1)} s/day warm vs {_fmt(d['cold_train_seconds'], 1)} cold"
+        )
     return "\n".join(lines)
 
 

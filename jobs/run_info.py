@@ -1,4 +1,5 @@
 """What every job run records with its commits: who ran, which code, which inputs."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,8 +21,13 @@ def code_version() -> str:
     except PackageNotFoundError:
         package = "unknown"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{package}+{commit}" if commit else package
@@ -37,6 +43,10 @@ def new_run_id() -> str:
 def new_run(job: str, run_id: str | None = None, **fields) -> dict:
     """The run record every artefact and table row of a job carries; its id goes on every log line."""
     run_id = run_id or new_run_id()
-    return {"job": job, "run_id": run_id,
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "code_version": code_version(), **fields}
+    return {
+        "job": job,
+        "run_id": run_id,
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        **fields,
+    }

@@ -9,6 +9,7 @@ Unknown keys are errors (with the closest valid name), and so are values of the 
 their range or not among the allowed ones; jobs/config.py loads the YAML file, applies the command
 line overrides and raises ConfigError with every problem on one line (the CLI exits with code 2).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -95,8 +96,10 @@ class SparkSettings(Section):
                 raise error_at(str(key), f"a Spark setting is one value (text, number or boolean), got {setting!r}")
             conf[str(key)] = str(setting).lower() if isinstance(setting, bool) else str(setting)
         if conf.get(UTC_SETTING, "UTC") != "UTC":
-            raise ValueError(f"{UTC_SETTING} is {conf[UTC_SETTING]!r} (config or --conf): recpipe's day boundaries "
-                             f"are UTC (event dates, drops, snapshots); remove the setting")
+            raise ValueError(
+                f"{UTC_SETTING} is {conf[UTC_SETTING]!r} (config or --conf): recpipe's day boundaries "
+                f"are UTC (event dates, drops, snapshots); remove the setting"
+            )
         return conf
 
 
@@ -305,8 +308,10 @@ class QualitySettings(Section):
         declared, found = load_quality(), []
         for table, override in self.tables.items():
             merged = merge_checks(declared.get(table, {}), override)
-            found += [(f"tables.{table}.{path}" if path else f"tables.{table}", message)
-                      for path, message in problems(TableChecks, merged)]
+            found += [
+                (f"tables.{table}.{path}" if path else f"tables.{table}", message)
+                for path, message in problems(TableChecks, merged)
+            ]
         if found:
             raise nested_errors(found)
         return self
@@ -340,11 +345,13 @@ class Settings(Section):
 
     def missing(self, dotted_keys: tuple[str, ...]) -> list[str]:
         """The keys among `dotted_keys` (e.g. 'paths.warehouse') that are not set."""
+
         def value(key: str) -> Any:
             node: Any = self
             for part in key.split("."):
                 node = getattr(node, part)
             return node
+
         return [key for key in dotted_keys if value(key) is None]
 
     def checks_config(self) -> dict:
@@ -396,5 +403,6 @@ def resolve_models(config: "Settings | dict", requested: str | None) -> list[str
     unknown = [n for n in names if n not in MODEL_NAMES]
     if unknown or not names:
         raise PipelineInputError(
-            f"unknown model '{(unknown or [requested])[0]}': choose one of {', '.join(MODEL_NAMES)} or all")
+            f"unknown model '{(unknown or [requested])[0]}': choose one of {', '.join(MODEL_NAMES)} or all"
+        )
     return names

@@ -1,7 +1,8 @@
 """Training/serving skew check (spark-submit entry point; see jobs/publish_features.py):
 
-    spark-submit --master local[2] jobs/skew_check.py --config conf/demo.yaml --date 2026-01-10 [--rows 200]
+spark-submit --master local[2] jobs/skew_check.py --config conf/demo.yaml --date 2026-01-10 [--rows 200]
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Build the SparkSession for jobs and tests: any master URL, UTC, Delta-compatible Parquet."""
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,10 @@ def check_master_reachable(master: str | None, timeout: float = MASTER_CONNECT_S
                 return
         except (OSError, ValueError) as error:
             problems.append(f"{host}:{port}: {getattr(error, 'strerror', None) or error}")
-    raise SparkMasterUnreachable(f"cannot reach the Spark master {master} ({'; '.join(problems)}): check --master "
-                                 f"or spark.master, and that the cluster is up")
+    raise SparkMasterUnreachable(
+        f"cannot reach the Spark master {master} ({'; '.join(problems)}): check --master "
+        f"or spark.master, and that the cluster is up"
+    )
 
 
 def _host_port(text: str, default_port: int) -> tuple[str, int]:

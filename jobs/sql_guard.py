@@ -15,6 +15,7 @@ plan is checked, subqueries, CTE definitions and the statement under EXPLAIN inc
 
 A statement Spark cannot parse passes through: `spark.sql` then reports the parse error itself.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,41 +25,135 @@ from pyspark.sql import SparkSession
 
 from features.errors import PipelineInputError
 
-QUERY_NODES = frozenset({
-    "Project", "Filter", "Aggregate", "Sort", "GlobalLimit", "LocalLimit", "Offset", "Tail", "Distinct",
-    "Deduplicate", "Union", "Intersect", "Except", "Join", "LateralJoin", "AsOfJoin", "Generate", "Expand",
-    "Pivot", "Unpivot", "Transpose", "Sample", "SubqueryAlias", "OneRowRelation", "LocalRelation", "Range",
-    "Window", "WithWindowDefinition", "UnresolvedWith", "WithCTE", "CTERelationDef", "CTERelationRef",
-    "UnionLoop", "UnionLoopRef", "UnresolvedHint", "ResolvedHint", "RepartitionByExpression", "Repartition",
-    "RebalancePartitions", "PipeOperator", "UnresolvedRelation", "RelationTimeTravel", "UnresolvedInlineTable",
-    "UnresolvedTableValuedFunction", "UnresolvedTVFAliases", "UnresolvedSubqueryColumnAliases",
-    "UnresolvedHaving", "UnresolvedQualify",
-})
-SHOW_COMMANDS = frozenset({
-    "DescribeRelation", "DescribeColumn", "DescribeFunction", "ShowTables", "ShowViews", "ShowColumns",
-    "ShowFunctions", "ExplainCommand", "SetCommand",
-    # what they name
-    "UnresolvedTableOrView", "UnresolvedNamespace", "CurrentNamespace$", "UnresolvedFunctionName",
-})
+QUERY_NODES = frozenset(
+    {
+        "Project",
+        "Filter",
+        "Aggregate",
+        "Sort",
+        "GlobalLimit",
+        "LocalLimit",
+        "Offset",
+        "Tail",
+        "Distinct",
+        "Deduplicate",
+        "Union",
+        "Intersect",
+        "Except",
+        "Join",
+        "LateralJoin",
+        "AsOfJoin",
+        "Generate",
+        "Expand",
+        "Pivot",
+        "Unpivot",
+        "Transpose",
+        "Sample",
+        "SubqueryAlias",
+        "OneRowRelation",
+        "LocalRelation",
+        "Range",
+        "Window",
+        "WithWindowDefinition",
+        "UnresolvedWith",
+        "WithCTE",
+        "CTERelationDef",
+        "CTERelationRef",
+        "UnionLoop",
+        "UnionLoopRef",
+        "UnresolvedHint",
+        "ResolvedHint",
+        "RepartitionByExpression",
+        "Repartition",
+        "RebalancePartitions",
+        "PipeOperator",
+        "UnresolvedRelation",
+        "RelationTimeTravel",
+        "UnresolvedInlineTable",
+        "UnresolvedTableValuedFunction",
+        "UnresolvedTVFAliases",
+        "UnresolvedSubqueryColumnAliases",
+        "UnresolvedHaving",
+        "UnresolvedQualify",
+    }
+)
+SHOW_COMMANDS = frozenset(
+    {
+        "DescribeRelation",
+        "DescribeColumn",
+        "DescribeFunction",
+        "ShowTables",
+        "ShowViews",
+        "ShowColumns",
+        "ShowFunctions",
+        "ExplainCommand",
+        "SetCommand",
+        # what they name
+        "UnresolvedTableOrView",
+        "UnresolvedNamespace",
+        "CurrentNamespace$",
+        "UnresolvedFunctionName",
+    }
+)
 JAVA_FUNCTIONS = frozenset({"reflect", "java_method", "try_reflect"})
 STATEMENT_NAMES = {  # the refusal names the statement as the analyst wrote it
-    "InsertIntoStatement": "INSERT", "InsertIntoDir": "INSERT OVERWRITE DIRECTORY", "CreateTable": "CREATE TABLE",
-    "CreateTableAsSelect": "CREATE TABLE AS SELECT", "ReplaceTable": "REPLACE TABLE", "CreateView": "CREATE VIEW",
-    "CreateViewCommand": "CREATE VIEW", "CreateNamespace": "CREATE DATABASE", "DropTable": "DROP TABLE",
-    "DropView": "DROP VIEW", "DropNamespace": "DROP DATABASE", "MergeIntoTable": "MERGE", "UpdateTable": "UPDATE",
-    "DeleteFromTable": "DELETE", "TruncateTable": "TRUNCATE", "CacheTable": "CACHE TABLE",
-    "UncacheTable": "UNCACHE TABLE", "ResetCommand": "RESET", "SetCatalogAndNamespace": "USE",
-    "AddJarsCommand": "ADD JAR", "AddFilesCommand": "ADD FILE", "AddArchivesCommand": "ADD ARCHIVE",
-    "LoadData": "LOAD DATA", "ScriptTransformation": "TRANSFORM ... USING", "CompoundBody": "a SQL script",
-    "UnresolvedExecuteImmediate": "EXECUTE IMMEDIATE", "CreateVariable": "DECLARE", "SetVariable": "SET VAR",
-    "CreateFunction": "CREATE FUNCTION", "DropFunction": "DROP FUNCTION", "RefreshTable": "REFRESH TABLE",
+    "InsertIntoStatement": "INSERT",
+    "InsertIntoDir": "INSERT OVERWRITE DIRECTORY",
+    "CreateTable": "CREATE TABLE",
+    "CreateTableAsSelect": "CREATE TABLE AS SELECT",
+    "ReplaceTable": "REPLACE TABLE",
+    "CreateView": "CREATE VIEW",
+    "CreateViewCommand": "CREATE VIEW",
+    "CreateNamespace": "CREATE DATABASE",
+    "DropTable": "DROP TABLE",
+    "DropView": "DROP VIEW",
+    "DropNamespace": "DROP DATABASE",
+    "MergeIntoTable": "MERGE",
+    "UpdateTable": "UPDATE",
+    "DeleteFromTable": "DELETE",
+    "TruncateTable": "TRUNCATE",
+    "CacheTable": "CACHE TABLE",
+    "UncacheTable": "UNCACHE TABLE",
+    "ResetCommand": "RESET",
+    "SetCatalogAndNamespace": "USE",
+    "AddJarsCommand": "ADD JAR",
+    "AddFilesCommand": "ADD FILE",
+    "AddArchivesCommand": "ADD ARCHIVE",
+    "LoadData": "LOAD DATA",
+    "ScriptTransformation": "TRANSFORM ... USING",
+    "CompoundBody": "a SQL script",
+    "UnresolvedExecuteImmediate": "EXECUTE IMMEDIATE",
+    "CreateVariable": "DECLARE",
+    "SetVariable": "SET VAR",
+    "CreateFunction": "CREATE FUNCTION",
+    "DropFunction": "DROP FUNCTION",
+    "RefreshTable": "REFRESH TABLE",
 }
-ALTER_NODES = frozenset({
-    "AddColumns", "DropColumns", "RenameColumn", "ReplaceColumns", "AlterColumns", "AlterTableCommand",
-    "SetTableProperties", "UnsetTableProperties", "SetTableLocation", "SetTableSerDeProperties", "RenameTable",
-    "AddPartitions", "DropPartitions", "RenamePartitions", "RecoverPartitions", "AlterTableClusterBy",
-    "AddConstraint", "DropConstraint", "AlterViewAs", "SetViewProperties", "UnsetViewProperties",
-})
+ALTER_NODES = frozenset(
+    {
+        "AddColumns",
+        "DropColumns",
+        "RenameColumn",
+        "ReplaceColumns",
+        "AlterColumns",
+        "AlterTableCommand",
+        "SetTableProperties",
+        "UnsetTableProperties",
+        "SetTableLocation",
+        "SetTableSerDeProperties",
+        "RenameTable",
+        "AddPartitions",
+        "DropPartitions",
+        "RenamePartitions",
+        "RecoverPartitions",
+        "AlterTableClusterBy",
+        "AddConstraint",
+        "DropConstraint",
+        "AlterViewAs",
+        "SetViewProperties",
+        "UnsetViewProperties",
+    }
+)
 GLOB_CHARACTERS = set("*?[]{}\\")
 
 
@@ -77,8 +172,10 @@ def check_read_only(spark: SparkSession, query: str, warehouse: str) -> None:
         kind = node.getClass().getSimpleName()
         if kind not in QUERY_NODES and kind not in SHOW_COMMANDS:
             statement = "ALTER" if kind in ALTER_NODES else STATEMENT_NAMES.get(kind, kind)
-            raise PipelineInputError(f"recpipe sql only reads tables: {statement} is refused "
-                                     f"(save a result with --out FILE.parquet or FILE.csv)")
+            raise PipelineInputError(
+                f"recpipe sql only reads tables: {statement} is refused "
+                f"(save a result with --out FILE.parquet or FILE.csv)"
+            )
         if kind == "SetCommand" and _sets_a_value(node):
             raise PipelineInputError("recpipe sql does not change settings: give Spark settings as --conf KEY=VALUE")
         if kind in ("UnresolvedRelation", "UnresolvedTableOrView"):
@@ -121,8 +218,9 @@ def _check_file_read(spark: SparkSession, parts: list[str], warehouse: str) -> N
     path = parts[-1]
     shown = f"{parts[-2]}.`{path}`"
     if GLOB_CHARACTERS & set(path):
-        raise PipelineInputError(f"recpipe sql reads files only under the warehouse {warehouse}, without globs: "
-                                 f"{shown} is refused")
+        raise PipelineInputError(
+            f"recpipe sql reads files only under the warehouse {warehouse}, without globs: {shown} is refused"
+        )
     if not _inside(path, warehouse):
         raise PipelineInputError(f"recpipe sql reads files only under the warehouse {warehouse}: {shown} is outside it")
 
@@ -131,7 +229,8 @@ def _is_data_source(spark: SparkSession, name: str) -> bool:
     jvm = spark.sparkContext._jvm
     try:
         jvm.org.apache.spark.sql.execution.datasources.DataSource.lookupDataSource(
-            name, spark._jsparkSession.sessionState().conf())
+            name, spark._jsparkSession.sessionState().conf()
+        )
         return True
     except Exception:  # ClassNotFoundException: a database name, not a format
         return False

@@ -9,6 +9,7 @@ gbdt_probability; partitions of the samples replaced) and <warehouse>/_artifacts
     features.json    ordered inputs and codes   importance.json  gain per feature
     metrics.json     XGBoost-alone AUC/logloss per split (the baseline the model comparison reads)
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ from jobs.settings import Settings, as_settings
 KEEP = ["sample_id", "event_date", "split", "label"]
 
 
-def train_gbdt(spark: SparkSession, tables: Tables, config: Settings | dict, samples_version: int | None = None) -> dict:
+def train_gbdt(
+    spark: SparkSession, tables: Tables, config: Settings | dict, samples_version: int | None = None
+) -> dict:
     spec = load_spec()
     version = artifacts.latest_samples_version(tables.root) if samples_version is None else samples_version
     source = artifacts.samples_dir(tables.root, version)
@@ -56,27 +59,44 @@ def train_gbdt(spark: SparkSession, tables: Tables, config: Settings | dict, sam
 
     scored = gbdt.leaves_and_scores(spark, dense, features, booster, trees, KEEP).localCheckpoint()
     leaves_version = tables.replace_partitions("gbdt_leaves", scored, "event_date", days, run)
-    metrics = {split: gbdt.binary_metrics(scored.where(F.col("split") == split)) for split in ("train", "valid", "test")}
+    metrics = {
+        split: gbdt.binary_metrics(scored.where(F.col("split") == split)) for split in ("train", "valid", "test")
+    }
 
     target = artifacts.gbdt_dir(tables.root, version)
     target.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(target / "booster.json"))
     write_json_atomically(target / "trees.json", trees)
-    write_json_atomically(target / "features.json", {
-        "inputs": [{"name": f.name, "vocabulary": list(f.vocabulary) if f.vocabulary is not None else None}
-                   for f in features],
-        "missing": "NaN; string codes: index in vocabulary, unseen = len(vocabulary)"})
-    write_json_atomically(target / "importance.json",
-                          {"gain": gbdt.importance(booster, features).to_dict(orient="records")})
-    summary = {**run, "trees": trees["n_trees"], "leaves": int(sum(trees["leaves_per_tree"])),
-               "gbdt_leaves_version": leaves_version, "params": params.model_dump(), "metrics": metrics}
+    write_json_atomically(
+        target / "features.json",
+        {
+            "inputs": [
+                {"name": f.name, "vocabulary": list(f.vocabulary) if f.vocabulary is not None else None}
+                for f in features
+            ],
+            "missing": "NaN; string codes: index in vocabulary, unseen = len(vocabulary)",
+        },
+    )
+    write_json_atomically(
+        target / "importance.json", {"gain": gbdt.importance(booster, features).to_dict(orient="records")}
+    )
+    summary = {
+        **run,
+        "trees": trees["n_trees"],
+        "leaves": int(sum(trees["leaves_per_tree"])),
+        "gbdt_leaves_version": leaves_version,
+        "params": params.model_dump(),
+        "metrics": metrics,
+    }
     write_json_atomically(target / "metrics.json", summary)
     return summary
 
 
 def format_summary(summary: dict) -> str:
-    lines = [f"gbdt on samples v{summary['samples_version']}: {summary['trees']} trees, {summary['leaves']} leaves",
-             f"{'split':<6} {'rows':>9} {'auc':>7} {'logloss':>8}"]
+    lines = [
+        f"gbdt on samples v{summary['samples_version']}: {summary['trees']} trees, {summary['leaves']} leaves",
+        f"{'split':<6} {'rows':>9} {'auc':>7} {'logloss':>8}",
+    ]
     for split, m in summary["metrics"].items():
         lines.append(f"{split:<6} {m['rows']:>9} {m['auc']:>7.4f} {m['logloss']:>8.4f}")
     return "\n".join(lines)

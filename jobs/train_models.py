@@ -11,6 +11,7 @@ Reads <warehouse>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.js
     checkpoints/     best model so far          tensorboard/   logs for `tensorboard --logdir`
 The directory is built beside its final place and renamed in: a rerun replaces it whole.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,15 +35,21 @@ def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt
     version = artifacts.latest_samples_version(warehouse) if samples_version is None else samples_version
     source = artifacts.samples_dir(warehouse, version)
     hint = "run recpipe samples first"
-    loaded = {"version": version, "source": source,
-              "manifest": artifacts.read_json(source / "manifest.json", hint),
-              "transforms": artifacts.read_json(source / "transforms.json", hint)["features"], "gbdt": None}
+    loaded = {
+        "version": version,
+        "source": source,
+        "manifest": artifacts.read_json(source / "manifest.json", hint),
+        "transforms": artifacts.read_json(source / "transforms.json", hint)["features"],
+        "gbdt": None,
+    }
     if needs_gbdt:
         trees = artifacts.gbdt_dir(warehouse, version)
         hint = f"run recpipe gbdt --samples-version {version} first"
-        loaded["gbdt"] = {"trees": artifacts.read_json(trees / "trees.json", hint),
-                          "features": artifacts.read_json(trees / "features.json", hint),
-                          "metrics": artifacts.read_json(trees / "metrics.json", hint)}
+        loaded["gbdt"] = {
+            "trees": artifacts.read_json(trees / "trees.json", hint),
+            "features": artifacts.read_json(trees / "features.json", hint),
+            "metrics": artifacts.read_json(trees / "metrics.json", hint),
+        }
         loaded["gbdt"]["leaf_values"], loaded["gbdt"]["base_margin"] = _leaf_values(trees / "booster.json")
     return loaded
 
@@ -76,10 +83,19 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
         params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
     keras.utils.set_random_seed(training.seed)
     shards = inputs["source"] / "parquet"
-    train = make_dataset(shards, "train", model_inputs(spec), training.batch_size, training.shuffle_buffer,
-                         training.seed, training.chunk_rows)
+    train = make_dataset(
+        shards,
+        "train",
+        model_inputs(spec),
+        training.batch_size,
+        training.shuffle_buffer,
+        training.seed,
+        training.chunk_rows,
+    )
     valid = make_dataset(shards, "valid", model_inputs(spec), 4 * training.batch_size, chunk_rows=training.chunk_rows)
-    model = compile_model(build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params)
+    model = compile_model(
+        build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params
+    )
 
     warehouse = settings.paths.warehouse
     target = artifacts.model_dir(warehouse, name, inputs["version"])
@@ -88,11 +104,22 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     result = fit(model, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
     model.save(staged / "model.keras")
     manifest = inputs["manifest"]
-    run = new_run("train", run_id, model=name, samples_version=inputs["version"],
-                  input_versions={"samples": inputs["version"], **manifest.get("input_versions", {})})
-    summary = {**run, "params": params.model_dump(mode="json"), "training": training.model_dump(exclude={"models"}),
-               "parameters": model.count_params(), "cut_points": manifest["cut_points"],
-               "splits": manifest["splits"], **{k: v for k, v in result.items() if k != "history"}}
+    run = new_run(
+        "train",
+        run_id,
+        model=name,
+        samples_version=inputs["version"],
+        input_versions={"samples": inputs["version"], **manifest.get("input_versions", {})},
+    )
+    summary = {
+        **run,
+        "params": params.model_dump(mode="json"),
+        "training": training.model_dump(exclude={"models"}),
+        "parameters": model.count_params(),
+        "cut_points": manifest["cut_points"],
+        "splits": manifest["splits"],
+        **{k: v for k, v in result.items() if k != "history"},
+    }
     if inputs["gbdt"] is not None:
         summary["gbdt_run"] = inputs["gbdt"]["metrics"].get("run_id")
     artifacts.write_json_atomically(staged / "summary.json", summary)
@@ -110,12 +137,16 @@ def train_models(config: Settings | dict, models: list[str], samples_version: in
 
 
 def format_summary(result: dict) -> str:
-    lines = [f"models on samples v{result['samples_version']}",
-             f"{'model':<10} {'params':>10} {'epochs':>6} {'best':>4} {'valid auc':>9} {'examples/s':>10}"]
+    lines = [
+        f"models on samples v{result['samples_version']}",
+        f"{'model':<10} {'params':>10} {'epochs':>6} {'best':>4} {'valid auc':>9} {'examples/s':>10}",
+    ]
     for name, s in result["models"].items():
         rate = f"{s['train_examples_per_second']:.0f}" if s["train_examples_per_second"] else "-"
-        lines.append(f"{name:<10} {s['parameters']:>10,} {s['epochs']:>6} {s['best_epoch']:>4} "
-                     f"{s['best_val_auc']:>9.4f} {rate:>10}")
+        lines.append(
+            f"{name:<10} {s['parameters']:>10,} {s['epochs']:>6} {s['best_epoch']:>4} "
+            f"{s['best_val_auc']:>9.4f} {rate:>10}"
+        )
     return "\n".join(lines)
 
 

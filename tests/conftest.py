@@ -1,6 +1,7 @@
 """Shared fixtures: one session-scoped local SparkSession, paths to the real data in ../shared and to
 Airflow's virtualenv. Where they are missing, the tests that need them skip with the reason, except
 under CI=true, where a missing prerequisite fails them: CI must run everything."""
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,9 @@ def spark(tmp_path_factory):
         conf["spark.jars"] = jars
     if packages:
         conf["spark.jars.packages"] = packages
-    session = build_session({"master": "local[2]", "app_name": "recpipe-tests", "conf": conf},
-                            "delta-spark" if jars or packages else "auto")
+    session = build_session(
+        {"master": "local[2]", "app_name": "recpipe-tests", "conf": conf}, "delta-spark" if jars or packages else "auto"
+    )
     yield session
     session.stop()
 
@@ -120,8 +122,11 @@ def redis_server(tmp_path_factory):
 
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     client = redis.Redis(host="127.0.0.1", port=port)
     deadline = time.time() + 20
     while True:

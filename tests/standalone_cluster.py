@@ -7,6 +7,7 @@ initialisation, so the editable install's finder of recpipe is never installed) 
 site-packages on PYTHONPATH: the third-party dependencies are there, recpipe is not, as on a cluster whose
 image has the dependencies but not the project. The worker runs from a directory outside the repo.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,11 +33,13 @@ def free_port() -> int:
 def write_executor_python(path: Path) -> Path:
     """The executors' interpreter: this Python with its dependencies but without the project."""
     site_packages = sysconfig.get_paths()["purelib"]
-    path.write_text("#!/bin/sh\n"
-                    "# Python with the venv's packages but not recpipe: -S skips site (and so the editable finder)\n"
-                    f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}"\n'
-                    "export PYTHONPATH\n"
-                    f'exec "{sys.executable}" -S "$@"\n')
+    path.write_text(
+        "#!/bin/sh\n"
+        "# Python with the venv's packages but not recpipe: -S skips site (and so the editable finder)\n"
+        f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site_packages}"\n'
+        "export PYTHONPATH\n"
+        f'exec "{sys.executable}" -S "$@"\n'
+    )
     path.chmod(0o755)
     return path
 
@@ -52,16 +55,29 @@ class StandaloneCluster:
 
     def _env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PYSPARK", "SPARK_"))}
-        env.update({"SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(self.root),
-                    "SPARK_WORKER_DIR": str(self.root / "work"), "PYSPARK_PYTHON": str(self.executor_python),
-                    "SPARK_DAEMON_MEMORY": "512m"})
+        env.update(
+            {
+                "SPARK_HOME": str(SPARK_HOME),
+                "SPARK_LOCAL_IP": "127.0.0.1",
+                "SPARK_LOG_DIR": str(self.root),
+                "SPARK_WORKER_DIR": str(self.root / "work"),
+                "PYSPARK_PYTHON": str(self.executor_python),
+                "SPARK_DAEMON_MEMORY": "512m",
+            }
+        )
         return env
 
     def _start(self, name: str, args: list[str], ready: str, timeout: float = 120) -> None:
         log = self.root / f"{name}.log"
         with open(log, "wb") as out:
-            process = subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], cwd=self.root,
-                                       env=self._env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [str(SPARK_HOME / "bin" / "spark-class"), *args],
+                cwd=self.root,
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -75,13 +91,37 @@ class StandaloneCluster:
     def start(self) -> "StandaloneCluster":
         (self.root / "work").mkdir(parents=True, exist_ok=True)
         try:
-            self._start("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                                   "--port", str(self.port), "--webui-port", "0"],
-                        "I have been elected leader")
-            self._start("worker", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                   "--cores", str(self.cores), "--memory", self.memory, "--webui-port", "0",
-                                   "--work-dir", str(self.root / "work"), self.url],
-                        "Successfully registered with master")
+            self._start(
+                "master",
+                [
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--webui-port",
+                    "0",
+                ],
+                "I have been elected leader",
+            )
+            self._start(
+                "worker",
+                [
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(self.cores),
+                    "--memory",
+                    self.memory,
+                    "--webui-port",
+                    "0",
+                    "--work-dir",
+                    str(self.root / "work"),
+                    self.url,
+                ],
+                "Successfully registered with master",
+            )
         except BaseException:
             self.stop()
             raise

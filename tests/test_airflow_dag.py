@@ -1,5 +1,6 @@
 """The Airflow DAG, in Airflow's own virtualenv (make airflow): it imports cleanly and thinly, its graph
 is the pipeline's, and a real `airflow dags test` runs every task to success on tiny synthetic logs."""
+
 from __future__ import annotations
 
 import json
@@ -37,21 +38,33 @@ print(json.dumps({
 
 
 def _airflow_env(home: Path) -> dict:
-    return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-            "AIRFLOW_VAR_RECPIPE_HOME": str(REPO), "AIRFLOW_VAR_RECPIPE_VENV": sys.prefix}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "airflow_dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "AIRFLOW_VAR_RECPIPE_HOME": str(REPO),
+        "AIRFLOW_VAR_RECPIPE_VENV": sys.prefix,
+    }
 
 
 def _airflow_json(arguments: list[str], env: dict) -> str:
-    result = subprocess.run([str(AIRFLOW_BIN / "airflow"), *arguments], capture_output=True, text=True, env=env,
-                            timeout=300)
+    result = subprocess.run(
+        [str(AIRFLOW_BIN / "airflow"), *arguments], capture_output=True, text=True, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return next(line for line in result.stdout.splitlines() if line.startswith("["))
 
 
 def test_dag_imports_thinly_with_the_pipeline_graph(tmp_path):
-    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", INSPECT, str(REPO / "airflow_dags")],
-                            capture_output=True, text=True, env=_airflow_env(tmp_path), timeout=300)
+    result = subprocess.run(
+        [str(AIRFLOW_BIN / "python"), "-c", INSPECT, str(REPO / "airflow_dags")],
+        capture_output=True,
+        text=True,
+        env=_airflow_env(tmp_path),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     dag = json.loads(result.stdout.strip().splitlines()[-1])
     assert dag["errors"] == {} and dag["heavy_modules"] == []
@@ -60,10 +73,19 @@ def test_dag_imports_thinly_with_the_pipeline_graph(tmp_path):
     tasks = dag["tasks"]
     upstream = {name: t["upstream"] for name, t in tasks.items()}
     assert upstream == {
-        "wait_for_drop": [], "ingest": ["wait_for_drop"], "snapshot": ["ingest"], "samples": ["snapshot"],
-        "gbdt": ["samples"], "train.wide_deep": ["gbdt"], "train.gbdt_lr": ["gbdt"], "train.deepfm": ["gbdt"],
-        "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"], "export": ["compare"],
-        "publish_features": ["snapshot"], "skew_check": ["publish_features", "samples"]}
+        "wait_for_drop": [],
+        "ingest": ["wait_for_drop"],
+        "snapshot": ["ingest"],
+        "samples": ["snapshot"],
+        "gbdt": ["samples"],
+        "train.wide_deep": ["gbdt"],
+        "train.gbdt_lr": ["gbdt"],
+        "train.deepfm": ["gbdt"],
+        "compare": ["train.deepfm", "train.gbdt_lr", "train.wide_deep"],
+        "export": ["compare"],
+        "publish_features": ["snapshot"],
+        "skew_check": ["publish_features", "samples"],
+    }
     assert tasks["snapshot"]["depends_on_past"] and not tasks["ingest"]["depends_on_past"]
     assert all(t["retries"] == 2 and t["backoff"] and t["callback"] for t in tasks.values())
     assert {name for name, t in tasks.items() if t["type"] == "RecpipeJob"} == set(tasks) - {"wait_for_drop"}
@@ -87,22 +109,48 @@ print(json.dumps(outcome))
 
 
 def test_only_failures_a_retry_can_fix_are_retried(tmp_path):
-    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", EXIT_CODES, str(REPO / "airflow_dags")],
-                            capture_output=True, text=True, env=_airflow_env(tmp_path), timeout=300)
+    result = subprocess.run(
+        [str(AIRFLOW_BIN / "python"), "-c", EXIT_CODES, str(REPO / "airflow_dags")],
+        capture_output=True,
+        text=True,
+        env=_airflow_env(tmp_path),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {
-        "0": 0, "1": 1, "3": 3, "5": 5, "6": 6, "7": 7, "137": 137,  # 3: export's skip_on_exit_code skips; 1 (a bug),
+        "0": 0,
+        "1": 1,
+        "3": 3,
+        "5": 5,
+        "6": 6,
+        "7": 7,
+        "137": 137,  # 3: export's skip_on_exit_code skips; 1 (a bug),
         # 5 (a concurrent writer won), 6 (Spark master unreachable), 7 (Redis unreachable), 137 (killed): retried
         "2": "fail at once: recpipe exited 2 (bad input or configuration): not retried; fix the input and clear the task",
-        "4": "fail at once: recpipe exited 4 (a data quality check failed): not retried; fix the input and clear the task"}
+        "4": "fail at once: recpipe exited 4 (a data quality check failed): not retried; fix the input and clear the task",
+    }
 
 
-TASKS = ("wait_for_drop", "ingest", "snapshot", "samples", "gbdt", "train.wide_deep", "train.gbdt_lr", "train.deepfm",
-         "compare", "export", "publish_features", "skew_check")
+TASKS = (
+    "wait_for_drop",
+    "ingest",
+    "snapshot",
+    "samples",
+    "gbdt",
+    "train.wide_deep",
+    "train.gbdt_lr",
+    "train.deepfm",
+    "compare",
+    "export",
+    "publish_features",
+    "skew_check",
+)
 
 
-def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(spark, redis_server, tmp_path):  # spark: first
+def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(
+    spark, redis_server, tmp_path
+):  # spark: first
     """Two logical dates through `airflow dags test`; then the first date's train and export tasks run again:
     they read the samples version the first run built (passed through XCom), not the newer one, and
     reproduce its model's metrics."""
@@ -118,8 +166,26 @@ def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(s
     config["online_store"] = {**redis_server, "namespace": "dagtest"}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "4",
-                 "--users", "300", "--items", "60", "--seed", "11"]) == 0
+    assert (
+        main(
+            [
+                "generate-logs",
+                "--out",
+                str(tmp_path / "raw"),
+                "--start-date",
+                "2026-03-01",
+                "--days",
+                "4",
+                "--users",
+                "300",
+                "--items",
+                "60",
+                "--seed",
+                "11",
+            ]
+        )
+        == 0
+    )
     # the days before the first logical date already ran (state rolls forward from them)
     assert main(["ingest", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
     assert main(["snapshot", "--config", str(path), "--start", "2026-03-01", "--end", "2026-03-02"]) == 0
@@ -127,39 +193,53 @@ def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(s
         assert main(["publish-features", "--config", str(path), "--date", day]) == 0
 
     env = _airflow_env(tmp_path / "airflow-home")
-    migrate = subprocess.run([str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True,
-                             env=env, timeout=600)
+    migrate = subprocess.run(
+        [str(AIRFLOW_BIN / "airflow"), "db", "migrate"], capture_output=True, text=True, env=env, timeout=600
+    )
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     conf = {"config": str(path), "spark_master": "local[2]", "data_start": "2026-03-01", "samples_window_days": 14}
     warehouse, serving = tmp_path / "warehouse", tmp_path / "serving"
     built = {}
     for day in ("2026-03-03", "2026-03-04"):
-        run = subprocess.run([str(AIRFLOW_BIN / "airflow"), "dags", "test", "recpipe_daily", day,
-                              "--conf", json.dumps(conf)], capture_output=True, text=True, env=env, timeout=1800)
+        run = subprocess.run(
+            [str(AIRFLOW_BIN / "airflow"), "dags", "test", "recpipe_daily", day, "--conf", json.dumps(conf)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
+        )
         assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
         built[day] = artifacts.latest_samples_version(warehouse)
     runs = json.loads(_airflow_json(["dags", "list-runs", "recpipe_daily", "-o", "json"], env))
-    assert sorted((r["logical_date"][:10], r["state"]) for r in runs) == [("2026-03-03", "success"),
-                                                                       ("2026-03-04", "success")]
+    assert sorted((r["logical_date"][:10], r["state"]) for r in runs) == [
+        ("2026-03-03", "success"),
+        ("2026-03-04", "success"),
+    ]
     run_ids = {r["logical_date"][:10]: r["run_id"] for r in runs}
     for day in built:
-        states = json.loads(_airflow_json(["tasks", "states-for-dag-run", "recpipe_daily", run_ids[day], "-o", "json"],
-                                          env))
+        states = json.loads(
+            _airflow_json(["tasks", "states-for-dag-run", "recpipe_daily", run_ids[day], "-o", "json"], env)
+        )
         assert {s["task_id"]: s["state"] for s in states} == {task: "success" for task in TASKS}
     first, second = built["2026-03-03"], built["2026-03-04"]
     assert first < second
-    ranges = {v: json.loads((artifacts.samples_dir(warehouse, v) / "manifest.json").read_text())["range"]
-              for v in (first, second)}
+    ranges = {
+        v: json.loads((artifacts.samples_dir(warehouse, v) / "manifest.json").read_text())["range"]
+        for v in (first, second)
+    }
     assert ranges == {first: ["2026-03-02", "2026-03-02"], second: ["2026-03-02", "2026-03-03"]}
     for version in (first, second):  # every stage of each run read its own run's samples
-        assert json.loads((artifacts.gbdt_dir(warehouse, version) / "metrics.json").read_text())["samples_version"] \
+        assert (
+            json.loads((artifacts.gbdt_dir(warehouse, version) / "metrics.json").read_text())["samples_version"]
             == version
+        )
         evaluation = json.loads((artifacts.evaluation_dir(warehouse, version) / "metrics.json").read_text())
         assert set(evaluation["models"]) == {"wide_deep", "gbdt_lr", "deepfm"}
     for model in ("wide_deep", "gbdt_lr", "deepfm"):
         assert published_versions(serving / model) == [1, 2]
-        cards = [json.loads((serving / model / str(v) / "assets.extra" / "model_card.json").read_text())
-                 for v in (1, 2)]
+        cards = [
+            json.loads((serving / model / str(v) / "assets.extra" / "model_card.json").read_text()) for v in (1, 2)
+        ]
         assert [c["training_data"]["samples_version"] for c in cards] == [first, second]
         assert cards[1]["champion"]["version"] == 1 and cards[1]["champion"]["status"] == "compared"
 
@@ -167,9 +247,22 @@ def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(s
     summary_path = artifacts.model_dir(warehouse, "deepfm", first) / "summary.json"
     before = json.loads(summary_path.read_text())
     for task in ("train.deepfm", "export"):
-        rerun = subprocess.run([str(AIRFLOW_BIN / "airflow"), "tasks", "test", "recpipe_daily", task,
-                                run_ids["2026-03-03"], "--task-params", json.dumps(conf)],
-                               capture_output=True, text=True, env=env, timeout=1800)
+        rerun = subprocess.run(
+            [
+                str(AIRFLOW_BIN / "airflow"),
+                "tasks",
+                "test",
+                "recpipe_daily",
+                task,
+                run_ids["2026-03-03"],
+                "--task-params",
+                json.dumps(conf),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
+        )
         assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     after = json.loads(summary_path.read_text())
     assert after["run_id"] != before["run_id"] and after["samples_version"] == first
@@ -228,9 +321,13 @@ def test_dag_params_never_reach_the_shell_as_code(tmp_path):
     stub.write_text('#!/bin/bash\nfor a in "$@"; do echo "arg:$a"; done\n')
     stub.chmod(0o755)
     injection = "local[2]' ; touch PWNED ; echo '"
-    result = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", RENDER, str(REPO / "airflow_dags"), str(tmp_path),
-                             injection], capture_output=True, text=True, env=_airflow_env(tmp_path / "home"),
-                            timeout=300)
+    result = subprocess.run(
+        [str(AIRFLOW_BIN / "python"), "-c", RENDER, str(REPO / "airflow_dags"), str(tmp_path), injection],
+        capture_output=True,
+        text=True,
+        env=_airflow_env(tmp_path / "home"),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome["refused"], "the spark_master Param pattern accepted an injection string"

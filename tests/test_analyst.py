@@ -1,5 +1,6 @@
 """Analysts: tables, history, SQL with time travel, register, the data dictionary, the SQL cookbook
 (every command of docs/sql_cookbook.md is run), and reading the tables from pandas and Polars."""
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,26 @@ def warehouse(spark, tmp_path_factory):
     config["dates"] = {"start": "2026-01-01", "end": "2026-01-04"}
     path = root / "analyst.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["generate-logs", "--out", str(root / "raw"), "--start-date", "2026-01-01", "--days", "4",
-                 "--users", "200", "--items", "40", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "generate-logs",
+                "--out",
+                str(root / "raw"),
+                "--start-date",
+                "2026-01-01",
+                "--days",
+                "4",
+                "--users",
+                "200",
+                "--items",
+                "40",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main(["ingest", "--config", str(path)]) == 0
     assert main(["snapshot", "--config", str(path)]) == 0
     assert main(["samples", "--config", str(path), "--start", "2026-01-02", "--end", "2026-01-03"]) == 0
@@ -71,17 +90,27 @@ def test_sql_time_travel_by_version_and_timestamp(spark, warehouse):
     _, tables = warehouse
     assert tables.version("user_snapshot") == 1
     register_views(tables, {"user_snapshot": 0})
-    assert_df_equality(spark.table("user_snapshot"), tables.read("user_snapshot", version=0),
-                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        spark.table("user_snapshot"),
+        tables.read("user_snapshot", version=0),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     first, second = sorted(tables.history("user_snapshot"), key=lambda h: h["version"])
     between = first["timestamp"] + (second["timestamp"] - first["timestamp"]) / 2
     versions = register_views(tables, as_of_timestamp=between.isoformat())
     assert versions["user_snapshot"] == 0
-    assert_df_equality(spark.table("user_snapshot"), tables.read("user_snapshot", version=0),
-                       ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        spark.table("user_snapshot"),
+        tables.read("user_snapshot", version=0),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     register_views(tables, pinned={"before": ("user_snapshot", 0)})
-    changed = spark.sql("SELECT count(*) AS n FROM user_snapshot a JOIN before b USING (user_id, snapshot_date) "
-                        "WHERE NOT (a.user_impressions_7d <=> b.user_impressions_7d)").first()["n"]
+    changed = spark.sql(
+        "SELECT count(*) AS n FROM user_snapshot a JOIN before b USING (user_id, snapshot_date) "
+        "WHERE NOT (a.user_impressions_7d <=> b.user_impressions_7d)"
+    ).first()["n"]
     assert changed > 0  # the redelivered drop changed the rebuilt days
 
 
@@ -92,11 +121,12 @@ def test_sql_writes_parquet_and_refuses_bad_input(warehouse, tmp_path, capsys):
     assert len(pd.read_parquet(out)) == tables.read("samples").count()
     capsys.readouterr()
     for arguments, message in (
-            (["SELECT * FROM no_such_table"], "query failed: "),
-            (["--as-of-version", "x=y", "SELECT 1"], "--as-of-version expects N or TABLE=N"),
-            (["--as-of-version", "user_snapshot=9", "SELECT 1"], "user_snapshot has versions 0..1, not 9"),
-            (["--view", "before=user_snapshot", "SELECT 1"], "--view expects NAME=TABLE@VERSION"),
-            (["--out", str(tmp_path / "x.json"), "SELECT 1"], "--out must end in .parquet or .csv")):
+        (["SELECT * FROM no_such_table"], "query failed: "),
+        (["--as-of-version", "x=y", "SELECT 1"], "--as-of-version expects N or TABLE=N"),
+        (["--as-of-version", "user_snapshot=9", "SELECT 1"], "user_snapshot has versions 0..1, not 9"),
+        (["--view", "before=user_snapshot", "SELECT 1"], "--view expects NAME=TABLE@VERSION"),
+        (["--out", str(tmp_path / "x.json"), "SELECT 1"], "--out must end in .parquet or .csv"),
+    ):
         assert main(["sql", "--config", str(path), *arguments]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
@@ -140,12 +170,20 @@ def test_data_dictionary_is_generated_from_the_spec():
 def test_pandas_and_polars_read_the_tables_like_spark(warehouse):
     _, tables = warehouse
     path = tables.path("user_snapshot")
-    day = DeltaTable(path).to_pandas(partitions=[("snapshot_date", "=", "2026-01-03")],
-                                     columns=["user_id", "user_impressions_7d"])
-    spark_day = (tables.read("user_snapshot").where("snapshot_date = date'2026-01-03'")
-                 .select("user_id", "user_impressions_7d").toPandas())
-    pd.testing.assert_frame_equal(day.sort_values("user_id", ignore_index=True),
-                                  spark_day.sort_values("user_id", ignore_index=True), check_dtype=False)
+    day = DeltaTable(path).to_pandas(
+        partitions=[("snapshot_date", "=", "2026-01-03")], columns=["user_id", "user_impressions_7d"]
+    )
+    spark_day = (
+        tables.read("user_snapshot")
+        .where("snapshot_date = date'2026-01-03'")
+        .select("user_id", "user_impressions_7d")
+        .toPandas()
+    )
+    pd.testing.assert_frame_equal(
+        day.sort_values("user_id", ignore_index=True),
+        spark_day.sort_values("user_id", ignore_index=True),
+        check_dtype=False,
+    )
     old = DeltaTable(path, version=0).to_pandas(columns=["user_id", "snapshot_date", "user_impressions_7d"])
     assert len(old) == tables.read("user_snapshot", version=0).count()
     rate = pl.read_delta(tables.path("samples")).group_by("event_date").agg(pl.col("label").mean()).sort("event_date")

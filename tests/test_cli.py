@@ -1,4 +1,5 @@
 """CLI mistakes: one line on stderr, exit code 2, no traceback."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,21 +25,30 @@ def _config(tmp_path, **changes):
     return path
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["ingest", "--date", "2026-13-01"], "invalid date '2026-13-01': use YYYY-MM-DD"),
-    (["ingest", "--start", "2026-01-05", "--end", "2026-01-01"], "end date 2026-01-01 is before start date 2026-01-05"),
-    (["ingest", "--date", "2026-01-01", "--start", "2026-01-01"], "give either --date or --start/--end"),
-    (["ingest", "--conf", "novalue"], "--conf expects KEY=VALUE"),
-    (["snapshot", "--date", "yesterday"], "invalid date 'yesterday': use YYYY-MM-DD"),
-    (["run", "--start", "2026-01-05", "--end", "2026-01-01"], "end date 2026-01-01 is before start date 2026-01-05"),
-    (["train", "--model", "xgb"], "unknown model 'xgb'"),
-    (["export", "--model", "lr,nope"], "unknown model 'nope'"),
-    (["train", "--model", "lr"], "no samples built yet under"),
-    (["gbdt", "--samples-version", "7"], "samples version 7 has no manifest at"),
-    (["history", "--limit", "-1", "events"], "argument --limit: expected a positive whole number, got '-1'"),
-    (["sql", "--as-of-timestamp", "yesterday", "SELECT 1"], "invalid timestamp 'yesterday': use ISO 8601"),
-    (["sql", "--as-of-version", "3", "--as-of-timestamp", "2026-01-01", "SELECT 1"], "give either --as-of-version"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ingest", "--date", "2026-13-01"], "invalid date '2026-13-01': use YYYY-MM-DD"),
+        (
+            ["ingest", "--start", "2026-01-05", "--end", "2026-01-01"],
+            "end date 2026-01-01 is before start date 2026-01-05",
+        ),
+        (["ingest", "--date", "2026-01-01", "--start", "2026-01-01"], "give either --date or --start/--end"),
+        (["ingest", "--conf", "novalue"], "--conf expects KEY=VALUE"),
+        (["snapshot", "--date", "yesterday"], "invalid date 'yesterday': use YYYY-MM-DD"),
+        (
+            ["run", "--start", "2026-01-05", "--end", "2026-01-01"],
+            "end date 2026-01-01 is before start date 2026-01-05",
+        ),
+        (["train", "--model", "xgb"], "unknown model 'xgb'"),
+        (["export", "--model", "lr,nope"], "unknown model 'nope'"),
+        (["train", "--model", "lr"], "no samples built yet under"),
+        (["gbdt", "--samples-version", "7"], "samples version 7 has no manifest at"),
+        (["history", "--limit", "-1", "events"], "argument --limit: expected a positive whole number, got '-1'"),
+        (["sql", "--as-of-timestamp", "yesterday", "SELECT 1"], "invalid timestamp 'yesterday': use ISO 8601"),
+        (["sql", "--as-of-version", "3", "--as-of-timestamp", "2026-01-01", "SELECT 1"], "give either --as-of-version"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, message):
     assert main([*argv, "--config", str(_config(tmp_path))]) == 2
     err = capsys.readouterr().err
@@ -79,12 +89,24 @@ def test_missing_movielens_file_names_it(tmp_path, capsys):
 
 
 def test_console_script_usage_error_has_no_traceback(tmp_path):
-    result = subprocess.run([str(Path(sys.executable).parent / "recpipe"), "ingest", "--config",
-                             str(_config(tmp_path)), "--start", "2026-02-30"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "recpipe"),
+            "ingest",
+            "--config",
+            str(_config(tmp_path)),
+            "--start",
+            "2026-02-30",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == "recpipe ingest: error: invalid start date '2026-02-30': use YYYY-MM-DD"
-    unknown = subprocess.run([str(Path(sys.executable).parent / "recpipe"), "frobnicate"], capture_output=True, text=True)
+    unknown = subprocess.run(
+        [str(Path(sys.executable).parent / "recpipe"), "frobnicate"], capture_output=True, text=True
+    )
     assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 
 
@@ -92,8 +114,9 @@ def test_conf_flags_reach_spark_under_their_own_name_and_the_time_zone_stays_utc
     from jobs.config import ConfigError, load_config
     from jobs.spark_session import build_session
 
-    config = load_config(None, {"spark.conf.spark.recpipe.test.marker": "set-by-flag",
-                                "spark.conf.spark.sql.session.timeZone": "UTC"})
+    config = load_config(
+        None, {"spark.conf.spark.recpipe.test.marker": "set-by-flag", "spark.conf.spark.sql.session.timeZone": "UTC"}
+    )
     assert config.spark.conf["spark.recpipe.test.marker"] == "set-by-flag"
     assert "spark" not in config.spark.conf  # not split into a nested dict at the dots
     flagged = {"spark.recpipe.test.marker": config.spark.conf["spark.recpipe.test.marker"]}
@@ -102,6 +125,11 @@ def test_conf_flags_reach_spark_under_their_own_name_and_the_time_zone_stays_utc
     with pytest.raises(ConfigError, match=r"spark.sql.session.timeZone is 'America/New_York'.*day boundaries are UTC"):
         load_config(None, {"spark.conf.spark.sql.session.timeZone": "America/New_York"})
     shifted = tmp_path / "shifted.yaml"
-    shifted.write_text((REPO / "conf" / "demo.yaml").read_text().replace(
-        "    spark.ui.enabled: \"false\"", "    spark.ui.enabled: \"false\"\n    spark.sql.session.timeZone: Asia/Tokyo"))
+    shifted.write_text(
+        (REPO / "conf" / "demo.yaml")
+        .read_text()
+        .replace(
+            '    spark.ui.enabled: "false"', '    spark.ui.enabled: "false"\n    spark.sql.session.timeZone: Asia/Tokyo'
+        )
+    )
     assert main(["tables", "--config", str(shifted)]) == 2

@@ -2,6 +2,7 @@
 installation on 127.0.0.1) whose executors' Python has the dependencies but not recpipe: the project must
 ship itself (jobs/dist.py, build_session). The pipeline's Spark stages run there from a `recpipe` CLI
 driver process and every table must equal a local[2] run of the same config."""
+
 from __future__ import annotations
 
 import json
@@ -33,13 +34,20 @@ def cluster(tmp_path_factory):
 def _driver_env(cluster: StandaloneCluster) -> dict:
     """The driver has the project (PYTHONPATH: this checkout); its executors run cluster.executor_python."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK_"))}
-    env.update({"PYTHONPATH": str(REPO_ROOT), "PYSPARK_PYTHON": str(cluster.executor_python),
-                "SPARK_LOCAL_IP": "127.0.0.1"})
+    env.update(
+        {"PYTHONPATH": str(REPO_ROOT), "PYSPARK_PYTHON": str(cluster.executor_python), "SPARK_LOCAL_IP": "127.0.0.1"}
+    )
     return env
 
 
-CLUSTER_CONF = {"spark.executor.memory": "1g", "spark.driver.memory": "1g", "spark.cores.max": "2",
-                "spark.sql.shuffle.partitions": "4", "spark.default.parallelism": "4", "spark.ui.enabled": "false"}
+CLUSTER_CONF = {
+    "spark.executor.memory": "1g",
+    "spark.driver.memory": "1g",
+    "spark.cores.max": "2",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "4",
+    "spark.ui.enabled": "false",
+}
 
 PROBE = textwrap.dedent("""
     import json, sys
@@ -64,14 +72,21 @@ PROBE = textwrap.dedent("""
 
 
 def test_executors_import_the_project_only_when_it_is_shipped(cluster, tmp_path):
-    result = subprocess.run([sys.executable, "-c", PROBE, cluster.url, json.dumps(CLUSTER_CONF)], cwd=tmp_path,
-                            env=_driver_env(cluster), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, cluster.url, json.dumps(CLUSTER_CONF)],
+        cwd=tmp_path,
+        env=_driver_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["before"] == ["ImportError: No module named 'jobs'"] * 2
     assert found["shipped"].startswith("recpipe-") and found["shipped"].endswith(".zip")
-    assert all(line.startswith("imported from ") and f"{found['shipped']}/jobs/__init__.py" in line
-               for line in found["after"]), found["after"]
+    assert all(
+        line.startswith("imported from ") and f"{found['shipped']}/jobs/__init__.py" in line for line in found["after"]
+    ), found["after"]
     assert found["again"] is None  # once per session
 
 
@@ -90,8 +105,13 @@ def _config(root: Path) -> dict:
 def _rows(tables, name: str) -> pd.DataFrame:
     frame = tables.read(name)
     frame = frame.select(*[c for c in frame.columns if c not in RUN_COLUMNS]).toPandas()
-    frame = frame.map(lambda v: json.dumps(v.tolist() if hasattr(v, "tolist") else v, default=str)
-                      if isinstance(v, (list, dict)) or hasattr(v, "tolist") else v)
+    frame = frame.map(
+        lambda v: (
+            json.dumps(v.tolist() if hasattr(v, "tolist") else v, default=str)
+            if isinstance(v, (list, dict)) or hasattr(v, "tolist")
+            else v
+        )
+    )
     return frame.sort_values(list(frame.columns)).reset_index(drop=True)
 
 
@@ -104,9 +124,14 @@ def test_pipeline_on_the_standalone_cluster_equals_local(cluster, spark, tmp_pat
         root.mkdir()
         (root / "config.yaml").write_text(yaml.safe_dump(_config(root)))
     apps_before = set((cluster.root / "work").glob("app-*"))
-    driver = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--config", str(on_cluster / "config.yaml"),
-                             "--master", cluster.url], cwd=on_cluster, env=_driver_env(cluster),
-                            capture_output=True, text=True, timeout=900)
+    driver = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "run", "--config", str(on_cluster / "config.yaml"), "--master", cluster.url],
+        cwd=on_cluster,
+        env=_driver_env(cluster),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert driver.returncode == 0, driver.stdout[-2000:] + driver.stderr[-3000:]
     assert main(["run", "--config", str(local / "config.yaml"), "--master", "local[2]"]) == 0
 
@@ -134,8 +159,14 @@ def test_dist_zip_holds_the_packages_and_is_named_by_its_contents(tmp_path):
     assert first.read_bytes() == second.read_bytes()  # reproducible: same sources, same bytes
     assert oct(first.stat().st_mode & 0o777) == "0o644"
     names = zipfile.ZipFile(first).namelist()
-    assert {"jobs/cli.py", "jobs/dist.py", "features/tables.py", "training/export.py", "schemas/features.yaml",
-            "schemas/events.yaml"} <= set(names)
+    assert {
+        "jobs/cli.py",
+        "jobs/dist.py",
+        "features/tables.py",
+        "training/export.py",
+        "schemas/features.yaml",
+        "schemas/events.yaml",
+    } <= set(names)
     assert not [n for n in names if n.startswith("tests/") or "__pycache__" in n or n.endswith(".pyc")]
     # a changed source is a new name, so executors never import a stale copy
     for package in ("jobs", "features", "training", "schemas"):

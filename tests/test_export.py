@@ -1,6 +1,7 @@
 """Export for TF Serving: signature contract, warmup requests, model card, parity, gate, atomic publish,
 and `recpipe predict` with TF Serving's REST request formats. Uses the models `recpipe run` trained on
 MovieLens 100K (tests/conftest.py: ml100k_warehouse)."""
+
 from __future__ import annotations
 
 import json
@@ -170,8 +171,9 @@ def _promotions(warehouse: str) -> list[dict]:
     return sorted(DeltaTable(f"{warehouse}/promotions").to_pyarrow_table().to_pylist(), key=lambda r: r["decided_at"])
 
 
-def test_champion_and_challenger_are_scored_on_the_same_rows(export_config, exported, ml100k_warehouse, tmp_path,
-                                                               capsys):
+def test_champion_and_challenger_are_scored_on_the_same_rows(
+    export_config, exported, ml100k_warehouse, tmp_path, capsys
+):
     """gbdt_lr and deepfm trade places as champion: each one's published SavedModel becomes the champion
     of the other model's name in a fresh export root; the worse candidate is refused (exit 3), the better
     one published, both with the AUCs of the evaluation's per-row predictions, computed here by pairs."""
@@ -207,8 +209,14 @@ def test_champion_and_challenger_are_scored_on_the_same_rows(export_config, expo
     assert card["champion"]["rows"] == len(labels)
 
     refused, accepted = _promotions(ml100k_warehouse.root)[before:]
-    assert (refused["model"], refused["decision"], refused["champion_status"], refused["champion_version"],
-            refused["rows"], refused["published_version"]) == (worse, "refused", "compared", 1, len(labels), None)
+    assert (
+        refused["model"],
+        refused["decision"],
+        refused["champion_status"],
+        refused["champion_version"],
+        refused["rows"],
+        refused["published_version"],
+    ) == (worse, "refused", "compared", 1, len(labels), None)
     assert refused["candidate_auc"] == pytest.approx(auc[worse], abs=1e-5)
     assert refused["champion_auc"] == pytest.approx(auc[better], abs=1e-5)
     assert "more than 0.0 below the published version 1" in refused["reason"]
@@ -231,12 +239,19 @@ def test_a_champion_with_an_incompatible_signature_is_reported(export_config, ex
     champion = _OtherSignature()
     tf.saved_model.save(champion, str(root / "deepfm" / "1"), signatures={"serving_default": champion.serve})
     local = {**config, "export": {**config["export"], "root": str(root)}}
-    with pytest.raises(PublishRefused, match=r"the published version 1 is incompatible with the new samples \(its "
-                                              r"input 'user_age' is string, the samples give float32\).*--force"):
+    with pytest.raises(
+        PublishRefused,
+        match=r"the published version 1 is incompatible with the new samples \(its "
+        r"input 'user_age' is string, the samples give float32\).*--force",
+    ):
         exporting.export_model(local, "deepfm")
     row = _promotions(ml100k_warehouse.root)[-1]
     assert (row["decision"], row["champion_status"], row["champion_auc"], row["published_version"]) == (
-        "refused", "incompatible", None, None)
+        "refused",
+        "incompatible",
+        None,
+        None,
+    )
     forced = exporting.export_model(local, "deepfm", force=True)
     assert forced["version"] == 2 and forced["forced"]
     card = json.loads((root / "deepfm" / "2" / "assets.extra" / "model_card.json").read_text())
@@ -249,7 +264,9 @@ def test_failed_parity_publishes_nothing(export_config, exported, monkeypatch):
     config, _ = export_config
     model_root = Path(config["export"]["root"]) / "deepfm"
     before = exporting.published_versions(model_root)
-    monkeypatch.setattr("training.export.parity_in_fresh_process", lambda saved, rows, work: np.zeros((len(rows["user_age"]), 1)))
+    monkeypatch.setattr(
+        "training.export.parity_in_fresh_process", lambda saved, rows, work: np.zeros((len(rows["user_age"]), 1))
+    )
     with pytest.raises(PublishRefused, match="differs from the trained model"):
         exporting.export_model(config, "deepfm", force=True)
     assert exporting.published_versions(model_root) == before

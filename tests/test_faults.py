@@ -5,6 +5,7 @@ The child processes stop at the test hook of features/tables.py: RECPIPE_FAULT_B
 marker file the writer creates once its Parquet files are in the partition directories, right before
 the Delta commit; it then waits while the marker exists (RECPIPE_FAULT_TABLE limits it to one table).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,9 @@ def _child_env(**extra: str) -> dict:
 def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A child in its own process group (so its Spark JVM can be stopped with it), output to `log`."""
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def _stop_group(process: subprocess.Popen) -> None:
@@ -89,8 +91,11 @@ def _config_file(tmp_path: Path, raw: Path, warehouse: Path, export_root: Path |
     config["paths"] = {"raw": str(raw), "warehouse": str(warehouse)}
     config["export"]["root"] = str(export_root or tmp_path / "export")
     config["spark"]["master"] = "local[1]"
-    config["spark"]["conf"] = {"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "1g",
-                               "spark.ui.enabled": "false"}
+    config["spark"]["conf"] = {
+        "spark.sql.shuffle.partitions": "2",
+        "spark.driver.memory": "1g",
+        "spark.ui.enabled": "false",
+    }
     config["delta"] = {"backend": "delta-rs"}
     config["quality"] = {"enabled": False}
     path = tmp_path / f"config-{warehouse.name}.yaml"
@@ -103,11 +108,11 @@ def _log_actions(table_dir: Path, version: int) -> list[dict]:
 
 
 def _files_under(directory: Path) -> set[str]:
-    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()
-            and "_delta_log" not in p.parts}
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and "_delta_log" not in p.parts}
 
 
 # 1. Killed writer ----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def small_table(spark, tmp_path):
@@ -119,7 +124,8 @@ def small_table(spark, tmp_path):
 
 
 def test_writer_killed_before_commit_leaves_table_intact_and_clean_orphans_removes_its_files(
-        spark, small_table, tmp_path, capsys):
+    spark, small_table, tmp_path, capsys
+):
     tables, path = small_table, Path(small_table.path("t"))
     before = tables.read("t").orderBy("id")
     before_rows, version = before.collect(), tables.version("t")
@@ -127,8 +133,11 @@ def test_writer_killed_before_commit_leaves_table_intact_and_clean_orphans_remov
     referenced_before = _files_under(path)
 
     marker, log = tmp_path / "before-commit", tmp_path / "writer.log"
-    writer = _start(["-c", KILLED_WRITER, str(tables.root)],
-                    _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(marker), RECPIPE_FAULT_TABLE="t"), log)
+    writer = _start(
+        ["-c", KILLED_WRITER, str(tables.root)],
+        _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(marker), RECPIPE_FAULT_TABLE="t"),
+        log,
+    )
     try:
         _wait_for([marker], [writer], [log])
         assert marker.read_text().split() == [str(writer.pid), "t"]
@@ -180,11 +189,14 @@ def test_clean_orphans_of_an_unknown_table_exits_2(small_table, tmp_path, capsys
 
 # 2. Concurrent writers --------------------------------------------------------------------------------
 
+
 def _competing_commit(monkeypatch, tables, frame, partitions):
     """Stands in for the test hook: another writer commits to the same partitions right before this commit."""
+
     def commit_first(name):
         monkeypatch.setattr(tables_module, "_fault_point", lambda _: None)
         tables.replace_partitions(name, frame, "day", partitions, {"job": "competitor"})
+
     monkeypatch.setattr(tables_module, "_fault_point", commit_first)
 
 
@@ -200,14 +212,19 @@ def test_a_replace_that_lost_the_race_is_committed_after_the_winner(spark, small
     assert unreferenced_files(pafs.LocalFileSystem(), tables.path("t")) == []
 
 
-def test_a_read_modify_write_that_lost_the_race_fails_with_one_line_and_leaves_no_files(spark, small_table, monkeypatch):
+def test_a_read_modify_write_that_lost_the_race_fails_with_one_line_and_leaves_no_files(
+    spark, small_table, monkeypatch
+):
     tables = small_table
     winner = spark.createDataFrame([(30, "winner", D2)], SCHEMA)
     _competing_commit(monkeypatch, tables, winner, [D2])
     version = tables.version("t")
     incremented = tables.read("t", partitions=[D2]).withColumn("id", F.col("id") + 100)  # reads the table itself
-    with pytest.raises(ConcurrentWriteError, match=r"^table t: another writer committed version \d+ while this "
-                                                   r"write \(started at version \d+\) was running; .* rerun the job$"):
+    with pytest.raises(
+        ConcurrentWriteError,
+        match=r"^table t: another writer committed version \d+ while this "
+        r"write \(started at version \d+\) was running; .* rerun the job$",
+    ):
         tables.replace_partitions("t", incremented, "day", [D2])
     assert tables.version("t") == version + 1  # the winner's commit only: no lost update
     assert [r.id for r in tables.read("t").orderBy("id").collect()] == [1, 30]
@@ -217,8 +234,26 @@ def test_a_read_modify_write_that_lost_the_race_fails_with_one_line_and_leaves_n
 @pytest.fixture(scope="module")
 def synthetic_raw(tmp_path_factory) -> Path:
     raw = tmp_path_factory.mktemp("raw") / "raw"
-    assert main(["generate-logs", "--out", str(raw), "--start-date", "2026-03-01", "--days", "2",
-                 "--users", "100", "--items", "30", "--seed", "3"]) == 0
+    assert (
+        main(
+            [
+                "generate-logs",
+                "--out",
+                str(raw),
+                "--start-date",
+                "2026-03-01",
+                "--days",
+                "2",
+                "--users",
+                "100",
+                "--items",
+                "30",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     return raw
 
 
@@ -236,8 +271,10 @@ def test_two_ingests_of_the_same_day_racing_to_commit_give_one_consistent_result
     markers = [tmp_path / "writer-a", tmp_path / "writer-b"]
     logs = [tmp_path / "writer-a.log", tmp_path / "writer-b.log"]
     argv = ["-m", "jobs.cli", "ingest", "--config", str(config_path), "--date", day.isoformat()]
-    writers = [_start(argv, _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(m), RECPIPE_FAULT_TABLE="events"), log)
-               for m, log in zip(markers, logs)]
+    writers = [
+        _start(argv, _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(m), RECPIPE_FAULT_TABLE="events"), log)
+        for m, log in zip(markers, logs)
+    ]
     try:
         _wait_for(markers, writers, logs)  # both have written their files, neither has committed
         for marker in markers:
@@ -267,7 +304,8 @@ def test_two_ingests_of_the_same_day_racing_to_commit_give_one_consistent_result
     # the loser removed the files it never committed (no orphans), day 1 is untouched
     assert unreferenced_files(pafs.LocalFileSystem(), str(warehouse / "events")) == []
     assert tables.row_count("events", partitions=[day - dt.timedelta(days=1)]) == tables.row_count(
-        "events", version=version, partitions=[day - dt.timedelta(days=1)])
+        "events", version=version, partitions=[day - dt.timedelta(days=1)]
+    )
 
 
 def test_an_ingest_killed_between_its_commits_leaves_the_day_refused_until_it_is_rerun(spark, synthetic_raw, tmp_path):
@@ -277,12 +315,16 @@ def test_an_ingest_killed_between_its_commits_leaves_the_day_refused_until_it_is
     config = yaml.safe_load(config_path.read_text())
     tables = open_tables(spark, str(warehouse), "delta-rs")
     ingest(spark, tables, config, [day - dt.timedelta(days=1), day])
-    complete = {name: sorted(map(tuple, tables.read(name, partitions=[day]).collect()), key=str)
-                for name in ("events", "events_quarantine")}
+    complete = {
+        name: sorted(map(tuple, tables.read(name, partitions=[day]).collect()), key=str)
+        for name in ("events", "events_quarantine")
+    }
 
     marker, log = tmp_path / "before-quarantine", tmp_path / "killed.log"
     argv = ["-m", "jobs.cli", "ingest", "--config", str(config_path), "--date", day.isoformat()]
-    child = _start(argv, _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(marker), RECPIPE_FAULT_TABLE="events_quarantine"), log)
+    child = _start(
+        argv, _child_env(RECPIPE_FAULT_BEFORE_COMMIT=str(marker), RECPIPE_FAULT_TABLE="events_quarantine"), log
+    )
     try:
         _wait_for([marker], [child], [log])  # events committed, quarantine not yet
     finally:
@@ -301,10 +343,20 @@ def test_an_ingest_killed_between_its_commits_leaves_the_day_refused_until_it_is
 
 # 3. Corrupted and truncated raw drops -----------------------------------------------------------------
 
+
 def _event(event_id: str, day: dt.date) -> str:
-    return json.dumps({"event_id": event_id, "event_type": "impression", "user_id": 1, "item_id": 10,
-                       "event_time": f"{day.isoformat()}T08:00:00.000Z", "device": "mobile", "page": "home",
-                       "position": 0})
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": "impression",
+            "user_id": 1,
+            "item_id": 10,
+            "event_time": f"{day.isoformat()}T08:00:00.000Z",
+            "device": "mobile",
+            "page": "home",
+            "position": 0,
+        }
+    )
 
 
 def _drop(raw: Path, day: dt.date, files: dict[str, bytes]) -> Path:
@@ -321,7 +373,7 @@ def test_truncated_and_binary_drops_are_quarantined_and_nothing_else_is_lost(spa
     raw = tmp_path / "raw"
     good = {day: [_event(f"{day.day}-{i}", day) for i in range(3)] for day in (day1, day2, day3)}
     cut = _event("5-cut", day1)
-    _drop(raw, day1, {"part-00000.jsonl": "\n".join(good[day1][:2]).encode() + b"\n" + cut[:len(cut) // 2].encode()})
+    _drop(raw, day1, {"part-00000.jsonl": "\n".join(good[day1][:2]).encode() + b"\n" + cut[: len(cut) // 2].encode()})
     garbage = gzip.compress(("\n".join(_event(f"6-gz{i}", day2) for i in range(50)) + "\n").encode(), mtime=0)
     _drop(raw, day2, {"part-00000.jsonl": ("\n".join(good[day2]) + "\n").encode(), "part-00001.jsonl": garbage})
     _drop(raw, day3, {"part-00000.jsonl": ("\n".join(good[day3]) + "\n").encode()})
@@ -332,14 +384,18 @@ def test_truncated_and_binary_drops_are_quarantined_and_nothing_else_is_lost(spa
 
     kept_lines = good[day1][:2] + good[day2] + good[day3]
     assert sorted(r.event_id for r in tables.read("events").collect()) == sorted(
-        json.loads(line)["event_id"] for line in kept_lines)
+        json.loads(line)["event_id"] for line in kept_lines
+    )
     quarantine = tables.read("events_quarantine")
     truncated = quarantine.where(F.col("drop_date") == day1).collect()
-    assert [(r.raw_record, r.reason) for r in truncated] == [(cut[:len(cut) // 2], "malformed JSON line")]
+    assert [(r.raw_record, r.reason) for r in truncated] == [(cut[: len(cut) // 2], "malformed JSON line")]
     assert truncated[0].source_file.endswith("events/dt=2026-01-05/part-00000.jsonl")
     binary = quarantine.where(F.col("drop_date") == day2)
-    garbage_lines = spark.read.text(str(raw_drops.drop_dir(raw, "events", day2) / "part-00001.jsonl")).where(
-        F.trim("value") != "").count()
+    garbage_lines = (
+        spark.read.text(str(raw_drops.drop_dir(raw, "events", day2) / "part-00001.jsonl"))
+        .where(F.trim("value") != "")
+        .count()
+    )
     assert binary.count() == garbage_lines > 0  # every garbage line quarantined, none in events
     reasons = {r.reason for r in binary.collect()}  # a few garbage lines may happen to be valid UTF-8
     assert "not UTF-8 text" in reasons and reasons <= {"not UTF-8 text", "malformed JSON line"}
@@ -352,6 +408,7 @@ def test_truncated_and_binary_drops_are_quarantined_and_nothing_else_is_lost(spa
 
 
 # 4. Killed export ------------------------------------------------------------------------------------
+
 
 def test_export_staging_left_by_a_killed_export_is_invisible_and_cleaned_when_stale(spark, tmp_path, capsys):
     export_root = tmp_path / "export"
@@ -372,7 +429,8 @@ def test_export_staging_left_by_a_killed_export_is_invisible_and_cleaned_when_st
 
     warehouse = tmp_path / "warehouse"
     DeltaRsTables(spark, str(warehouse)).replace_partitions(
-        "t", spark.createDataFrame([(1, "a", D1)], SCHEMA), "day", [D1])
+        "t", spark.createDataFrame([(1, "a", D1)], SCHEMA), "day", [D1]
+    )
     config = _config_file(tmp_path, tmp_path / "raw", warehouse, export_root)
     assert main(["clean-orphans", "--config", str(config)]) == 0
     out = capsys.readouterr().out
@@ -409,7 +467,9 @@ def test_an_export_killed_while_writing_leaves_the_published_version_served(ml10
     assert export.returncode == -signal.SIGKILL
     (staging,) = model_root.glob(".staging-*")
     assert exporting.published_versions(model_root) == [1] and exporting.next_version(model_root) == 2
-    assert {p.relative_to(model_root): p.read_bytes() for p in (model_root / "1").rglob("*") if p.is_file()} == published
+    assert {
+        p.relative_to(model_root): p.read_bytes() for p in (model_root / "1").rglob("*") if p.is_file()
+    } == published
 
     empty = tmp_path / "empty-warehouse"  # only the export root is cleaned, not the session's shared warehouse
     empty.mkdir()

@@ -1,4 +1,5 @@
 """GBDT leaves on MovieLens 100K: Spark-side leaves, xgboost's pred_leaf and the in-graph encoder agree."""
+
 from __future__ import annotations
 
 import json
@@ -42,12 +43,19 @@ def test_leaves_match_pred_leaf_and_the_in_graph_encoder(trained):
     assert len(dense) > 15_000
     matrix = dense[[f.name for f in features]].to_numpy(dtype=np.float32)
     assert np.isnan(matrix).any()  # ml-100k has missing features (no rating yet, unknown user-category)
-    expected = leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
-                                           from_json(trees))
+    expected = leaf_indices_from_pred_leaf(
+        booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True), from_json(trees)
+    )
     in_graph = GBDTLeafEncoder(trees)(matrix).numpy()
     assert np.array_equal(in_graph, expected)
-    spark_side = (tables.read("gbdt_leaves").where("split IN ('valid', 'test')").select("sample_id", "gbdt_leaves")
-                  .toPandas().set_index("sample_id").loc[dense.index, "gbdt_leaves"])
+    spark_side = (
+        tables.read("gbdt_leaves")
+        .where("split IN ('valid', 'test')")
+        .select("sample_id", "gbdt_leaves")
+        .toPandas()
+        .set_index("sample_id")
+        .loc[dense.index, "gbdt_leaves"]
+    )
     assert np.array_equal(np.stack(spark_side.to_numpy()), expected)
 
 
@@ -55,16 +63,21 @@ def test_unseen_categories_and_missing_values(trained):
     from training.leaf_encoder import GBDTLeafEncoder
 
     tables, version, _, booster, trees, features = trained
-    samples = (tables.read("samples", version=version).where("split = 'test'").limit(500)
-               .withColumn("item_category", F.lit("Not-a-genre"))
-               .withColumn("context_device", F.lit(None).cast("string"))
-               .withColumn("user_age", F.when(F.col("user_id") % 2 == 0, F.lit(None)).otherwise(F.col("user_age"))))
+    samples = (
+        tables.read("samples", version=version)
+        .where("split = 'test'")
+        .limit(500)
+        .withColumn("item_category", F.lit("Not-a-genre"))
+        .withColumn("context_device", F.lit(None).cast("string"))
+        .withColumn("user_age", F.when(F.col("user_id") % 2 == 0, F.lit(None)).otherwise(F.col("user_age")))
+    )
     dense = gbdt.dense_frame(samples, features, ["sample_id"]).toPandas()
     category = next(f for f in features if f.name == "item_category")
     assert (dense["item_category"] == len(category.vocabulary)).all()  # the unseen code
     matrix = dense[[f.name for f in features]].to_numpy(dtype=np.float32)
-    expected = leaf_indices_from_pred_leaf(booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True),
-                                           from_json(trees))
+    expected = leaf_indices_from_pred_leaf(
+        booster.predict(xgb.DMatrix(matrix, missing=np.nan), pred_leaf=True), from_json(trees)
+    )
     assert np.array_equal(GBDTLeafEncoder(trees)(matrix).numpy(), expected)
 
 

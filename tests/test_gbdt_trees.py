@@ -1,5 +1,6 @@
 """XGBoost leaf indices: model-built leaf vocabularies, numpy reference and the TF/Keras encoder agree
 with `booster.predict(pred_leaf=True)` bit for bit (NaNs, values at thresholds, unseen codes, denormals)."""
+
 from __future__ import annotations
 
 import json
@@ -51,7 +52,14 @@ def _features(rng: np.random.Generator, n: int, unseen_codes: bool = False) -> n
 
 def _labels(rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
     z = np.nan_to_num(X, nan=0.0)
-    logit = z[:, 0] - 0.8 * z[:, 1] * z[:, 2] + 0.7 * (z[:, 6] % 3 == 1) - 0.5 * z[:, 7] + z[:, SIGN] + 0.3 * np.log1p(z[:, 9])
+    logit = (
+        z[:, 0]
+        - 0.8 * z[:, 1] * z[:, 2]
+        + 0.7 * (z[:, 6] % 3 == 1)
+        - 0.5 * z[:, 7]
+        + z[:, SIGN]
+        + 0.3 * np.log1p(z[:, 9])
+    )
     logit += 0.6 * np.isnan(X[:, 3])
     return (rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(np.float32)
 
@@ -92,7 +100,11 @@ def _visits(tables: TreeTables, t: int, row: np.ndarray, target: int) -> bool:
         if tables.is_leaf[t, node]:
             return False
         x = row[tables.split_feature[t, node]]
-        node = tables.missing[t, node] if np.isnan(x) else (tables.left if x < tables.threshold[t, node] else tables.right)[t, node]
+        node = (
+            tables.missing[t, node]
+            if np.isnan(x)
+            else (tables.left if x < tables.threshold[t, node] else tables.right)[t, node]
+        )
 
 
 def _xgb_leaves(booster, tables: TreeTables, X: np.ndarray) -> np.ndarray:
@@ -117,8 +129,18 @@ def trained():
     tables = tree_tables_from_booster(booster)
     X_random = _features(rng, 1500, unseen_codes=True)
     X_path = _path_rows(tables, X_random, range(tables.n_trees))
-    extremes = np.array([[0.0] * N_FEATURES, [-0.0] * N_FEATURES, [np.nan] * N_FEATURES,
-                         [1e30] * N_FEATURES, [-1e30] * N_FEATURES, [1e-45] * N_FEATURES, [-1e-45] * N_FEATURES], np.float32)
+    extremes = np.array(
+        [
+            [0.0] * N_FEATURES,
+            [-0.0] * N_FEATURES,
+            [np.nan] * N_FEATURES,
+            [1e30] * N_FEATURES,
+            [-1e30] * N_FEATURES,
+            [1e-45] * N_FEATURES,
+            [-1e-45] * N_FEATURES,
+        ],
+        np.float32,
+    )
     X_test = np.concatenate([X_random, X_path, extremes])
     return booster, tables, X_test, X_path
 
@@ -194,8 +216,12 @@ def test_json_round_trip(trained):
 
 def test_float32_parsing_is_correctly_rounded():
     rng = np.random.default_rng(0)
-    bits = np.concatenate([rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32),
-                           np.array([0, 1, 2, 0x007FFFFF, 0x00800000, 0x3F800000, 0x3F800001, 0x7F7FFFFF], np.uint32)])
+    bits = np.concatenate(
+        [
+            rng.integers(0, 2**32, 20000, dtype=np.uint64).astype(np.uint32),
+            np.array([0, 1, 2, 0x007FFFFF, 0x00800000, 0x3F800000, 0x3F800001, 0x7F7FFFFF], np.uint32),
+        ]
+    )
     values = bits.view(np.float32)
     values = values[np.isfinite(values)]
     texts = [np.format_float_scientific(v, unique=True) for v in values]  # shortest round-trip, like XGBoost

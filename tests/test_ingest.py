@@ -1,4 +1,5 @@
 """Ingestion of raw drops: validation, quarantine reasons, dedup, idempotent reruns, missing drops."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,16 @@ DAY = dt.date(2026, 1, 5)
 
 
 def _event(event_id, event_type="impression", user_id=1, item_id=10, event_time="2026-01-05T08:00:00.000Z", **extra):
-    return json.dumps({"event_id": event_id, "event_type": event_type, "user_id": user_id, "item_id": item_id,
-                       "event_time": event_time, **extra})
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "user_id": user_id,
+            "item_id": item_id,
+            "event_time": event_time,
+            **extra,
+        }
+    )
 
 
 def _write_lines(raw_root, table, day, lines):
@@ -31,23 +40,25 @@ EVENT_LINES = [
     _event("e1", device="mobile", page="home", position=0),
     _event("e2", "click", event_time="2026-01-05T08:01:30.000Z", device="mobile", page="home", position=0, value=12.5),
     _event("e3", "rating", item_id=11, value=4),
-    _event("e4", event_time="2026-01-03T23:00:00.000Z"),            # late, within 48 h: valid
-    _event("e1", device="mobile", page="home", position=0),          # duplicate event id
-    _event("e5", user_id=None),                                      # missing key
-    _event("e6", user_id="abc"),                                     # bad type
-    _event("e7", "view"),                                            # unknown event type
-    _event("e8", event_time="2025-12-30T10:00:00.000Z"),             # too late for this drop
-    _event("e9", position=5000),                                     # out of range
-    '{"event_id": "e10", "event_type": ',                            # truncated line
-    "",                                                              # blank line: no data
+    _event("e4", event_time="2026-01-03T23:00:00.000Z"),  # late, within 48 h: valid
+    _event("e1", device="mobile", page="home", position=0),  # duplicate event id
+    _event("e5", user_id=None),  # missing key
+    _event("e6", user_id="abc"),  # bad type
+    _event("e7", "view"),  # unknown event type
+    _event("e8", event_time="2025-12-30T10:00:00.000Z"),  # too late for this drop
+    _event("e9", position=5000),  # out of range
+    '{"event_id": "e10", "event_type": ',  # truncated line
+    "",  # blank line: no data
 ]
 
 
 @pytest.fixture
 def config(tmp_path):
-    return {"paths": {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")},
-            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60},
-            "quality": {"enabled": False}}  # row-level validation here; the day-level gate: tests/test_quality.py
+    return {
+        "paths": {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")},
+        "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60},
+        "quality": {"enabled": False},
+    }  # row-level validation here; the day-level gate: tests/test_quality.py
 
 
 @pytest.fixture
@@ -60,13 +71,16 @@ def test_valid_rows_are_typed_and_every_bad_line_is_quarantined_with_a_reason(sp
     summary = {s["table"]: s for s in ingest(spark, tables, config, [DAY])}
 
     utc = dt.timezone.utc
-    expected = spark.createDataFrame([
-        ("e1", "impression", 1, 10, dt.datetime(2026, 1, 5, 8, tzinfo=utc), "mobile", "home", 0, None, DAY),
-        ("e2", "click", 1, 10, dt.datetime(2026, 1, 5, 8, 1, 30, tzinfo=utc), "mobile", "home", 0, 12.5, DAY),
-        ("e3", "rating", 1, 11, dt.datetime(2026, 1, 5, 8, tzinfo=utc), None, None, None, 4.0, DAY),
-        ("e4", "impression", 1, 10, dt.datetime(2026, 1, 3, 23, tzinfo=utc), None, None, None, None, DAY),
-    ], "event_id string, event_type string, user_id long, item_id long, event_time timestamp, device string, "
-       "page string, position int, value double, drop_date date")
+    expected = spark.createDataFrame(
+        [
+            ("e1", "impression", 1, 10, dt.datetime(2026, 1, 5, 8, tzinfo=utc), "mobile", "home", 0, None, DAY),
+            ("e2", "click", 1, 10, dt.datetime(2026, 1, 5, 8, 1, 30, tzinfo=utc), "mobile", "home", 0, 12.5, DAY),
+            ("e3", "rating", 1, 11, dt.datetime(2026, 1, 5, 8, tzinfo=utc), None, None, None, 4.0, DAY),
+            ("e4", "impression", 1, 10, dt.datetime(2026, 1, 3, 23, tzinfo=utc), None, None, None, None, DAY),
+        ],
+        "event_id string, event_type string, user_id long, item_id long, event_time timestamp, device string, "
+        "page string, position int, value double, drop_date date",
+    )
     assert_df_equality(tables.read("events").orderBy("event_id"), expected, ignore_nullable=True)
 
     reasons = {r.raw_record: r.reason for r in tables.read("events_quarantine").collect()}
@@ -79,7 +93,9 @@ def test_valid_rows_are_typed_and_every_bad_line_is_quarantined_with_a_reason(sp
     assert reasons[EVENT_LINES[10]] == "malformed JSON line"
     assert reasons[EVENT_LINES[4]] == "duplicate event_id"
     assert summary["events"]["rows"] == 4 and summary["events"]["quarantined"] == 7
-    assert all(r.source_file.endswith("dt=2026-01-05/part-00000.jsonl") for r in tables.read("events_quarantine").collect())
+    assert all(
+        r.source_file.endswith("dt=2026-01-05/part-00000.jsonl") for r in tables.read("events_quarantine").collect()
+    )
 
 
 def test_rerunning_a_date_leaves_identical_content(spark, config, tables):
@@ -136,13 +152,22 @@ def test_allow_missing_skips_days_without_a_drop(spark, config, tables):
 def test_dimension_rows_are_validated_too(spark, config, tables):
     raw = config["paths"]["raw"]
     _write_lines(raw, "events", DAY, EVENT_LINES[:1])
-    _write_lines(raw, "items", DAY, [
-        json.dumps({"item_id": 10, "title": "A", "category": "Drama", "genres": "Drama|War", "release_date": "1995-01-01"}),
-        json.dumps({"item_id": 11, "title": "B"}),                           # category is required
-        json.dumps({"item_id": 12, "category": "Drama", "release_date": "01-Jan-1995"}),
-    ])
+    _write_lines(
+        raw,
+        "items",
+        DAY,
+        [
+            json.dumps(
+                {"item_id": 10, "title": "A", "category": "Drama", "genres": "Drama|War", "release_date": "1995-01-01"}
+            ),
+            json.dumps({"item_id": 11, "title": "B"}),  # category is required
+            json.dumps({"item_id": 12, "category": "Drama", "release_date": "01-Jan-1995"}),
+        ],
+    )
     ingest(spark, tables, config, [DAY])
     items = tables.read("items").collect()
     assert [(r.item_id, r.release_date) for r in items] == [(10, dt.date(1995, 1, 1))]
     assert sorted(r.reason for r in tables.read("items_quarantine").collect()) == [
-        "bad date in release_date: '01-Jan-1995'", "missing category"]
+        "bad date in release_date: '01-Jan-1995'",
+        "missing category",
+    ]

@@ -1,5 +1,6 @@
 """Strict parsing of raw JSON lines and value checks (features/ingest.py): one case per rule, each with
 its expected quarantine reason written by hand, and every non-blank line in exactly one output."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -20,8 +21,16 @@ HEAD = '"event_type": "impression", "user_id": 1, "item_id": 10, "event_time": "
 
 
 def _event(event_id, event_type="impression", **extra) -> str:
-    return json.dumps({"event_id": event_id, "event_type": event_type, "user_id": 1, "item_id": 10,
-                       "event_time": "2026-01-05T08:00:00.000Z", **extra})
+    return json.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "user_id": 1,
+            "item_id": 10,
+            "event_time": "2026-01-05T08:00:00.000Z",
+            **extra,
+        }
+    )
 
 
 def _line(event_id: str, tail: str = "") -> str:
@@ -33,7 +42,7 @@ VALID = [  # (event_id, line)
     ("ok-whitespace", "  \t" + _event("ok-whitespace") + " \t "),
     ("ok-numeric-strings", _event("ok-numeric-strings", user_id="12", position="3", value="2.5")),
     ("ok-null-is-absent", _event("ok-null-is-absent", device=None, page=None, value=None)),
-    ("ok-surrogate-pair-\U0001F600", _line("ok-surrogate-pair-\\ud83d\\ude00")),  # a valid pair: one character
+    ("ok-surrogate-pair-\U0001f600", _line("ok-surrogate-pair-\\ud83d\\ude00")),  # a valid pair: one character
     ("ok-unknown-key-ignored", _event("ok-unknown-key-ignored", campaign={"id": [1, 2]})),
     ("ok-rating-1", _event("ok-rating-1", "rating", value=1)),
     ("ok-rating-5", _event("ok-rating-5", "rating", value=5.0)),
@@ -110,8 +119,10 @@ QUARANTINED = [  # (line, reason)
     (_event("position-range", position=1001), "position above 1000"),
     (_event("user-negative", user_id=-1), "user_id below 0"),
     # several failed checks: every one is named
-    (_event(7, "view", device="fridge"), "bad string in event_id: JSON number; unknown event_type 'view'; "
-                                         "unknown device 'fridge'"),
+    (
+        _event(7, "view", device="fridge"),
+        "bad string in event_id: JSON number; unknown event_type 'view'; unknown device 'fridge'",
+    ),
     (_event("late", event_time="2025-12-30T10:00:00.000Z"), "event_time outside the drop's window"),
     # a repeated event id within the drop: the first in raw text order ("mobile" < "tv") is kept
     (_event("dup-1", device="tv"), "duplicate event_id"),
@@ -121,8 +132,9 @@ BLANK = ["", "   ", "\t", " \t "]  # no data: dropped
 
 
 def _lines_frame(spark, lines):
-    return spark.createDataFrame([(line, SOURCE, DAY) for line in lines],
-                                 "value string, source_file string, drop_date date")
+    return spark.createDataFrame(
+        [(line, SOURCE, DAY) for line in lines], "value string, source_file string, drop_date date"
+    )
 
 
 def _run(spark, lines, **kwargs):
@@ -168,10 +180,13 @@ def test_valid_rows_keep_the_exact_number_text_and_are_typed(spark):
         '"device": "tv", "page": null, "value": "4"}',
     ]
     valid, quarantine = validate(parse_raw_lines(_lines_frame(spark, lines), EVENTS), EVENTS, DropWindow())
-    expected = spark.createDataFrame([
-        ("a", "click", 9007199254740993, 12, dt.datetime(2026, 1, 5, 8), None, None, 3, 0.1, DAY),
-        ("b", "rating", 1, 2, dt.datetime(2026, 1, 5, 9), "tv", None, None, 4.0, DAY),
-    ], f"{EVENTS.spark_ddl()}, drop_date date")
+    expected = spark.createDataFrame(
+        [
+            ("a", "click", 9007199254740993, 12, dt.datetime(2026, 1, 5, 8), None, None, 3, 0.1, DAY),
+            ("b", "rating", 1, 2, dt.datetime(2026, 1, 5, 9), "tv", None, None, 4.0, DAY),
+        ],
+        f"{EVENTS.spark_ddl()}, drop_date date",
+    )
     assert_df_equality(valid, expected, ignore_nullable=True, ignore_row_order=True)
     assert quarantine.count() == 0
 
@@ -186,8 +201,9 @@ def test_parse_keeps_the_raw_record_and_one_string_column_per_field(spark):
 
 def test_lines_that_are_not_utf8_keep_their_reason(spark):
     raw = _event("bin").encode()[:-1] + b', "page": "\xff\xfe"}'
-    lines = (spark.createDataFrame([(bytearray(raw), SOURCE, DAY)], "value binary, source_file string, drop_date date")
-             .withColumn("value", F.col("value").cast("string")))
+    lines = spark.createDataFrame(
+        [(bytearray(raw), SOURCE, DAY)], "value binary, source_file string, drop_date date"
+    ).withColumn("value", F.col("value").cast("string"))
     valid, quarantine = validate(parse_raw_lines(lines, EVENTS), EVENTS, DropWindow())
     rows = quarantine.collect()
     assert valid.count() == 0 and [r.reason for r in rows] == ["not UTF-8 text"]
@@ -210,26 +226,36 @@ def test_lines_are_parsed_batch_by_batch(spark):
 
 
 def test_config_overrides_the_rating_scale(spark):
-    lines = [_event("r8", "rating", value=8), _event("r11", "rating", value=11), _event("r0", "rating", value=0.5),
-             _event("c1", "click", value=90000)]
+    lines = [
+        _event("r8", "rating", value=8),
+        _event("r11", "rating", value=11),
+        _event("r0", "rating", value=0.5),
+        _event("c1", "click", value=90000),
+    ]
     valid, reasons, _ = _run(spark, lines, value_ranges={"rating": [1, 10]})
     assert [r.event_id for r in valid] == ["r8"]
-    assert reasons == {lines[1]: "value above 10 for rating", lines[2]: "value below 1 for rating",
-                       lines[3]: "value above 86400 for click"}  # types not overridden keep the schema's range
+    assert reasons == {
+        lines[1]: "value above 10 for rating",
+        lines[2]: "value below 1 for rating",
+        lines[3]: "value above 86400 for click",
+    }  # types not overridden keep the schema's range
 
     valid, reasons, _ = _run(spark, lines, value_ranges={"rating": {"min": 0.5, "max": None}, "click": [0, None]})
     assert sorted(r.event_id for r in valid) == ["c1", "r0", "r11", "r8"] and reasons == {}
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"ratings": [1, 10]}, r"ingest\.value_ranges\.ratings: unknown event_type 'ratings'"),
-    ({"rating": [10, 1]}, r"ingest\.value_ranges\.rating: min 10 is above max 1"),
-    ({"rating": [1]}, r"ingest\.value_ranges\.rating must be \[min, max\]"),
-    ({"rating": ["1", 10]}, r"ingest\.value_ranges\.rating\.min must be a finite number"),
-    ({"rating": [1, float("inf")]}, r"ingest\.value_ranges\.rating\.max must be a finite number"),
-    ({"rating": {"low": 1}}, r"ingest\.value_ranges\.rating: unknown key low"),
-    ([1, 10], r"ingest\.value_ranges must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ratings": [1, 10]}, r"ingest\.value_ranges\.ratings: unknown event_type 'ratings'"),
+        ({"rating": [10, 1]}, r"ingest\.value_ranges\.rating: min 10 is above max 1"),
+        ({"rating": [1]}, r"ingest\.value_ranges\.rating must be \[min, max\]"),
+        ({"rating": ["1", 10]}, r"ingest\.value_ranges\.rating\.min must be a finite number"),
+        ({"rating": [1, float("inf")]}, r"ingest\.value_ranges\.rating\.max must be a finite number"),
+        ({"rating": {"low": 1}}, r"ingest\.value_ranges\.rating: unknown key low"),
+        ([1, 10], r"ingest\.value_ranges must be a mapping"),
+    ],
+)
 def test_bad_range_overrides_are_errors_a_user_can_act_on(spark, overrides, message):
     parsed = parse_raw_lines(_lines_frame(spark, [_event("e1")]), EVENTS)
     with pytest.raises(RangeOverrideError, match=message) as error:
@@ -249,7 +275,10 @@ def test_events_schema_declares_the_value_ranges_by_event_type():
     value = EVENTS.column("value")
     assert value.ranges_by.column == "event_type"
     assert {k: (r.min, r.max) for k, r in value.ranges_by.as_dict().items()} == {
-        "rating": (1, 5), "click": (0, 86400), "purchase": (0, 1000000)}
+        "rating": (1, 5),
+        "click": (0, 86400),
+        "purchase": (0, 1000000),
+    }
     assert (value.min, value.max) == (0, 1000000)
 
 
@@ -257,25 +286,57 @@ def _table(*columns, **top):
     return {"name": "t", "partition_column": "drop_date", "columns": list(columns), **top}
 
 
-@pytest.mark.parametrize("doc, message", [
-    (_table({"name": "a", "type": "double", "mni": 0}), r"^schemas/t\.yaml: columns\.a\.mni: unknown key \(did you mean min\?\)$"),
-    (_table({"name": "a", "type": "float"}), r"schemas/t\.yaml: columns\.a\.type: unknown value 'float' \(allowed: string, long, int, double"),
-    (_table({"name": "a", "type": "double", "max": "1e6"}),
-     r"schemas/t\.yaml: columns\.a\.max must be a finite number or null, got '1e6' \(YAML reads 1e6 as text"),
-    (_table({"name": "a", "type": "string", "min": 0}), r"schemas/t\.yaml: columns\.a\.min: only numeric columns"),
-    (_table({"name": "a", "type": "double", "min": 5, "max": 1}), r"schemas/t\.yaml: columns\.a: min 5 is above max 1"),
-    (_table({"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"x": {"max": 1}}}}),
-     r"schemas/t\.yaml: columns\.a\.ranges_by\.column: 'b' is not a column"),
-    (_table({"name": "b", "type": "string", "allowed": ["x"]},
-            {"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"y": {"max": 1}}}}),
-     r"schemas/t\.yaml: columns\.a\.ranges_by\.ranges\.y: 'y' is not an allowed b"),
-    (_table({"name": "b", "type": "string"},
-            {"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"y": {"max": 1, "maxx": 2}}}}),
-     r"schemas/t\.yaml: columns\.a\.ranges_by\.ranges\.y\.maxx: unknown key \(did you mean max\?\)"),
-    (_table({"name": "b", "type": "string"}, {"name": "a", "type": "double", "ranges_by": {"column": "b", "range": {}}}),
-     r"schemas/t\.yaml: columns\.a\.ranges_by\.range: unknown key \(did you mean ranges\?\)"),
-    (_table({"name": "a", "type": "long"}, primary_key=["a"]), r"schemas/t\.yaml: primary_key: unknown key \(allowed: name, description, key, time_column, partition_column, columns\)"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        (
+            _table({"name": "a", "type": "double", "mni": 0}),
+            r"^schemas/t\.yaml: columns\.a\.mni: unknown key \(did you mean min\?\)$",
+        ),
+        (
+            _table({"name": "a", "type": "float"}),
+            r"schemas/t\.yaml: columns\.a\.type: unknown value 'float' \(allowed: string, long, int, double",
+        ),
+        (
+            _table({"name": "a", "type": "double", "max": "1e6"}),
+            r"schemas/t\.yaml: columns\.a\.max must be a finite number or null, got '1e6' \(YAML reads 1e6 as text",
+        ),
+        (_table({"name": "a", "type": "string", "min": 0}), r"schemas/t\.yaml: columns\.a\.min: only numeric columns"),
+        (
+            _table({"name": "a", "type": "double", "min": 5, "max": 1}),
+            r"schemas/t\.yaml: columns\.a: min 5 is above max 1",
+        ),
+        (
+            _table({"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"x": {"max": 1}}}}),
+            r"schemas/t\.yaml: columns\.a\.ranges_by\.column: 'b' is not a column",
+        ),
+        (
+            _table(
+                {"name": "b", "type": "string", "allowed": ["x"]},
+                {"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"y": {"max": 1}}}},
+            ),
+            r"schemas/t\.yaml: columns\.a\.ranges_by\.ranges\.y: 'y' is not an allowed b",
+        ),
+        (
+            _table(
+                {"name": "b", "type": "string"},
+                {"name": "a", "type": "double", "ranges_by": {"column": "b", "ranges": {"y": {"max": 1, "maxx": 2}}}},
+            ),
+            r"schemas/t\.yaml: columns\.a\.ranges_by\.ranges\.y\.maxx: unknown key \(did you mean max\?\)",
+        ),
+        (
+            _table(
+                {"name": "b", "type": "string"},
+                {"name": "a", "type": "double", "ranges_by": {"column": "b", "range": {}}},
+            ),
+            r"schemas/t\.yaml: columns\.a\.ranges_by\.range: unknown key \(did you mean ranges\?\)",
+        ),
+        (
+            _table({"name": "a", "type": "long"}, primary_key=["a"]),
+            r"schemas/t\.yaml: primary_key: unknown key \(allowed: name, description, key, time_column, partition_column, columns\)",
+        ),
+    ],
+)
 def test_schema_errors_name_the_file_and_the_key(doc, message):
     with pytest.raises(ValueError, match=message):
         parse_schema(doc, "schemas/t.yaml")

@@ -1,4 +1,5 @@
 """training.metrics (AUC, NE, GAUC, calibration, curve helpers) and training.report (report.md, PNGs, table)."""
+
 from __future__ import annotations
 
 import math
@@ -257,7 +258,10 @@ def test_format_table_lists_every_name_aligned():
     for name in results:
         assert sum(line.startswith(name + " ") for line in lines) == 1, name
     assert [line.split("  ")[0].strip() for line in lines[2:]] == [
-        "lr", "deepfm", "baseline: global rate", "baseline: item popularity"
+        "lr",
+        "deepfm",
+        "baseline: global rate",
+        "baseline: item popularity",
     ]
     item_line = next(line for line in lines if line.startswith("baseline: item"))
     assert item_line.split()[3:5] == ["-", "-"]  # auc and pr_auc None
@@ -274,8 +278,9 @@ def test_spark_gbdt_metrics_agree_with_the_numpy_ones_and_sklearn(spark):
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 2000)
     predictions = np.clip(0.3 * labels + rng.uniform(0, 0.7, 2000), 0.001, 0.999).round(3)  # ties included
-    frame = spark.createDataFrame([(int(y), float(p)) for y, p in zip(labels, predictions)],
-                                  "label int, gbdt_probability double")
+    frame = spark.createDataFrame(
+        [(int(y), float(p)) for y, p in zip(labels, predictions)], "label int, gbdt_probability double"
+    )
     distributed = spark_metrics(frame)
     local = binary_metrics(labels, predictions, 0.5)
     assert distributed["rows"] == 2000 and distributed["positive_rate"] == pytest.approx(labels.mean())

@@ -1,4 +1,5 @@
 """MovieLens import: ml-100k (read in place from the shared data; skipped when absent) and the CSV layout."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -79,10 +80,10 @@ def write_csv_layout(directory: Path) -> Path:
     directory.mkdir()
     (directory / "ratings.csv").write_text(
         "userId,movieId,rating,timestamp\n"
-        "1,10,4.0,86399\n"      # 1970-01-01T23:59:59Z
-        "2,10,0.5,86400\n"      # 1970-01-02T00:00:00Z
+        "1,10,4.0,86399\n"  # 1970-01-01T23:59:59Z
+        "2,10,0.5,86400\n"  # 1970-01-02T00:00:00Z
         "1,20,3.5,90000\n"
-        "3,30,5.0,864000\n"     # 1970-01-11: the dates between have no drop
+        "3,30,5.0,864000\n"  # 1970-01-11: the dates between have no drop
     )
     (directory / "movies.csv").write_text(
         "movieId,title,genres\n"
@@ -96,8 +97,15 @@ def write_csv_layout(directory: Path) -> Path:
 def test_csv_layout_writes_events_per_date_and_items_without_users(tmp_path):
     out = tmp_path / "raw"
     summary = import_movielens(write_csv_layout(tmp_path / "ml-small"), out)
-    assert summary == {"layout": "csv", "events": 4, "users": 0, "items": 3, "first_date": "1970-01-01",
-                       "last_date": "1970-01-11", "drops": {"events": 3, "users": 0, "items": 1}}
+    assert summary == {
+        "layout": "csv",
+        "events": 4,
+        "users": 0,
+        "items": 3,
+        "first_date": "1970-01-01",
+        "last_date": "1970-01-11",
+        "drops": {"events": 3, "users": 0, "items": 1},
+    }
     assert drop_dates(out, "events") == ["1970-01-01", "1970-01-02", "1970-01-11"]
     assert not (out / "users").exists()
     events = read_table(out, "events")
@@ -105,13 +113,19 @@ def test_csv_layout_writes_events_per_date_and_items_without_users(tmp_path):
         ("ml-1-10-86399", 4.0, "1970-01-01T23:59:59.000Z"),
         ("ml-2-10-86400", 0.5, "1970-01-02T00:00:00.000Z"),
     ]
-    assert all(set(e) == {"event_id", "event_type", "user_id", "item_id", "event_time", "value", "_drop"}
-               for e in events)
+    assert all(
+        set(e) == {"event_id", "event_type", "user_id", "item_id", "event_time", "value", "_drop"} for e in events
+    )
     items = {i["item_id"]: i for i in read_table(out, "items")}
     assert drop_dates(out, "items") == ["1970-01-01"]
-    assert items[10] | {"_drop": None} == {"item_id": 10, "title": "Heat (1995)", "category": "Action",
-                                          "genres": "Action|Crime|Thriller", "release_date": "1995-01-01",
-                                          "_drop": None}
+    assert items[10] | {"_drop": None} == {
+        "item_id": 10,
+        "title": "Heat (1995)",
+        "category": "Action",
+        "genres": "Action|Crime|Thriller",
+        "release_date": "1995-01-01",
+        "_drop": None,
+    }
     assert items[20]["release_date"] == "1966-01-01"
     assert items[30]["category"] == "unknown"
     assert items[30].get("genres") is None and items[30].get("release_date") is None

@@ -4,6 +4,7 @@ jars, against a real S3-compatible server started here (moto in server mode, fro
 listing/history/describe of `recpipe tables` and `recpipe history`, and the export publish with keep-K.
 Spark itself cannot read or write s3a:// here (no hadoop-aws jars), so the Parquet files Spark would write
 are written by pyarrow in the same layout."""
+
 from __future__ import annotations
 
 import os
@@ -34,16 +35,24 @@ def s3_server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="test",
-                                  secret_key="test", region="us-east-1", allow_bucket_creation=True,
-                                  connect_timeout=1, request_timeout=2).create_dir(BUCKET)
+                pafs.S3FileSystem(
+                    endpoint_override=f"127.0.0.1:{port}",
+                    scheme="http",
+                    access_key="test",
+                    secret_key="test",
+                    region="us-east-1",
+                    allow_bucket_creation=True,
+                    connect_timeout=1,
+                    request_timeout=2,
+                ).create_dir(BUCKET)
                 break
             except OSError:
                 time.sleep(0.3)
@@ -76,18 +85,31 @@ def test_resolver_maps_every_spelling(monkeypatch):
         assert (location.spark_uri, location.arrow_uri) == ("s3a://b/w/h", "s3://b/w/h")
         assert location.storage_options == {"aws_region": "eu-west-1"}
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
-    assert resolve("s3a://b/w").storage_options == {"aws_endpoint_url": "http://minio:9000", "aws_region": "eu-west-1",
-                                                    "aws_allow_http": "true"}
-    configured = resolve("s3://b/w", {"endpoint_url": "https://s3.example", "region": "us-east-2",
-                                      "options": {"aws_s3_addressing_style": "path"}})
-    assert configured.storage_options == {"aws_endpoint_url": "https://s3.example", "aws_region": "us-east-2",
-                                          "aws_allow_http": "false", "aws_s3_addressing_style": "path"}
+    assert resolve("s3a://b/w").storage_options == {
+        "aws_endpoint_url": "http://minio:9000",
+        "aws_region": "eu-west-1",
+        "aws_allow_http": "true",
+    }
+    configured = resolve(
+        "s3://b/w",
+        {"endpoint_url": "https://s3.example", "region": "us-east-2", "options": {"aws_s3_addressing_style": "path"}},
+    )
+    assert configured.storage_options == {
+        "aws_endpoint_url": "https://s3.example",
+        "aws_region": "us-east-2",
+        "aws_allow_http": "false",
+        "aws_s3_addressing_style": "path",
+    }
     azure = resolve("abfss://data@acct.dfs.core.windows.net/recpipe/wh")
-    assert (azure.spark_uri, azure.arrow_uri) == ("abfss://data@acct.dfs.core.windows.net/recpipe/wh",
-                                                  "az://data/recpipe/wh")
+    assert (azure.spark_uri, azure.arrow_uri) == (
+        "abfss://data@acct.dfs.core.windows.net/recpipe/wh",
+        "az://data/recpipe/wh",
+    )
     assert azure.storage_options == {"azure_storage_account_name": "acct"}
-    assert resolve("az://data/wh", {"options": {"azure_storage_account_name": "acct"}}).spark_uri == \
-        "abfss://data@acct.dfs.core.windows.net/wh"
+    assert (
+        resolve("az://data/wh", {"options": {"azure_storage_account_name": "acct"}}).spark_uri
+        == "abfss://data@acct.dfs.core.windows.net/wh"
+    )
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
     with pytest.raises(PipelineInputError, match="no Azure storage account"):
         resolve("az://data/wh").spark_uri
@@ -107,9 +129,13 @@ def _staged_writer(tables, name: str, rows: dict[str, list[int]]):
 
     def write(run_dir: str):
         for day, values in rows.items():
-            pq.write_table(pa.table({"id": pa.array(values, pa.int64()), "day": [day] * len(values)}).drop(["day"]),
-                           f"{table_dir}/{run_dir}/day={day}/part-00000-{uuid.uuid4().hex}.c000.snappy.parquet", filesystem=fs)
+            pq.write_table(
+                pa.table({"id": pa.array(values, pa.int64()), "day": [day] * len(values)}).drop(["day"]),
+                f"{table_dir}/{run_dir}/day={day}/part-00000-{uuid.uuid4().hex}.c000.snappy.parquet",
+                filesystem=fs,
+            )
             fs.open_output_stream(f"{table_dir}/{run_dir}/_SUCCESS").close()
+
     return write
 
 
@@ -118,8 +144,19 @@ def _replace(tables, name: str, rows: dict[str, list[int]], metadata: dict) -> i
     run_dir = f"_staging/run-{time.time_ns()}"
     read = tables._snapshot(name)
     write = _staged_writer(tables, name, rows)
-    return tables._commit_staged(name, run_dir, schema, "day", "overwrite", sorted(rows), metadata, None, read,
-                                 write_files=lambda: write(run_dir), retry=lambda: True)
+    return tables._commit_staged(
+        name,
+        run_dir,
+        schema,
+        "day",
+        "overwrite",
+        sorted(rows),
+        metadata,
+        None,
+        read,
+        write_files=lambda: write(run_dir),
+        retry=lambda: True,
+    )
 
 
 def test_delta_rs_commits_lists_and_time_travels_on_s3(s3):
@@ -142,14 +179,23 @@ def test_delta_rs_commits_lists_and_time_travels_on_s3(s3):
     assert [h["metadata"]["job"] for h in tables.history("t")] == ["second", "first"]
     assert tables.names() == ["t"]
     described = describe(tables, tables.names())[0]
-    assert (described["version"], described["partitions"], described["rows"], described["last_job"]) == (1, 2, 5, "second")
+    assert (described["version"], described["partitions"], described["rows"], described["last_job"]) == (
+        1,
+        2,
+        5,
+        "second",
+    )
     # what Spark would read: s3a:// URIs of exactly the newest version's files, inside their partitions
     spark_files = tables.spark_uris(tables._delta("t").file_uris())
-    assert len(spark_files) == 2 and all(f.startswith(f"s3a://{BUCKET}/delta/warehouse/t/day=2026-01-0")
-                                         for f in spark_files)
+    assert len(spark_files) == 2 and all(
+        f.startswith(f"s3a://{BUCKET}/delta/warehouse/t/day=2026-01-0") for f in spark_files
+    )
     fs, table_dir = tables._fs("t")
-    left = [i.path for i in fs.get_file_info(pafs.FileSelector(f"{table_dir}/_staging", recursive=True,
-                                                               allow_not_found=True)) if i.type == pafs.FileType.File]
+    left = [
+        i.path
+        for i in fs.get_file_info(pafs.FileSelector(f"{table_dir}/_staging", recursive=True, allow_not_found=True))
+        if i.type == pafs.FileType.File
+    ]
     assert left == []  # the staging files were moved or removed
 
 
@@ -175,9 +221,13 @@ def test_recpipe_tables_and_history_read_an_s3a_warehouse(s3, spark, tmp_path, c
 
 
 def _fake_saved_model(root: Path, tag: str) -> dict[str, int]:
-    files = {"saved_model.pb": 40_000, "variables/variables.index": 2_000,
-             "variables/variables.data-00000-of-00001": 300_000, "assets.extra/tf_serving_warmup_requests": 50_000,
-             "assets.extra/model_card.json": 0}
+    files = {
+        "saved_model.pb": 40_000,
+        "variables/variables.index": 2_000,
+        "variables/variables.data-00000-of-00001": 300_000,
+        "assets.extra/tf_serving_warmup_requests": 50_000,
+        "assets.extra/model_card.json": 0,
+    }
     for name, size in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes((tag.encode() * size)[:size] or b'{"model": "deepfm"}')
@@ -203,10 +253,12 @@ def test_export_publish_on_s3_never_lists_a_partial_version(s3, tmp_path, monkey
             except FileNotFoundError:
                 continue
             for version in listed:
-                infos = fs.get_file_info(pafs.FileSelector(f"{base}/deepfm/{version}", recursive=True,
-                                                           allow_not_found=True))
-                sizes = {i.path.split(f"/deepfm/{version}/", 1)[1]: i.size for i in infos
-                         if i.type == pafs.FileType.File}
+                infos = fs.get_file_info(
+                    pafs.FileSelector(f"{base}/deepfm/{version}", recursive=True, allow_not_found=True)
+                )
+                sizes = {
+                    i.path.split(f"/deepfm/{version}/", 1)[1]: i.size for i in infos if i.type == pafs.FileType.File
+                }
                 if sizes != expected:
                     problems.append((version, sizes))
             seen.append(tuple(listed))
@@ -255,4 +307,5 @@ def test_an_unsupported_storage_scheme_is_one_line_and_exit_2(spark, capsys):
     assert main(["tables", "--master", "local[2]", "--warehouse", "ftp://host/warehouse"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "recpipe tables: error: ftp://host/warehouse: unsupported storage scheme ftp:// (use a local path, s3://, "
-        "s3a://, gs://, abfss://, az:// or hdfs://)")
+        "s3a://, gs://, abfss://, az:// or hdfs://)"
+    )

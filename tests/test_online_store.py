@@ -1,5 +1,6 @@
 """The Redis online store: publish-features, the request builder and the training/serving skew check, on
 a real redis-server (session fixture) and a small synthetic warehouse built through the real jobs."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -37,10 +38,13 @@ def free_port() -> int:
 
 
 def _config(root, redis_server, namespace: str) -> dict:
-    return {"paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse")},
-            "ingest": {"allowed_lateness_hours": 48}, "samples": {"kind": "click"},
-            "export": {"root": str(root / "serving")},
-            "online_store": {**redis_server, "namespace": namespace, "keep_versions": 5}}
+    return {
+        "paths": {"raw": str(root / "raw"), "warehouse": str(root / "warehouse")},
+        "ingest": {"allowed_lateness_hours": 48},
+        "samples": {"kind": "click"},
+        "export": {"root": str(root / "serving")},
+        "online_store": {**redis_server, "namespace": namespace, "keep_versions": 5},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +75,16 @@ def published(spark, warehouse, redis_server):
 
 def _config_file(path, config: dict):
     """A config file for the CLI: the test's config plus the keys a file must set (JSON is YAML)."""
-    path.write_text(json.dumps({**config, "spark": {"master": "local[2]"}, "source": {"kind": "synthetic"},
-                                "dates": {"start": DAYS[0].isoformat(), "end": DAYS[-1].isoformat()}}))
+    path.write_text(
+        json.dumps(
+            {
+                **config,
+                "spark": {"master": "local[2]"},
+                "source": {"kind": "synthetic"},
+                "dates": {"start": DAYS[0].isoformat(), "end": DAYS[-1].isoformat()},
+            }
+        )
+    )
     return path
 
 
@@ -91,8 +103,14 @@ def test_published_values_are_the_hand_computed_ones(warehouse, published):
     prior = len(clicks) / len(impressions)
     user = int(clicks.user_id.value_counts().index[0])  # the user with most clicks this week
     item = int(clicks.item_id.value_counts().index[0])
-    built = build_request(online, user, [item], {"device": "mobile", "page": "home", "position": "2"},
-                          dt.datetime(2026, 5, 5, 13, 30, tzinfo=UTC), version=second["version"])
+    built = build_request(
+        online,
+        user,
+        [item],
+        {"device": "mobile", "page": "home", "position": "2"},
+        dt.datetime(2026, 5, 5, 13, 30, tzinfo=UTC),
+        version=second["version"],
+    )
     row = built.rows[0]
     user_clicks, user_impressions = (clicks.user_id == user).sum(), (impressions.user_id == user).sum()
     assert row["user_clicks_7d"] == user_clicks and row["user_impressions_7d"] == user_impressions
@@ -101,36 +119,51 @@ def test_published_values_are_the_hand_computed_ones(warehouse, published):
     assert row["item_clicks_7d"] == item_clicks and row["item_impressions_7d"] == item_impressions
     assert row["item_ctr_7d"] == pytest.approx((item_clicks + 20 * prior) / (item_impressions + 20), rel=1e-12)
     # user x category: this user's 30-day impressions of items in the item's category (as of the day)
-    items = DeltaTable(tables.path("items")).to_pandas().sort_values("drop_date").drop_duplicates("item_id", keep="last")
+    items = (
+        DeltaTable(tables.path("items")).to_pandas().sort_values("drop_date").drop_duplicates("item_id", keep="last")
+    )
     category = items.set_index("item_id").loc[item, "category"]
     month = _window(events, day, 30)
     in_category = month[(month.user_id == user) & month.item_id.isin(items[items.category == category].item_id)]
     assert row["user_category_impressions_30d"] == (in_category.event_type == "impression").sum()
     assert row["item_category"] == category
     # context from the request: 2026-05-05 13:30 UTC is a Tuesday (Spark's dayofweek: Sunday = 1)
-    assert (row["context_hour"], row["context_weekday"], row["context_device"], row["context_position"]) == (13, 3, "mobile", 2)
+    assert (row["context_hour"], row["context_weekday"], row["context_device"], row["context_position"]) == (
+        13,
+        3,
+        "mobile",
+        2,
+    )
     assert (row["context_user_id"], row["context_item_id"]) == (user, item)
-    assert built.indicators == [{"user_in_snapshot": True, "item_in_snapshot": True,
-                                 "user_category_in_snapshot": len(in_category) > 0}]
+    assert built.indicators == [
+        {"user_in_snapshot": True, "item_in_snapshot": True, "user_category_in_snapshot": len(in_category) > 0}
+    ]
     instance = built.body["instances"][0]
     assert instance["user_clicks_7d"] == float(np.float32(user_clicks)) and len(instance["user_last_items"]) == 10
 
     log = DeltaTable(tables.path("online_publishes")).to_pandas()
     mine = log[log.namespace == "shared"].sort_values("version").head(2)
     assert mine[["version", "rows", "rewritten"]].values.tolist() == [
-        [1, first["rows"], first["rows"]], [2, second["rows"], second["rewritten"]]]
+        [1, first["rows"], first["rows"]],
+        [2, second["rows"], second["rewritten"]],
+    ]
     assert (mine.publish_date.astype(str).tolist(), mine.user_snapshot_version.iloc[0]) == (
-        [DAYS[1].isoformat(), DAYS[2].isoformat()], tables.version("user_snapshot"))
+        [DAYS[1].isoformat(), DAYS[2].isoformat()],
+        tables.version("user_snapshot"),
+    )
 
 
 def test_unknown_user_and_item_get_the_defaults_and_indicators(warehouse, published):
     root, tables, events = warehouse
     config, online, first, second = published
     day = DAYS[2]
-    built = build_request(online, 999_999, [888_888], {}, dt.datetime(2026, 5, 5, 0, 0, tzinfo=UTC),
-                          version=second["version"])
+    built = build_request(
+        online, 999_999, [888_888], {}, dt.datetime(2026, 5, 5, 0, 0, tzinfo=UTC), version=second["version"]
+    )
     row = built.rows[0]
-    assert built.indicators == [{"user_in_snapshot": False, "item_in_snapshot": False, "user_category_in_snapshot": False}]
+    assert built.indicators == [
+        {"user_in_snapshot": False, "item_in_snapshot": False, "user_category_in_snapshot": False}
+    ]
     week, month = _window(events, day, 7), _window(events, day, 30)
     prior_7d = (week.event_type == "click").sum() / (week.event_type == "impression").sum()
     prior_30d = (month.event_type == "click").sum() / (month.event_type == "impression").sum()
@@ -221,14 +254,17 @@ def saved_model(warehouse, tmp_path_factory):
     version = artifacts.latest_samples_version(tables.root)
     transforms = json.loads((artifacts.samples_dir(tables.root, version) / "transforms.json").read_text())["features"]
     keras.utils.set_random_seed(3)
-    model = build_model("wide_deep", FeatureEncoders(SPEC, transforms), as_settings({}).models.params("wide_deep"), None)
+    model = build_model(
+        "wide_deep", FeatureEncoders(SPEC, transforms), as_settings({}).models.params("wide_deep"), None
+    )
     path = tmp_path_factory.mktemp("model") / "wide_deep" / "1"
     write_saved_model(model, model_inputs(SPEC), path)
     return path
 
 
-def test_skew_check_passes_on_real_samples_and_names_a_corrupted_feature(spark, warehouse, published, saved_model,
-                                                                        capsys):
+def test_skew_check_passes_on_real_samples_and_names_a_corrupted_feature(
+    spark, warehouse, published, saved_model, capsys
+):
     root, tables, _ = warehouse
     config, online, first, second = published
     day = DAYS[2]  # its samples join the snapshot of DAYS[1], published as version 1
@@ -238,8 +274,22 @@ def test_skew_check_passes_on_real_samples_and_names_a_corrupted_feature(spark, 
     assert result["scores"] == {"model": str(saved_model), "rows": result["rows"], "equal": True}
     assert result["version"] == first["version"]
     path = _config_file(root / "shared.json", config)
-    assert main(["skew-check", "--config", str(path), "--date", day.isoformat(), "--rows", "40",
-                 "--model-dir", str(saved_model)]) == 0
+    assert (
+        main(
+            [
+                "skew-check",
+                "--config",
+                str(path),
+                "--date",
+                day.isoformat(),
+                "--rows",
+                "40",
+                "--model-dir",
+                str(saved_model),
+            ]
+        )
+        == 0
+    )
     assert "40 samples equal the requests" in capsys.readouterr().out
 
     # corrupt one user's 7-day click count in that version: the check fails naming the feature
@@ -265,8 +315,24 @@ def test_request_and_predict_from_the_command_line(warehouse, published, saved_m
     root, tables, _ = warehouse
     config, online, first, second = published
     path = _config_file(root / "shared.json", config)
-    assert main(["request", "--config", str(path), "--user", "3", "--items", "1,2,999999",
-                 "--context", "device=mobile,page=home", "--time", "2026-05-05T08:00:00Z"]) == 0
+    assert (
+        main(
+            [
+                "request",
+                "--config",
+                str(path),
+                "--user",
+                "3",
+                "--items",
+                "1,2,999999",
+                "--context",
+                "device=mobile,page=home",
+                "--time",
+                "2026-05-05T08:00:00Z",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     body = json.loads(captured.out)
     assert len(body["instances"]) == 3 and body["instances"][2]["item_category"] == "unknown"

@@ -1,4 +1,5 @@
 """The whole pipeline as users start it: `recpipe run` in-process and `spark-submit jobs/ingest.py`."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -58,9 +59,23 @@ def test_spark_submit_entry_point(spark, tmp_path):
     spark_submit = Path(sys.executable).parent / "spark-submit"
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false", str(REPO / "jobs" / "ingest.py"),
-         "--config", str(config), "--date", "2026-03-02"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            str(REPO / "jobs" / "ingest.py"),
+            "--config",
+            str(config),
+            "--date",
+            "2026-03-02",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "ingested 2026-03-02..2026-03-02" in result.stdout
     assert tables.version("events") == version + 1
@@ -68,20 +83,48 @@ def test_spark_submit_entry_point(spark, tmp_path):
 
     snapshot_rows = tables.read("user_snapshot").orderBy("snapshot_date", "user_id").collect()
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-         str(REPO / "jobs" / "build_snapshot.py"), "--config", str(config), "--date", "2026-03-03"],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            str(REPO / "jobs" / "build_snapshot.py"),
+            "--config",
+            str(config),
+            "--date",
+            "2026-03-03",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "built snapshots 2026-03-03..2026-03-03" in result.stdout
     assert tables.read("user_snapshot").orderBy("snapshot_date", "user_id").collect() == snapshot_rows
 
     for script, arguments, expected in (
-            ("build_samples.py", ["--start", "2026-03-02", "--end", "2026-03-02"], "built samples 2026-03-02..2026-03-02"),
-            ("train_gbdt.py", [], "trained gbdt in")):
+        ("build_samples.py", ["--start", "2026-03-02", "--end", "2026-03-02"], "built samples 2026-03-02..2026-03-02"),
+        ("train_gbdt.py", [], "trained gbdt in"),
+    ):
         result = subprocess.run(
-            [str(spark_submit), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
-             str(REPO / "jobs" / script), "--config", str(config), *arguments],
-            capture_output=True, text=True, env=env, timeout=300)
+            [
+                str(spark_submit),
+                "--master",
+                "local[1]",
+                "--conf",
+                "spark.ui.enabled=false",
+                str(REPO / "jobs" / script),
+                "--config",
+                str(config),
+                *arguments,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         assert expected in result.stdout
     assert tables.version("gbdt_leaves") == 1  # once by `recpipe run`, once by spark-submit
@@ -100,4 +143,5 @@ def test_movielens_100k_runs_through_ingest(ml100k_warehouse):
     assert (column, days[0], days[-1]) == ("drop_date", "1997-09-20", "1998-04-22")
     # one file per day partition, not one per task and day
     from deltalake import DeltaTable
+
     assert len(DeltaTable(tables.path("events")).file_uris()) == len(days)

@@ -1,5 +1,6 @@
 """Tests that need MovieLens 100K or Airflow's virtualenv skip with the reason where they are missing,
 and fail under CI=true (tests/conftest.py): a CI run must not pass by skipping. No Spark here."""
+
 from __future__ import annotations
 
 import os
@@ -10,14 +11,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-NEEDS_BOTH = '''
+NEEDS_BOTH = """
 def test_needs_movielens(ml100k_dir):
     pass
 
 
 def test_needs_airflow(airflow_bin):
     pass
-'''
+"""
 
 
 def _pytest(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
@@ -26,11 +27,33 @@ def _pytest(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
     (tmp_path / "test_needs_both.py").write_text(NEEDS_BOTH)
     (tmp_path / "empty").mkdir(exist_ok=True)
     env = {key: value for key, value in os.environ.items() if key != "CI"}
-    env.update(PYTHONPATH=str(REPO), RECPIPE_ML100K=str(tmp_path / "empty"),
-               RECPIPE_AIRFLOW_VENV=str(tmp_path / "empty"), **({"CI": ci} if ci is not None else {}))
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                           "-p", "tests.conftest", "--rootdir", str(tmp_path), "test_needs_both.py"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        PYTHONPATH=str(REPO),
+        RECPIPE_ML100K=str(tmp_path / "empty"),
+        RECPIPE_AIRFLOW_VENV=str(tmp_path / "empty"),
+        **({"CI": ci} if ci is not None else {}),
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "tests.conftest",
+            "--rootdir",
+            str(tmp_path),
+            "test_needs_both.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("ci", [None, "false"])

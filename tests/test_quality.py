@@ -1,6 +1,7 @@
 """Data quality checks (schemas/quality.yaml): the check arithmetic on small frames, and the gate:
 a failing check is recorded in the `quality` table, stops the job with exit code 4, blocks samples
 from those days, and a clean rerun clears it."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -27,8 +28,12 @@ def _psi(expected_shares, actual_shares) -> float:
 def test_psi_matches_the_formula_on_decile_buckets_of_the_day_before(spark):
     # day 1: values 0..99 (deciles 9.9, 19.8, ...); day 2: the same; day 3: half of the rows moved to the top decile
     day3 = list(range(50)) + [95] * 50
-    rows = ([(D1, float(v)) for v in range(100)] + [(D2, float(v)) for v in range(100)]
-            + [(D3, float(v)) for v in day3] + [(D3, None)] * 10)
+    rows = (
+        [(D1, float(v)) for v in range(100)]
+        + [(D2, float(v)) for v in range(100)]
+        + [(D3, float(v)) for v in day3]
+        + [(D3, None)] * 10
+    )
     frame = spark.createDataFrame(rows, "day date, x double")
     result = psi_by_day(frame, "day", ["x"], buckets=10).orderBy("day")
     edges = np.percentile(np.arange(100), np.arange(10, 100, 10), method="inverted_cdf")
@@ -36,20 +41,25 @@ def test_psi_matches_the_formula_on_decile_buckets_of_the_day_before(spark):
     shares = np.append(counts / 110, 10 / 110)  # + the NULL bucket, empty on day 2
     expected = spark.createDataFrame(
         [(D2, "x", 0.0, 100, 100), (D3, "x", _psi([0.1] * 10 + [0.0], shares), 110, 100)],
-        "day date, feature string, psi double, rows bigint, baseline_rows bigint")
+        "day date, feature string, psi double, rows bigint, baseline_rows bigint",
+    )
     assert_approx_df_equality(result, expected, precision=1e-6, ignore_nullable=True)
 
 
 def test_checks_pass_fail_and_skip_as_declared(spark):
-    checks = {"row_count_change": {"min_ratio": 0.5, "max_ratio": 2.0, "min_previous_rows": 3},
-              "quarantine_rate": {"max": 0.1},
-              "null_rate": {"columns": {"device": 0.25}},
-              "range": {"columns": {"position": [0, 10]}, "max_violation_rate": 0.0}}
-    rows = ([(D1, "mobile", 1)] * 4 + [(D2, "mobile", 2), (D2, None, 3)]  # D2: half the rows, one NULL device
-            + [(D3, "tv", 11)] * 4)                                     # D3: every position out of range
+    checks = {
+        "row_count_change": {"min_ratio": 0.5, "max_ratio": 2.0, "min_previous_rows": 3},
+        "quarantine_rate": {"max": 0.1},
+        "null_rate": {"columns": {"device": 0.25}},
+        "range": {"columns": {"position": [0, 10]}, "max_violation_rate": 0.0},
+    }
+    rows = (
+        [(D1, "mobile", 1)] * 4
+        + [(D2, "mobile", 2), (D2, None, 3)]  # D2: half the rows, one NULL device
+        + [(D3, "tv", 11)] * 4
+    )  # D3: every position out of range
     frame = spark.createDataFrame(rows, "drop_date date, device string, position int")
-    results = run_checks("events", checks, frame, "drop_date", [D1, D2, D3], previous_rows=None,
-                         quarantined={D3: 2})
+    results = run_checks("events", checks, frame, "drop_date", [D1, D2, D3], previous_rows=None, quarantined={D3: 2})
     status = {(r.check_date, r.check, r.column): (r.status, r.value) for r in results}
     assert status[(D1, "row_count_change", "")] == ("skip", None)  # no day before
     assert status[(D2, "row_count_change", "")] == ("pass", 0.5)
@@ -78,8 +88,26 @@ def small_pipeline(tmp_path):
     config["dates"] = {"start": str(D1), "end": str(D3)}
     path = tmp_path / "quality.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", str(D1), "--days", "3",
-                 "--users", "250", "--items", "40", "--seed", "4"]) == 0
+    assert (
+        main(
+            [
+                "generate-logs",
+                "--out",
+                str(tmp_path / "raw"),
+                "--start-date",
+                str(D1),
+                "--days",
+                "3",
+                "--users",
+                "250",
+                "--items",
+                "40",
+                "--seed",
+                "4",
+            ]
+        )
+        == 0
+    )
     return path, tmp_path
 
 
@@ -99,14 +127,17 @@ def test_a_failing_check_stops_the_job_blocks_samples_and_a_clean_rerun_clears_i
     tables = open_tables(spark, str(root / "warehouse"), "delta-rs")
     failed = tables.read("quality").where("status = 'fail'").collect()
     assert [(r["table_name"], r["check_date"], r["check"], r["job"]) for r in failed] == [
-        ("events", D3, "row_count_change", "ingest")]
+        ("events", D3, "row_count_change", "ingest")
+    ]
     assert failed[0]["value"] == pytest.approx(1 / 3, abs=0.02)
 
     assert main(["snapshot", "--config", str(path)]) == 0  # snapshots of good data may be built
     capsys.readouterr()
     assert main(["samples", "--config", str(path), "--start", str(D2), "--end", str(D2)]) == 4
-    assert ("samples refused: events 2026-03-03: failed row_count_change (258 rows vs 816 the day before)"
-            in capsys.readouterr().err)
+    assert (
+        "samples refused: events 2026-03-03: failed row_count_change (258 rows vs 816 the day before)"
+        in capsys.readouterr().err
+    )
     assert not tables.exists("samples")
 
     drop.write_text(original)  # the drop is redelivered complete

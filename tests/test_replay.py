@@ -1,6 +1,7 @@
 """recpipe replay on tiny synthetic logs: one samples build, per-day windows, cold and warm models and the
 baselines in the Delta table `replay_metrics`, checked against counts and AUCs computed here from the
 samples table."""
+
 from __future__ import annotations
 
 import json
@@ -42,14 +43,49 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     config["replay"] = {"epochs": 1, "warm_epochs": 1, "warm_days": 1}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["generate-logs", "--out", str(tmp_path / "raw"), "--start-date", "2026-03-01", "--days", "6",
-                 "--users", "300", "--items", "60", "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "generate-logs",
+                "--out",
+                str(tmp_path / "raw"),
+                "--start-date",
+                "2026-03-01",
+                "--days",
+                "6",
+                "--users",
+                "300",
+                "--items",
+                "60",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main(["ingest", "--config", str(path)]) == 0
     assert main(["snapshot", "--config", str(path)]) == 0
     capsys.readouterr()
 
-    assert main(["replay", "--config", str(path), "--start", "2026-03-04", "--end", "2026-03-05", "--train-days", "2",
-                 "--models", "lr", "--warm-start"]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                "--config",
+                str(path),
+                "--start",
+                "2026-03-04",
+                "--end",
+                "2026-03-05",
+                "--train-days",
+                "2",
+                "--models",
+                "lr",
+                "--warm-start",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "lr: warm - cold AUC" in out
 
@@ -57,9 +93,15 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     assert "replay_metrics" in tables.names()  # recpipe tables and sql see it
     metrics = tables.read("replay_metrics").toPandas()
     assert sorted(zip(metrics["replay_date"].astype(str), metrics["model"], metrics["mode"])) == sorted(
-        (day, model, mode) for day in ("2026-03-04", "2026-03-05")
-        for model, mode in (("lr", "cold"), ("lr", "warm"), ("baseline: item popularity", "cold"),
-                            ("baseline: xgboost", "cold")))
+        (day, model, mode)
+        for day in ("2026-03-04", "2026-03-05")
+        for model, mode in (
+            ("lr", "cold"),
+            ("lr", "warm"),
+            ("baseline: item popularity", "cold"),
+            ("baseline: xgboost", "cold"),
+        )
+    )
     assert metrics["run_id"].nunique() == 1
     version = int(metrics["samples_version"].iloc[0])
     samples = tables.read("samples", version=version).select("event_date", "item_id", "label").toPandas()
@@ -90,6 +132,22 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
 
 
 def test_replay_refuses_gbdt_lr(tmp_path, capsys):
-    assert main(["replay", "--config", str(REPO / "conf" / "demo.yaml"), "--start", "2026-01-05", "--end",
-                 "2026-01-06", "--train-days", "2", "--models", "gbdt_lr"]) == 2
+    assert (
+        main(
+            [
+                "replay",
+                "--config",
+                str(REPO / "conf" / "demo.yaml"),
+                "--start",
+                "2026-01-05",
+                "--end",
+                "2026-01-06",
+                "--train-days",
+                "2",
+                "--models",
+                "gbdt_lr",
+            ]
+        )
+        == 2
+    )
     assert "gbdt_lr needs a booster per day" in capsys.readouterr().err  # checked before any session starts

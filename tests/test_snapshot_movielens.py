@@ -1,4 +1,5 @@
 """Windows are exact: snapshots of MovieLens 100K against a brute-force pandas computation."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -17,7 +18,9 @@ CHECK_DAYS = [dt.date(1997, 9, 20), dt.date(1997, 10, 15), dt.date(1997, 12, 1),
 def ratings(ml100k_dir):
     frame = pd.read_csv(ml100k_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "ts"])
     frame["date"] = pd.to_datetime(frame["ts"], unit="s", utc=True).dt.date
-    frame["event_id"] = "ml-" + frame["user_id"].astype(str) + "-" + frame["item_id"].astype(str) + "-" + frame["ts"].astype(str)
+    frame["event_id"] = (
+        "ml-" + frame["user_id"].astype(str) + "-" + frame["item_id"].astype(str) + "-" + frame["ts"].astype(str)
+    )
     return frame
 
 
@@ -45,14 +48,23 @@ def test_user_windows_and_state_match_brute_force(ml100k_warehouse, ratings, day
     spec = load_spec()
     expected = _brute_force_users(ratings, day, spec.last_n_items)
     columns = list(expected.columns)
-    actual = (as_of.dense_snapshot(ml100k_warehouse, spec, "user", [day]).select("user_id", *columns)
-              .toPandas().set_index("user_id"))
+    actual = (
+        as_of.dense_snapshot(ml100k_warehouse, spec, "user", [day])
+        .select("user_id", *columns)
+        .toPandas()
+        .set_index("user_id")
+    )
     # every user is known from the first users drop on (resolved as of the day: the table stores only
     # the users with activity in a window or a change); users never active have no state
     assert len(actual) == 943
     active = actual.loc[expected.index]
-    for column in ("user_ratings_1d", "user_ratings_7d", "user_ratings_30d",
-                   "user_first_active_date", "user_last_active_date"):
+    for column in (
+        "user_ratings_1d",
+        "user_ratings_7d",
+        "user_ratings_30d",
+        "user_first_active_date",
+        "user_last_active_date",
+    ):
         assert (active[column] == expected[column]).all(), column
     for column in ("user_rating_mean_30d", "user_rating_std_30d"):
         np.testing.assert_allclose(active[column].astype(float), expected[column].astype(float), rtol=1e-9)
@@ -66,9 +78,12 @@ def test_item_and_user_category_windows_match_brute_force(ml100k_warehouse, ml10
     known = ratings[ratings["date"] <= day]
     week = known[known["date"] > day - dt.timedelta(days=7)]
     month = known[known["date"] > day - dt.timedelta(days=30)]
-    items = (as_of.dense_snapshot(ml100k_warehouse, load_spec(), "item", [day])
-             .select("item_id", "item_ratings_7d", "item_rating_mean_30d", "item_category", "item_popularity_rank_7d")
-             .toPandas().set_index("item_id"))
+    items = (
+        as_of.dense_snapshot(ml100k_warehouse, load_spec(), "item", [day])
+        .select("item_id", "item_ratings_7d", "item_rating_mean_30d", "item_category", "item_popularity_rank_7d")
+        .toPandas()
+        .set_index("item_id")
+    )
     assert len(items) == 1682
     expected_7d = week.groupby("item_id").size().reindex(items.index, fill_value=0)
     assert (items["item_ratings_7d"] == expected_7d).all()
@@ -79,10 +94,13 @@ def test_item_and_user_category_windows_match_brute_force(ml100k_warehouse, ml10
 
     with_category = month.join(items["item_category"], on="item_id")
     expected_uc = with_category.groupby(["user_id", "item_category"]).size()
-    actual_uc = (ml100k_warehouse.read("user_category_snapshot", partitions=[day])
-                 .where("user_category_ratings_30d > 0")
-                 .select("user_id", "category", "user_category_ratings_30d").toPandas()
-                 .set_index(["user_id", "category"])["user_category_ratings_30d"])
+    actual_uc = (
+        ml100k_warehouse.read("user_category_snapshot", partitions=[day])
+        .where("user_category_ratings_30d > 0")
+        .select("user_id", "category", "user_category_ratings_30d")
+        .toPandas()
+        .set_index(["user_id", "category"])["user_category_ratings_30d"]
+    )
     assert actual_uc.sort_index().to_dict() == expected_uc.sort_index().to_dict()
 
 

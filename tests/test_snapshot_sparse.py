@@ -3,6 +3,7 @@
 A hand-made 45-day log: user 1 active on day 0 and day 35, user 2 never active but changing occupation on
 day 40, item 7 in the catalogue and never shown. Expected rows and values are worked out by hand below.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,17 @@ def day(i: int) -> dt.date:
 
 
 def _event(event_id, event_type, user_id, item_id, when, value=None):
-    return {"event_id": event_id, "event_type": event_type, "user_id": user_id, "item_id": item_id,
-            "event_time": when, "device": "mobile", "page": "home", "position": 0, "value": value}
+    return {
+        "event_id": event_id,
+        "event_type": event_type,
+        "user_id": user_id,
+        "item_id": item_id,
+        "event_time": when,
+        "device": "mobile",
+        "page": "home",
+        "position": 0,
+        "value": value,
+    }
 
 
 def _user(user_id, occupation):
@@ -38,8 +48,14 @@ def _user(user_id, occupation):
 
 
 def _item(item_id, category):
-    return {"item_id": item_id, "title": f"t{item_id}", "category": category, "genres": category,
-            "release_date": "2026-01-01", "price": 9.5}
+    return {
+        "item_id": item_id,
+        "title": f"t{item_id}",
+        "category": category,
+        "genres": category,
+        "release_date": "2026-01-01",
+        "price": 9.5,
+    }
 
 
 def _write_log(raw, extra_items: int = 0) -> None:
@@ -48,17 +64,28 @@ def _write_log(raw, extra_items: int = 0) -> None:
     items = [_item(5, "Drama"), _item(6, "Comedy"), _item(7, "Horror")]
     items += [_item(1000 + i, "Music") for i in range(extra_items)]  # a catalogue nobody ever sees
     raw_drops.write_drop(raw, "items", day(0), pd.DataFrame(items))
-    raw_drops.write_drop(raw, "events", day(0), pd.DataFrame([
-        _event("a", "impression", 1, 5, f"{day(0)}T10:00:00.000Z"),
-        _event("b", "click", 1, 5, f"{day(0)}T10:00:05.000Z")]))
-    raw_drops.write_drop(raw, "events", day(35), pd.DataFrame([
-        _event("c", "rating", 1, 6, f"{day(35)}T09:00:00.000Z", 4.0)]))
+    raw_drops.write_drop(
+        raw,
+        "events",
+        day(0),
+        pd.DataFrame(
+            [
+                _event("a", "impression", 1, 5, f"{day(0)}T10:00:00.000Z"),
+                _event("b", "click", 1, 5, f"{day(0)}T10:00:05.000Z"),
+            ]
+        ),
+    )
+    raw_drops.write_drop(
+        raw, "events", day(35), pd.DataFrame([_event("c", "rating", 1, 6, f"{day(35)}T09:00:00.000Z", 4.0)])
+    )
 
 
 def _config(tmp_path, name):
-    return {"paths": {"raw": str(tmp_path / f"raw-{name}"), "warehouse": str(tmp_path / f"warehouse-{name}")},
-            "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60, "allow_missing_drops": True},
-            "quality": {"enabled": False}}  # days without events: no events partition
+    return {
+        "paths": {"raw": str(tmp_path / f"raw-{name}"), "warehouse": str(tmp_path / f"warehouse-{name}")},
+        "ingest": {"allowed_lateness_hours": 48, "allowed_clock_skew_minutes": 60, "allow_missing_drops": True},
+        "quality": {"enabled": False},
+    }  # days without events: no events partition
 
 
 def _build(spark, tmp_path, name, extra_items=0, ranges=((0, 44),)):
@@ -67,7 +94,7 @@ def _build(spark, tmp_path, name, extra_items=0, ranges=((0, 44),)):
     tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
     ingest(spark, tables, config, DAYS)
     for first, last in ranges:
-        build_snapshots(spark, tables, config, DAYS[first:last + 1])
+        build_snapshots(spark, tables, config, DAYS[first : last + 1])
     return tables
 
 
@@ -87,14 +114,18 @@ def test_rows_only_where_an_entity_can_differ_from_inactive(hand_made):
     user2 = {(2, day(0)), (2, day(40))}  # first users drop, then the day its occupation changed
     assert users == user1 | user2
     items = _stored(hand_made, "item_snapshot", "item_id")
-    assert items == ({(5, day(i)) for i in range(0, WINDOW)} | {(6, day(0))}
-                     | {(6, day(i)) for i in range(35, 45)} | {(7, day(0))})
+    assert items == (
+        {(5, day(i)) for i in range(0, WINDOW)} | {(6, day(0))} | {(6, day(i)) for i in range(35, 45)} | {(7, day(0))}
+    )
     assert as_of.built_days(hand_made, "user") == set(DAYS)  # a row of day values for every built day
 
 
 def test_inactive_days_resolve_to_the_full_row(spark, hand_made):
     spec = load_spec()
-    users = {(r.user_id, r.snapshot_date): r for r in as_of.dense_snapshot(hand_made, spec, "user", [day(32), day(44)]).collect()}
+    users = {
+        (r.user_id, r.snapshot_date): r
+        for r in as_of.dense_snapshot(hand_made, spec, "user", [day(32), day(44)]).collect()
+    }
     quiet = users[(1, day(32))]  # last activity on day 0: outside every window on day 32
     assert (quiet.user_clicks_30d, quiet.user_impressions_7d, quiet.user_rating_mean_30d) == (0, 0, None)
     assert (quiet.user_first_active_date, quiet.user_last_active_date) == (day(0), day(0))
@@ -103,10 +134,17 @@ def test_inactive_days_resolve_to_the_full_row(spark, hand_made):
     prior = spec.ctr_prior_fallback  # no impressions anywhere in the window: (0 + s * fallback) / (0 + s)
     assert quiet.user_ctr_30d == (0 + spec.ctr_prior_strength * prior) / (0 + spec.ctr_prior_strength)
     never = users[(2, day(44))]
-    assert never.user_occupation == "artist" and never.user_last_active_date is None and never.user_ctr_7d == quiet.user_ctr_7d
+    assert (
+        never.user_occupation == "artist"
+        and never.user_last_active_date is None
+        and never.user_ctr_7d == quiet.user_ctr_7d
+    )
     assert users[(1, day(44))].user_last_items == [6, 5] and users[(1, day(44))].user_ratings_30d == 1
 
-    items = {(r.item_id, r.snapshot_date): r for r in as_of.dense_snapshot(hand_made, spec, "item", [day(36), day(44)]).collect()}
+    items = {
+        (r.item_id, r.snapshot_date): r
+        for r in as_of.dense_snapshot(hand_made, spec, "item", [day(36), day(44)]).collect()
+    }
     # competition rank by engagements in 7 days: on day 36 item 6 (rated on day 35) is first, the rest share 2
     assert [items[(i, day(36))].item_popularity_rank_7d for i in (5, 6, 7)] == [2, 1, 2]
     assert [items[(i, day(44))].item_popularity_rank_7d for i in (5, 6, 7)] == [1, 1, 1]  # nobody engaged in 7 days
@@ -130,8 +168,10 @@ def test_two_runs_equal_one_pass_and_an_unseen_catalogue_adds_rows_only_on_its_f
 
 def test_recpipe_features_prints_the_row_of_an_inactive_entity(hand_made, tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text(f"source: {{kind: raw}}\npaths: {{raw: {tmp_path}, warehouse: {hand_made.root}}}\n"
-                      f"spark: {{master: 'local[2]'}}\ndates: {{start: {day(0)}, end: {day(44)}}}\n")
+    config.write_text(
+        f"source: {{kind: raw}}\npaths: {{raw: {tmp_path}, warehouse: {hand_made.root}}}\n"
+        f"spark: {{master: 'local[2]'}}\ndates: {{start: {day(0)}, end: {day(44)}}}\n"
+    )
     assert main(["features", "--config", str(config), "--entity", "user", "--id", "1,9", "--date", str(day(32))]) == 0
     out = capsys.readouterr().out
     assert f"user 1 as of {day(32)}" in out and "user_days_since_last_active   32" in out

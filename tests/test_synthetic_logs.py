@@ -1,4 +1,5 @@
 """Synthetic log generator: determinism, schema-valid drops, day boundaries, click model sanity."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -125,8 +126,9 @@ def shown_before(clicks: pd.DataFrame, events: pd.DataFrame) -> pd.Series:
     slot = ["user_id", "item_id", "device", "page", "position"]
     impressions = events.loc[events["event_type"] == "impression", slot + ["event_time"]]
     impressions = impressions.assign(shown_at=impressions["event_time"]).sort_values("event_time")
-    matched = pd.merge_asof(clicks.reset_index().sort_values("event_time"), impressions, on="event_time", by=slot,
-                            allow_exact_matches=False)
+    matched = pd.merge_asof(
+        clicks.reset_index().sort_values("event_time"), impressions, on="event_time", by=slot, allow_exact_matches=False
+    )
     return matched.set_index("index")["shown_at"].reindex(clicks.index)
 
 

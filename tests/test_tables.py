@@ -1,4 +1,5 @@
 """Contract of the Delta table layer, run against every backend available in this session."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,10 @@ def _rows(spark, rows):
 @pytest.fixture(params=["delta-rs", "delta-spark"])
 def tables(request, spark, tmp_path):
     if request.param == "delta-spark" and not delta_spark_available(spark):
-        pytest.skip("delta-spark backend: io.delta classes are not on this session's classpath (Maven is "
-                    "unreachable here; set RECPIPE_DELTA_JARS or RECPIPE_DELTA_PACKAGES, see README)")
+        pytest.skip(
+            "delta-spark backend: io.delta classes are not on this session's classpath (Maven is "
+            "unreachable here; set RECPIPE_DELTA_JARS or RECPIPE_DELTA_PACKAGES, see README)"
+        )
     return open_tables(spark, str(tmp_path / "warehouse"), request.param)
 
 
@@ -103,8 +106,12 @@ def test_delta_rs_table_is_standard_delta(spark, tmp_path):
     assert polars_rows["value"].to_list() == [1.5, None]
     assert polars_rows["event_time"][0].isoformat().startswith("2026-01-01T03:00")
     # partition directories as any Delta writer would make them; no staging leftovers in the log
-    log = [json.loads(line) for f in sorted(os.listdir(f"{path}/_delta_log")) if f.endswith(".json")
-           for line in open(f"{path}/_delta_log/{f}")]
+    log = [
+        json.loads(line)
+        for f in sorted(os.listdir(f"{path}/_delta_log"))
+        if f.endswith(".json")
+        for line in open(f"{path}/_delta_log/{f}")
+    ]
     added = [a["add"]["path"] for a in log if "add" in a]
     assert all(p.startswith("day=") for p in added)
     assert all(os.path.exists(f"{path}/{p}") for p in added)
@@ -115,7 +122,8 @@ def test_failed_write_leaves_the_table_unchanged(spark, tmp_path):
     tables.replace_partitions("t", _rows(spark, [(1, "a", 1.0, None, D1)]), "day", [D1])
     version = tables.version("t")
     failing = _rows(spark, [(2, "b", 1.0, None, D1)]).withColumn(
-        "name", F.when(F.col("id") == 2, F.raise_error("boom")).otherwise(F.col("name")))
+        "name", F.when(F.col("id") == 2, F.raise_error("boom")).otherwise(F.col("name"))
+    )
     with pytest.raises(Exception, match="boom"):
         tables.replace_partitions("t", failing, "day", [D1])
     assert tables.version("t") == version
@@ -123,8 +131,9 @@ def test_failed_write_leaves_the_table_unchanged(spark, tmp_path):
 
 
 def test_row_count_by_version_and_partition(spark, tables):
-    tables.replace_partitions("t", _rows(spark, [(1, "a", 1.0, None, D1), (2, "b", 1.0, None, D2),
-                                                 (3, "c", 1.0, None, D2)]), "day", [D1, D2])
+    tables.replace_partitions(
+        "t", _rows(spark, [(1, "a", 1.0, None, D1), (2, "b", 1.0, None, D2), (3, "c", 1.0, None, D2)]), "day", [D1, D2]
+    )
     tables.replace_partitions("t", _rows(spark, []), "day", [D2])
     assert tables.row_count("t") == 1
     assert tables.row_count("t", version=tables.version("t") - 1) == 3

@@ -1,4 +1,5 @@
 """The models' inputs: Arrow → numpy conversion, the tf.data pipeline, preprocessing layers, FM term."""
+
 from __future__ import annotations
 
 import math
@@ -16,22 +17,89 @@ from training.feature_layers import FeatureEncoders
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
 from training.layers import fm_interaction
 
-SPEC = parse_spec({
-    "windows_days": [1], "counters": {}, "interaction_events": [], "ctr_prior_strength": 1, "ctr_prior_fallback": 0.1,
-    "last_n_items": 3, "top_categories": 2,
-    "entities": {"context": {"key": []}, "user": {"key": ["user_id"]}},
-    "crosses": [{"features": ["device", "last_items"], "num_bins": 97}, {"features": ["device", "age"], "num_bins": 50}],
-    "features": [
-        {"name": "device", "entity": "context", "kind": "event_column", "dtype": "string", "transform": "vocabulary", "roles": ["wide"]},
-        {"name": "position", "entity": "context", "kind": "event_column", "dtype": "int", "transform": "vocabulary", "roles": ["wide"]},
-        {"name": "item", "entity": "context", "kind": "event_column", "dtype": "long", "transform": "hashing", "roles": ["deep"]},
-        {"name": "age", "entity": "user", "kind": "attribute", "dtype": "int", "transform": "quantile_buckets", "roles": ["wide"]},
-        {"name": "rating", "entity": "user", "kind": "rating_mean", "dtype": "double", "transform": "normalize", "roles": ["deep"]},
-        {"name": "clicks", "entity": "user", "kind": "window_count", "dtype": "long", "transform": "log1p", "roles": ["deep"]},
-        {"name": "last_items", "entity": "user", "kind": "last_items", "dtype": "array<long>", "transform": "hashing", "roles": ["wide"]},
-        {"name": "top_categories", "entity": "user", "kind": "top_categories", "dtype": "array<string>", "transform": "vocabulary", "roles": ["deep"]},
-        {"name": "first_date", "entity": "user", "kind": "first_date", "dtype": "date", "roles": []},
-    ]})
+SPEC = parse_spec(
+    {
+        "windows_days": [1],
+        "counters": {},
+        "interaction_events": [],
+        "ctr_prior_strength": 1,
+        "ctr_prior_fallback": 0.1,
+        "last_n_items": 3,
+        "top_categories": 2,
+        "entities": {"context": {"key": []}, "user": {"key": ["user_id"]}},
+        "crosses": [
+            {"features": ["device", "last_items"], "num_bins": 97},
+            {"features": ["device", "age"], "num_bins": 50},
+        ],
+        "features": [
+            {
+                "name": "device",
+                "entity": "context",
+                "kind": "event_column",
+                "dtype": "string",
+                "transform": "vocabulary",
+                "roles": ["wide"],
+            },
+            {
+                "name": "position",
+                "entity": "context",
+                "kind": "event_column",
+                "dtype": "int",
+                "transform": "vocabulary",
+                "roles": ["wide"],
+            },
+            {
+                "name": "item",
+                "entity": "context",
+                "kind": "event_column",
+                "dtype": "long",
+                "transform": "hashing",
+                "roles": ["deep"],
+            },
+            {
+                "name": "age",
+                "entity": "user",
+                "kind": "attribute",
+                "dtype": "int",
+                "transform": "quantile_buckets",
+                "roles": ["wide"],
+            },
+            {
+                "name": "rating",
+                "entity": "user",
+                "kind": "rating_mean",
+                "dtype": "double",
+                "transform": "normalize",
+                "roles": ["deep"],
+            },
+            {
+                "name": "clicks",
+                "entity": "user",
+                "kind": "window_count",
+                "dtype": "long",
+                "transform": "log1p",
+                "roles": ["deep"],
+            },
+            {
+                "name": "last_items",
+                "entity": "user",
+                "kind": "last_items",
+                "dtype": "array<long>",
+                "transform": "hashing",
+                "roles": ["wide"],
+            },
+            {
+                "name": "top_categories",
+                "entity": "user",
+                "kind": "top_categories",
+                "dtype": "array<string>",
+                "transform": "vocabulary",
+                "roles": ["deep"],
+            },
+            {"name": "first_date", "entity": "user", "kind": "first_date", "dtype": "date", "roles": []},
+        ],
+    }
+)
 TRANSFORMS = {
     "device": {"transform": "vocabulary", "values": ["mobile", "tv"]},
     "position": {"transform": "vocabulary", "values": [0, -1, 2]},
@@ -42,13 +110,18 @@ TRANSFORMS = {
     "last_items": {"transform": "hashing", "num_bins": 50},
     "top_categories": {"transform": "vocabulary", "values": ["Drama", "Comedy"]},
 }
-ROWS = pa.table({
-    "device": ["mobile", None, "tablet"], "position": pa.array([-1, 2, 7], pa.int32()),
-    "item": pa.array([5, 6, None], pa.int64()), "age": pa.array([19, 30, None], pa.int32()),
-    "rating": [5.0, None, 3.0], "clicks": pa.array([0, 3, None], pa.int64()),
-    "last_items": pa.array([[4, 5, 6, 7], [], None], pa.list_(pa.int64())),
-    "top_categories": pa.array([["Drama"], ["Western", "Comedy"], None], pa.list_(pa.string())),
-})
+ROWS = pa.table(
+    {
+        "device": ["mobile", None, "tablet"],
+        "position": pa.array([-1, 2, 7], pa.int32()),
+        "item": pa.array([5, 6, None], pa.int64()),
+        "age": pa.array([19, 30, None], pa.int32()),
+        "rating": [5.0, None, 3.0],
+        "clicks": pa.array([0, 3, None], pa.int64()),
+        "last_items": pa.array([[4, 5, 6, 7], [], None], pa.list_(pa.int64())),
+        "top_categories": pa.array([["Drama"], ["Western", "Comedy"], None], pa.list_(pa.string())),
+    }
+)
 
 
 def test_inputs_follow_the_spec_and_fill_nulls_and_pad_lists():
@@ -73,8 +146,9 @@ def _encoded(outputs, rows=ROWS):
 
 
 def test_categorical_views_lookup_hash_and_bucket():
-    device, position, age, top = _encoded(lambda e: [e.categorical(n).index for n in
-                                                       ("device", "position", "age", "top_categories")])
+    device, position, age, top = _encoded(
+        lambda e: [e.categorical(n).index for n in ("device", "position", "age", "top_categories")]
+    )
     assert device.numpy().tolist() == [1, 0, 0]  # index 0 = out of vocabulary (also the missing "")
     assert position.numpy().tolist() == [2, 3, 0]  # -1 is a real value here, not IntegerLookup's OOV token
     assert age.numpy().tolist() == [0, 2, 3]  # < 20, [30, inf), missing → its own bucket
@@ -110,7 +184,9 @@ def test_fm_interaction_equals_the_pairwise_sum():
 
 
 def test_shuffle_buffer_emits_every_row_once_in_mixed_order():
-    parts = [({"x": np.arange(i, i + 100)}, np.zeros(100, np.float32), np.ones(100, np.float32)) for i in range(0, 1000, 100)]
+    parts = [
+        ({"x": np.arange(i, i + 100)}, np.zeros(100, np.float32), np.ones(100, np.float32)) for i in range(0, 1000, 100)
+    ]
     batches = list(shuffled_batches(iter(parts), buffer_rows=300, batch_size=64, rng=np.random.default_rng(0)))
     seen = np.concatenate([b[0]["x"] for b in batches])
     assert sorted(seen.tolist()) == list(range(1000))
@@ -126,17 +202,28 @@ def shards(tmp_path):
         (root / f"split={split}").mkdir(parents=True)
         for shard in range(2):
             ids = np.arange(start + shard * rows // 2, start + (shard + 1) * rows // 2)
-            table = ROWS.take(ids % 3).append_column("label", pa.array(ids % 2, pa.int32())).append_column(
-                "weight", pa.array([None if i % 5 == 0 else 2.0 for i in ids], pa.float64())).append_column(
-                "user_id", pa.array(ids, pa.int64()))
+            table = (
+                ROWS.take(ids % 3)
+                .append_column("label", pa.array(ids % 2, pa.int32()))
+                .append_column("weight", pa.array([None if i % 5 == 0 else 2.0 for i in ids], pa.float64()))
+                .append_column("user_id", pa.array(ids, pa.int64()))
+            )
             pq.write_table(table, root / f"split={split}" / f"part-{shard}.parquet")
     return root
 
 
 def test_dataset_streams_each_split_once_per_epoch_with_weights(shards):
     inputs = model_inputs(SPEC)
-    train = make_dataset(shards, "train", inputs, batch_size=256, shuffle_buffer=1000, seed=3, chunk_rows=500,
-                         extra={"user_id": tf.int64})
+    train = make_dataset(
+        shards,
+        "train",
+        inputs,
+        batch_size=256,
+        shuffle_buffer=1000,
+        seed=3,
+        chunk_rows=500,
+        extra={"user_id": tf.int64},
+    )
     epochs = [np.concatenate([f["user_id"].numpy() for f, _, _ in train]) for _ in range(2)]
     assert sorted(epochs[0].tolist()) == list(range(5000)) == sorted(epochs[1].tolist())
     assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch

@@ -11,6 +11,7 @@ tf.data then prefetches the batches while the model trains.
 Elements are `(features, label, weight)`; `extra` columns (e.g. user_id for GAUC) can be added to the
 features dict for evaluation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,8 +37,9 @@ def split_files(parquet_root: str | Path, split: str) -> list[Path]:
     return files
 
 
-def record_batches(files: list[Path], columns: list[str], chunk_rows: int, seed: int | None = None,
-                   epoch: int = 0) -> Iterator[pa.RecordBatch]:
+def record_batches(
+    files: list[Path], columns: list[str], chunk_rows: int, seed: int | None = None, epoch: int = 0
+) -> Iterator[pa.RecordBatch]:
     order = list(files)
     if seed is not None:
         np.random.default_rng([seed, epoch]).shuffle(order)
@@ -81,9 +83,17 @@ def _signature(inputs: list[ModelInput], extra: dict[str, tf.DType]):
     return (features, tf.TensorSpec((None,), tf.float32, "label"), tf.TensorSpec((None,), tf.float32, "weight"))
 
 
-def make_dataset(parquet_root: str | Path, split: str, inputs: list[ModelInput], batch_size: int = 1024,
-                 shuffle_buffer: int = 0, seed: int = 0, chunk_rows: int = 8192,
-                 extra: dict[str, tf.DType] | None = None, files: list[Path] | None = None) -> tf.data.Dataset:
+def make_dataset(
+    parquet_root: str | Path,
+    split: str,
+    inputs: list[ModelInput],
+    batch_size: int = 1024,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    chunk_rows: int = 8192,
+    extra: dict[str, tf.DType] | None = None,
+    files: list[Path] | None = None,
+) -> tf.data.Dataset:
     """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0."""
     files = split_files(parquet_root, split) if files is None else list(files)
     extra = extra or {}
@@ -103,7 +113,9 @@ def make_dataset(parquet_root: str | Path, split: str, inputs: list[ModelInput],
         epoch = next(epochs)
         if shuffle_buffer > 0:  # shuffled blocks of whole batches: few, large elements cross into TensorFlow
             block = max(1, 8192 // batch_size) * batch_size
-            yield from shuffled_batches(converted(epoch), shuffle_buffer, block, np.random.default_rng([seed, epoch, 1]))
+            yield from shuffled_batches(
+                converted(epoch), shuffle_buffer, block, np.random.default_rng([seed, epoch, 1])
+            )
         else:
             yield from converted(epoch)
 

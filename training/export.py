@@ -13,6 +13,7 @@ Contract (what the serving team relies on; derived from the feature spec through
 All preprocessing (lookups, hashing, buckets, normalization, crosses) and the GBDT leaf encoder are
 layers of the Keras model, so they are in the graph.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -40,8 +41,11 @@ def write_saved_model(model: keras.Model, inputs: list[ModelInput], path: Path) 
     """`serving_default`: raw named features in, {"probability": [None, 1]} out."""
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(name=SIGNATURE, fn=lambda features: {OUTPUT: model(features, training=False)},
-                         input_signature=[input_specs(inputs)])
+    archive.add_endpoint(
+        name=SIGNATURE,
+        fn=lambda features: {OUTPUT: model(features, training=False)},
+        input_signature=[input_specs(inputs)],
+    )
     archive.write_out(str(path), verbose=False)
 
 
@@ -49,8 +53,13 @@ def to_tensors(arrays: dict[str, np.ndarray], inputs: list[ModelInput]) -> dict[
     return {i.name: tf.constant(arrays[i.name], dtype=TF_DTYPES[i.dtype]) for i in inputs}
 
 
-def warmup_records(arrays: dict[str, np.ndarray], inputs: list[ModelInput], model_name: str,
-                   count: int = 100, batch_sizes: tuple[int, ...] = (1, 8, 32)) -> list[bytes]:
+def warmup_records(
+    arrays: dict[str, np.ndarray],
+    inputs: list[ModelInput],
+    model_name: str,
+    count: int = 100,
+    batch_sizes: tuple[int, ...] = (1, 8, 32),
+) -> list[bytes]:
     """Up to `count` serialized PredictionLog records, each a PredictRequest of real rows (batch sizes cycle)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -84,8 +93,12 @@ def parity_in_fresh_process(saved_model: Path, arrays: dict[str, np.ndarray], wo
     inputs = work / "parity_inputs.npz"
     outputs = work / "parity_outputs.npy"
     np.savez(inputs, **{k: (v.astype(bytes) if v.dtype == object else v) for k, v in arrays.items()})
-    result = subprocess.run([sys.executable, "-I", str(PARITY_SCRIPT), str(saved_model), str(inputs), str(outputs)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-I", str(PARITY_SCRIPT), str(saved_model), str(inputs), str(outputs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"the parity process failed: {result.stderr.strip().splitlines()[-1:]}")
     return np.load(outputs)

@@ -13,6 +13,7 @@ model builders three views of a feature, each built once and shared by every par
                        cross element by element and keep their mask)
     gbdt_matrix(...)   the XGBoost input matrix (float32, NaN = missing, strings as vocabulary codes)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ class FeatureEncoders:
         self.spec = spec
         self.transforms = transforms
         self.model_inputs: dict[str, ModelInput] = {i.name: i for i in model_inputs(spec)}
-        missing = sorted(n for n, f in ((f.name, f) for f in spec.model_features()) if f.transform and n not in transforms)
+        missing = sorted(
+            n for n, f in ((f.name, f) for f in spec.model_features()) if f.transform and n not in transforms
+        )
         if missing:
             raise ValueError(f"the transforms artifact has no fitted parameters for {missing}: rebuild the samples")
-        self.inputs = {name: keras.Input(shape=i.shape, dtype=i.dtype, name=name) for name, i in self.model_inputs.items()}
+        self.inputs = {
+            name: keras.Input(shape=i.shape, dtype=i.dtype, name=name) for name, i in self.model_inputs.items()
+        }
         self._categorical: dict[str, Categorical] = {}
         self._numeric: dict[str, keras.KerasTensor] = {}
 
@@ -64,11 +69,17 @@ class FeatureEncoders:
         if kind == "vocabulary":
             if spec_input.dtype == "string":
                 values = [str(v) for v in fitted["values"]]
-                layer = keras.layers.StringLookup(vocabulary=values or ["<none>"], num_oov_indices=1, name=f"{name}_lookup")
+                layer = keras.layers.StringLookup(
+                    vocabulary=values or ["<none>"], num_oov_indices=1, name=f"{name}_lookup"
+                )
             else:
                 values = [int(v) for v in fitted["values"]]
-                layer = keras.layers.IntegerLookup(vocabulary=np.array(values or [_NO_OOV_TOKEN + 1], np.int64),
-                                                   num_oov_indices=1, oov_token=_NO_OOV_TOKEN, name=f"{name}_lookup")
+                layer = keras.layers.IntegerLookup(
+                    vocabulary=np.array(values or [_NO_OOV_TOKEN + 1], np.int64),
+                    num_oov_indices=1,
+                    oov_token=_NO_OOV_TOKEN,
+                    name=f"{name}_lookup",
+                )
             index, cardinality = layer(raw), len(values) + 1
         elif kind == "hashing":
             cardinality = int(fitted["num_bins"])
@@ -92,11 +103,13 @@ class FeatureEncoders:
             value = ops.log1p(ops.maximum(raw, 0.0)) if fitted["transform"] == "log1p" else raw
             std = float(fitted["std"]) or 1.0
             scaled = keras.layers.Normalization(mean=float(fitted["mean"]), variance=std * std, name=f"{name}_norm")(
-                ops.expand_dims(value, -1))
+                ops.expand_dims(value, -1)
+            )
             scaled = ops.clip(scaled, -NUMERIC_CLIP, NUMERIC_CLIP)
             missing = ops.expand_dims(ops.isnan(raw), -1)
             self._numeric[name] = ops.concatenate(
-                [ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1)
+                [ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1
+            )
         return self._numeric[name]
 
     def cross(self, cross: Cross) -> Categorical:
@@ -104,11 +117,19 @@ class FeatureEncoders:
         length = max((self.model_inputs[n].length or 0) for n in cross.features)
         if not length:
             index = keras.layers.HashedCrossing(cross.num_bins, name=f"cross_{cross.name}")(
-                tuple(ops.cast(p.index, "int64") for p in parts))
+                tuple(ops.cast(p.index, "int64") for p in parts)
+            )
             return Categorical(ops.cast(index, "int32"), cross.num_bins)
         # list x scalar: repeat scalars along the list, cross element by element, keep the list's mask
-        flat = [ops.reshape(ops.cast(p.index if p.mask is not None else ops.repeat(ops.expand_dims(p.index, -1), length, -1),
-                                     "int64"), (-1,)) for p in parts]
+        flat = [
+            ops.reshape(
+                ops.cast(
+                    p.index if p.mask is not None else ops.repeat(ops.expand_dims(p.index, -1), length, -1), "int64"
+                ),
+                (-1,),
+            )
+            for p in parts
+        ]
         index = keras.layers.HashedCrossing(cross.num_bins, name=f"cross_{cross.name}")(tuple(flat))
         masks = [p.mask for p in parts if p.mask is not None]
         mask = masks[0] if len(masks) == 1 else ops.all(ops.stack(masks, -1), axis=-1)
@@ -123,7 +144,8 @@ class FeatureEncoders:
                 columns.append(ops.cast(raw, "float32"))
                 continue
             vocabulary = [str(v) for v in column["vocabulary"]]
-            index = keras.layers.StringLookup(vocabulary=vocabulary, num_oov_indices=1,
-                                              name=f"{column['name']}_gbdt_code")(raw)
+            index = keras.layers.StringLookup(
+                vocabulary=vocabulary, num_oov_indices=1, name=f"{column['name']}_gbdt_code"
+            )(raw)
             columns.append(ops.cast(ops.where(ops.equal(index, 0), len(vocabulary), index - 1), "float32"))
         return ops.stack(columns, axis=-1)

@@ -10,6 +10,7 @@ This is the contract training, export and serving share:
 
 `arrow_to_arrays` turns a pyarrow RecordBatch of the samples into exactly these numpy arrays.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Building blocks the model files share: linear (wide) logits, field embeddings, FM interactions, MLP."""
+
 from __future__ import annotations
 
 import keras
@@ -12,19 +13,23 @@ def _masked_sum(values, mask):
     return ops.sum(values * ops.expand_dims(ops.cast(mask, values.dtype), -1), axis=1)
 
 
-def linear_logit(categoricals: dict[str, Categorical], numerics: dict[str, keras.KerasTensor], name: str,
-                 l2: float = 0.0):
+def linear_logit(
+    categoricals: dict[str, Categorical], numerics: dict[str, keras.KerasTensor], name: str, l2: float = 0.0
+):
     """Logistic regression over one-hot categoricals (a 1-wide embedding = the weight of each one-hot
     column; list features sum their active columns) and dense numeric columns, plus a bias."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
     for field, c in categoricals.items():
-        weights = keras.layers.Embedding(c.cardinality, 1, embeddings_initializer="zeros",
-                                         embeddings_regularizer=regularizer, name=f"{name}_{field}")(c.index)
+        weights = keras.layers.Embedding(
+            c.cardinality, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, name=f"{name}_{field}"
+        )(c.index)
         terms.append(_masked_sum(weights, c.mask) if c.mask is not None else weights)
     if numerics:
         dense = ops.concatenate(list(numerics.values()), axis=-1)
-        terms.append(keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_numeric")(dense))
+        terms.append(
+            keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_numeric")(dense)
+        )
     bias = keras.layers.Dense(1, name=f"{name}_bias")(ops.ones_like(terms[0]))  # a learned constant
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 
@@ -58,7 +63,8 @@ def probability(logits: list, initial_bias: float = 0.0) -> keras.KerasTensor:
     """sigmoid(sum of the logits + a global bias). The bias starts at `initial_bias` — the logit of the
     train positive rate, set by the trainer — so a 4% CTR model does not spend its first epochs
     walking the bias from 0 to -3.2 (and ends calibrated)."""
-    bias = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(initial_bias),
-                              name="global_bias")(ops.zeros_like(logits[0]))
+    bias = keras.layers.Dense(
+        1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(initial_bias), name="global_bias"
+    )(ops.zeros_like(logits[0]))
     logit = keras.layers.Add(name="logit")([*logits, bias])
     return keras.layers.Activation("sigmoid", name="probability")(logit)

@@ -9,6 +9,7 @@ zero, so a float `x < 0.0` is False for x = -1e-45 where XGBoost says True. Each
 an int32 key that orders exactly like IEEE `<` (-0.0 and +0.0 share key 0), and NaN (missing) is
 detected from the bits as well.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ NE = logloss(predictions) / logloss(constant train_positive_rate), both on the s
 so the constant background-rate predictor has NE exactly 1 and anything better is below 1.
 Metrics that need both classes (auc, pr_auc, gauc) are None when only one class has weight.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,9 +20,7 @@ from sklearn.metrics import average_precision_score, log_loss, precision_recall_
 LOGLOSS_EPS = 1e-7
 
 
-def _as_inputs(
-    labels: Any, predictions: Any, weights: Any = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _as_inputs(labels: Any, predictions: Any, weights: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """float64 labels (0/1), predictions and weights (ones when None), checked for shape and values."""
     y = np.asarray(labels, dtype=np.float64).ravel()
     p = np.asarray(predictions, dtype=np.float64).ravel()
@@ -164,9 +163,7 @@ def pr_points(labels: Any, predictions: Any) -> tuple[np.ndarray, np.ndarray]:
     return recall, precision
 
 
-def calibration_curve(
-    labels: Any, predictions: Any, bins: int = 10
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_curve(labels: Any, predictions: Any, bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean prediction, observed positive rate, row count) per equal-frequency bin of the predictions.
 
     Rows sorted by prediction are cut into min(bins, rows) consecutive chunks whose sizes differ by at most

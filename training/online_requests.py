@@ -12,6 +12,7 @@ from the store (features.online_features, through the samples' with_default); a 
 inputs through training.inputs.arrow_to_arrays, the function the training data goes through. Only the
 context's hour and weekday are computed here, by features.samples.context_value.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -26,8 +27,7 @@ from features.samples import INDICATORS, context_value
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
 
 SIGNATURE = "serving_default"
-_ARROW = {"int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "string": pa.string(),
-          "date": pa.date32()}
+_ARROW = {"int": pa.int32(), "long": pa.int64(), "double": pa.float64(), "string": pa.string(), "date": pa.date32()}
 
 
 def arrow_type(dtype: str) -> pa.DataType:
@@ -52,15 +52,19 @@ def instances(arrays: dict[str, np.ndarray], inputs: list[ModelInput]) -> list[d
     return [{name: values[r] for name, values in columns.items()} for r in range(rows)]
 
 
-def rows_to_arrays(rows: list[dict], spec: FeatureSpec, inputs: list[ModelInput] | None = None) -> dict[str, np.ndarray]:
+def rows_to_arrays(
+    rows: list[dict], spec: FeatureSpec, inputs: list[ModelInput] | None = None
+) -> dict[str, np.ndarray]:
     inputs = inputs or model_inputs(spec)
-    table = pa.table({f.name: pa.array([row.get(f.name) for row in rows], type=arrow_type(f.dtype))
-                      for f in spec.model_features()})
+    table = pa.table(
+        {f.name: pa.array([row.get(f.name) for row in rows], type=arrow_type(f.dtype)) for f in spec.model_features()}
+    )
     return arrow_to_arrays(table, inputs)
 
 
-def build_rows(store: OnlineStore, requests: list[dict], version: int | None = None,
-               spec: FeatureSpec | None = None) -> tuple[Published, list[dict], list[dict]]:
+def build_rows(
+    store: OnlineStore, requests: list[dict], version: int | None = None, spec: FeatureSpec | None = None
+) -> tuple[Published, list[dict], list[dict]]:
     """requests: [{"user_id", "item_id", "context": {event column: value, "event_time": datetime}}] ->
     (the version read, feature rows, indicator rows). Two pipelined round trips: users and items (and
     the pointer), then the user x category pairs of the items' categories."""
@@ -68,12 +72,19 @@ def build_rows(store: OnlineStore, requests: list[dict], version: int | None = N
     users = list(dict.fromkeys(str(r["user_id"]) for r in requests))
     items = list(dict.fromkeys(str(r["item_id"]) for r in requests))
     published, values = store.lookup([("user", u) for u in users] + [("item", i) for i in items], version)
-    user_values = dict(zip(users, values[:len(users)]))
-    item_values = dict(zip(items, values[len(users):]))
-    pairs = list(dict.fromkeys(
-        f"{r['user_id']}:{item_values[str(r['item_id'])][ITEM_JOIN_CATEGORY]}" for r in requests
-        if item_values[str(r["item_id"])] is not None and item_values[str(r["item_id"])].get(ITEM_JOIN_CATEGORY) is not None))
-    pair_values = dict(zip(pairs, store.lookup([("user_category", p) for p in pairs], published.version)[1])) if pairs else {}
+    user_values = dict(zip(users, values[: len(users)]))
+    item_values = dict(zip(items, values[len(users) :]))
+    pairs = list(
+        dict.fromkeys(
+            f"{r['user_id']}:{item_values[str(r['item_id'])][ITEM_JOIN_CATEGORY]}"
+            for r in requests
+            if item_values[str(r["item_id"])] is not None
+            and item_values[str(r["item_id"])].get(ITEM_JOIN_CATEGORY) is not None
+        )
+    )
+    pair_values = (
+        dict(zip(pairs, store.lookup([("user_category", p) for p in pairs], published.version)[1])) if pairs else {}
+    )
     defaults = published.defaults
     features = spec.model_features()
     rows, indicators = [], []
@@ -87,7 +98,9 @@ def build_rows(store: OnlineStore, requests: list[dict], version: int | None = N
         for feature in features:
             if feature.entity == "context":
                 raw = context_value(feature, event)
-                row[feature.name] = _cast(raw, feature.dtype) if raw is not None else defaults["context"].get(feature.name)
+                row[feature.name] = (
+                    _cast(raw, feature.dtype) if raw is not None else defaults["context"].get(feature.name)
+                )
             else:
                 source = found[feature.entity] if found[feature.entity] is not None else defaults[feature.entity]
                 row[feature.name] = source.get(feature.name)
@@ -105,15 +118,22 @@ def _cast(value, dtype: str):
     return str(value)
 
 
-def build_request(store: OnlineStore, user_id: int, item_ids: list[int], context: dict | None = None,
-                  event_time: dt.datetime | None = None, version: int | None = None,
-                  spec: FeatureSpec | None = None) -> BuiltRequest:
+def build_request(
+    store: OnlineStore,
+    user_id: int,
+    item_ids: list[int],
+    context: dict | None = None,
+    event_time: dt.datetime | None = None,
+    version: int | None = None,
+    spec: FeatureSpec | None = None,
+) -> BuiltRequest:
     """One user and candidate items -> the TF Serving REST body of the published version (or `version`).
     context: event columns (device, page, position); event_time: the request time (default now, UTC)."""
     spec = spec or load_spec()
     moment = event_time or dt.datetime.now(dt.timezone.utc)
-    requests = [{"user_id": user_id, "item_id": item, "context": {**(context or {}), "event_time": moment}}
-                for item in item_ids]
+    requests = [
+        {"user_id": user_id, "item_id": item, "context": {**(context or {}), "event_time": moment}} for item in item_ids
+    ]
     published, rows, indicators = build_rows(store, requests, version, spec)
     inputs = model_inputs(spec)
     arrays = rows_to_arrays(rows, spec, inputs)

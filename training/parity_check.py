@@ -3,6 +3,7 @@ model code): what TF Serving will do. Run by training.export.parity_in_fresh_pro
 
     python -I parity_check.py SAVED_MODEL_DIR INPUTS.npz OUTPUT.npy
 """
+
 import sys
 
 import numpy as np

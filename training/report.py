@@ -9,6 +9,7 @@
 - learning_curves.png: loss and AUC per epoch, train solid and validation dashed, one colour per model.
 `format_table` gives the same comparison as fixed-width text for a terminal. Every file is written atomically.
 """
+
 from __future__ import annotations
 
 import io
@@ -183,9 +184,7 @@ def markdown_report(results: dict[str, dict], notes: list[str], title: str, imag
     return "\n\n".join(parts) + "\n"
 
 
-def write_report(
-    out_dir: Path, results: dict, curves: dict, histories: dict, notes: list[str], title: str
-) -> Path:
+def write_report(out_dir: Path, results: dict, curves: dict, histories: dict, notes: list[str], title: str) -> Path:
     """Write report.md and its four PNGs into `out_dir` (created if needed); returns the report.md path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +193,10 @@ def write_report(
     plot_calibration(curves, out_dir / "calibration.png")
     plot_learning_curves(histories, out_dir / "learning_curves.png")
     images = {
-        "ROC": "roc.png", "PR": "pr.png", "Calibration": "calibration.png", "Learning curves": "learning_curves.png"
+        "ROC": "roc.png",
+        "PR": "pr.png",
+        "Calibration": "calibration.png",
+        "Learning curves": "learning_curves.png",
     }
     report_path = out_dir / "report.md"
     _atomic_write_bytes(report_path, markdown_report(results, notes, title, images).encode("utf-8"))

@@ -6,6 +6,7 @@ Request formats (https://www.tensorflow.org/tfx/serving/api_rest):
 Responses: row → {"predictions": [...]} (one entry per instance), columnar → {"outputs": [...]};
 with a single output tensor its name is left out, as TF Serving does.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,10 @@ def request_columns(body: dict) -> tuple[dict[str, list], str]:
         if len(set(lengths.values())) > 1:
             first, n = next(iter(lengths.items()))
             other, m = next((name, length) for name, length in lengths.items() if length != n)
-            raise RequestError(f"inputs of different lengths: {first} has {n} values, {other} has {m}; "
-                               f"every input needs one value per row")
+            raise RequestError(
+                f"inputs of different lengths: {first} has {n} values, {other} has {m}; "
+                f"every input needs one value per row"
+            )
         return dict(columns), "columnar"
     raise RequestError("a request needs 'instances' (row format) or 'inputs' (columnar format)")
 
@@ -80,7 +83,9 @@ def request_tensors(columns: dict[str, list], specs: dict[str, tf.TensorSpec]) -
         try:
             tensor = tf.constant(columns[name], dtype=spec.dtype)
         except (TypeError, ValueError) as error:
-            raise RequestError(f"input {name}: values are not {spec.dtype.name}: {str(error).splitlines()[0]}") from None
+            raise RequestError(
+                f"input {name}: values are not {spec.dtype.name}: {str(error).splitlines()[0]}"
+            ) from None
         if not spec.shape.is_compatible_with(tensor.shape):
             raise RequestError(f"input {name}: shape {tensor.shape.as_list()} does not fit {spec.shape.as_list()}")
         tensors[name] = tensor

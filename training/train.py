@@ -2,6 +2,7 @@
 
 The caller (jobs/train_models.py) builds the datasets and the model and decides where files go.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,14 +24,18 @@ def optimizer(params) -> keras.optimizers.Optimizer:
     if name == "sgd":
         return keras.optimizers.SGD(rate)
     if name == "ftrl":  # FTRL-Proximal with L1: sparse wide weights (McMahan et al., 2013)
-        return keras.optimizers.Ftrl(rate, l1_regularization_strength=params.l1,
-                                     l2_regularization_strength=params.ftrl_l2)
+        return keras.optimizers.Ftrl(
+            rate, l1_regularization_strength=params.l1, l2_regularization_strength=params.ftrl_l2
+        )
     raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
 def compile_model(model: keras.Model, params) -> keras.Model:
-    model.compile(optimizer=optimizer(params), loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")])
+    model.compile(
+        optimizer=optimizer(params),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
+    )
     return model
 
 
@@ -55,9 +60,15 @@ class _Throughput(keras.callbacks.Callback):
         if hasattr(self, "started") and self.batches > 0:
             now = time.perf_counter()
             examples = self.rows_per_epoch or self.batches * self.batch_size
-            self.epochs.append({"examples": examples, "seconds": now - self.started,
-                                "first_batch_seconds": self.first_batch - self.started,
-                                "steady_examples": examples - self.batch_size, "steady_seconds": now - self.first_batch})
+            self.epochs.append(
+                {
+                    "examples": examples,
+                    "seconds": now - self.started,
+                    "first_batch_seconds": self.first_batch - self.started,
+                    "steady_examples": examples - self.batch_size,
+                    "steady_seconds": now - self.first_batch,
+                }
+            )
             del self.started
 
     def summary(self) -> dict:
@@ -65,9 +76,11 @@ class _Throughput(keras.callbacks.Callback):
             return {"train_examples_per_second": None, "steady_examples_per_second": None, "first_batch_seconds": []}
         total = lambda key: sum(e[key] for e in self.epochs)  # noqa: E731
         steady = total("steady_seconds")
-        return {"train_examples_per_second": total("examples") / total("seconds"),  # whole epochs
-                "steady_examples_per_second": total("steady_examples") / steady if steady > 0 else None,
-                "first_batch_seconds": [round(e["first_batch_seconds"], 3) for e in self.epochs]}
+        return {
+            "train_examples_per_second": total("examples") / total("seconds"),  # whole epochs
+            "steady_examples_per_second": total("steady_examples") / steady if steady > 0 else None,
+            "first_batch_seconds": [round(e["first_batch_seconds"], 3) for e in self.epochs],
+        }
 
 
 def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoch: int | None = None) -> dict:
@@ -80,17 +93,25 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoc
     throughput = _Throughput(training.batch_size, rows_per_epoch)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max",
-                                        save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max", save_best_only=True
+        ),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard")),
         throughput,
     ]
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     warnings.filterwarnings("ignore", message=".*(shuffle=True. was passed|input ran out of data)")  # tf.data: expected
-    history = model.fit(train, validation_data=valid, epochs=training.max_epochs,
-                        callbacks=callbacks, verbose=training.verbose)
+    history = model.fit(
+        train, validation_data=valid, epochs=training.max_epochs, callbacks=callbacks, verbose=training.verbose
+    )
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     best = max(range(len(logs["val_auc"])), key=lambda i: logs["val_auc"][i])
-    return {"history": logs, "best_epoch": best + 1, "epochs": len(logs["val_auc"]),
-            "best_val_auc": logs["val_auc"][best], "seconds": time.perf_counter() - started, **throughput.summary()}
+    return {
+        "history": logs,
+        "best_epoch": best + 1,
+        "epochs": len(logs["val_auc"]),
+        "best_val_auc": logs["val_auc"][best],
+        "seconds": time.perf_counter() - started,
+        **throughput.summary(),
+    }

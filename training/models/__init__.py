@@ -1,4 +1,5 @@
 """The four ranking models, one file each; `build_model(name, ...)` picks one by its config name."""
+
 from __future__ import annotations
 
 from training.models import deepfm, gbdt_lr, lr, wide_deep

@@ -4,6 +4,7 @@ Every `fm` feature is a field. Categorical fields (vocabularies, hash bins, quan
 k-dim vector; numeric fields (normalize/log1p) scale a learned vector by the value (missing has its own
 vector). logit = bias + first-order terms + pairwise FM interactions + MLP(concatenated fields).
 """
+
 from __future__ import annotations
 
 import keras
@@ -27,8 +28,15 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
             numerics[field] = encoders.numeric(field)
             # initialized like an embedding row: glorot-sized vectors would make the random FM products of
             # the numeric fields swamp the logit before training starts
-            vectors.append(keras.layers.Dense(k, use_bias=False, kernel_initializer=FIELD_INITIALIZER,
-                                              kernel_regularizer=regularizer, name=f"field_{field}")(numerics[field]))
+            vectors.append(
+                keras.layers.Dense(
+                    k,
+                    use_bias=False,
+                    kernel_initializer=FIELD_INITIALIZER,
+                    kernel_regularizer=regularizer,
+                    name=f"field_{field}",
+                )(numerics[field])
+            )
     fields = ops.stack(vectors, axis=1)  # [batch, fields, k], shared by the FM and the deep part
     first_order = linear_logit(categoricals, numerics, "first_order", l2=l2)
     deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.hidden_units), params.dropout, "deep")

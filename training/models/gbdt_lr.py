@@ -7,6 +7,7 @@ With `init_from_gbdt: true` (default false) the leaf weights start at the trees'
 at the booster's base margin: before the first step the model predicts what XGBoost predicts, and the
 LR re-weights the leaves from there instead of from zero. Defaults: jobs/settings.py GBDTLRParams.
 """
+
 from __future__ import annotations
 
 import keras
@@ -32,9 +33,13 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
         start = keras.initializers.Constant(np.concatenate(gbdt["leaf_values"]).reshape(total, 1))
         margin = gbdt["base_margin"]
     leaf_l2 = params.leaf_l2  # the trees were fitted on the same rows: leaves overfit first
-    leaf_weights = keras.layers.Embedding(total, 1, embeddings_initializer=start, name="leaf_weights",
-                                          embeddings_regularizer=keras.regularizers.L2(leaf_l2) if leaf_l2 else None)(
-        leaves + offsets)
+    leaf_weights = keras.layers.Embedding(
+        total,
+        1,
+        embeddings_initializer=start,
+        name="leaf_weights",
+        embeddings_regularizer=keras.regularizers.L2(leaf_l2) if leaf_l2 else None,
+    )(leaves + offsets)
     logits = [ops.sum(leaf_weights, axis=1)]  # one active leaf per tree: the LR over the one-hot leaf vector
     if params.wide:
         logits.append(wide_logit(encoders, params, "raw"))

@@ -2,6 +2,7 @@
 
 FTRL with L1 (`optimizer: ftrl`, `l1`) keeps the weights sparse, as for the wide part of Wide&Deep.
 """
+
 from __future__ import annotations
 
 import keras

@@ -1,5 +1,6 @@
 """Wide&Deep (Cheng et al., 2016), trained jointly: one logit = wide (LR over one-hots and crosses)
 + deep (embeddings of the `deep` categoricals and normalized numerics into a ReLU MLP)."""
+
 from __future__ import annotations
 
 import keras
