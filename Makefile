@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
 # Tests run in a shuffled order (pytest-randomly) so that none depends on another having run first;
-# the seed is fixed for CI to be reproducible: `make test TEST_ORDER_SEED=$$RANDOM` shuffles anew, and
+# the seed is fixed for CI to be reproducible: `make test TEST_ORDER_SEED=$RANDOM` shuffles anew, and
 # `.venv/bin/pytest -p no:randomly` runs the files in their written order.
 TEST_ORDER_SEED ?= 20261126
 
