@@ -22,7 +22,8 @@ import tensorflow as tf  # noqa: E402
 from features.feature_spec import load_spec  # noqa: E402
 from jobs import artifacts  # noqa: E402
 from jobs.config import load_config  # noqa: E402
-from jobs.export_model import published_versions, test_rows  # noqa: E402
+from jobs.export_model import test_rows  # noqa: E402
+from training.publish_gate import published_versions  # noqa: E402
 from training.export import to_tensors  # noqa: E402
 from training.inputs import model_inputs  # noqa: E402
 

@@ -154,7 +154,7 @@ def format_publish(result: dict) -> str:
 
 
 def newest_export(config: Settings, model: str | None) -> Path | None:
-    from jobs.export_model import published_versions
+    from training.publish_gate import published_versions
 
     root = Path(config.export.root)
     for name in [model] if model else list(config.training.models):

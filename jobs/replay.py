@@ -117,12 +117,12 @@ def _popularity(files: list[Path]) -> dict[int, float]:
 
 
 def _metrics(labels: np.ndarray, predictions: np.ndarray, train_rate: float, calibrated: bool = True) -> dict:
-    from jobs.evaluate_models import _rank_scaled
+    from training.baselines import rank_scaled
     from training.metrics import binary_metrics
 
     if len(labels) == 0:
         return {"auc": None, "logloss": None, "calibration": None, "positive_rate": None}
-    result = binary_metrics(labels, predictions if calibrated else _rank_scaled(predictions), train_rate)
+    result = binary_metrics(labels, predictions if calibrated else rank_scaled(predictions), train_rate)
     if not calibrated:  # a count, not a probability
         result.update(logloss=None, calibration=None)
     return result

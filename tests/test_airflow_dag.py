@@ -155,7 +155,7 @@ def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(
     they read the samples version the first run built (passed through XCom), not the newer one, and
     reproduce its model's metrics."""
     from jobs import artifacts
-    from jobs.export_model import published_versions
+    from training.publish_gate import published_versions
 
     config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
     config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}

@@ -230,7 +230,7 @@ def test_a_configured_zero_stays_zero():
     assert settings.samples.attribution_window_minutes == 0
     assert settings.training.early_stopping_patience == 0 and settings.training.shuffle_buffer == 0
     assert settings.models.wide_deep.dropout == 0 and settings.models.gbdt_lr.leaf_l2 == 0
-    from jobs.export_model import gate
+    from training.publish_gate import gate
 
     assert gate(0.3, None, settings.export)[0]  # a floor of 0 lets any AUC through
 

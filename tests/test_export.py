@@ -21,6 +21,7 @@ from jobs import artifacts
 from jobs import export_model as exporting
 from jobs.cli import main
 from jobs.run_info import code_version
+from training import publish_gate
 from training.export import to_tensors
 from training.inputs import model_inputs
 
@@ -127,7 +128,7 @@ def test_gate_refuses_below_the_floor_and_force_publishes(export_config, exporte
     with pytest.raises(PublishRefused, match="below the floor 0.99"):
         exporting.export_model(strict, "deepfm")
     model_root = Path(config["export"]["root"]) / "deepfm"
-    assert exporting.published_versions(model_root) == [1]
+    assert publish_gate.published_versions(model_root) == [1]
     strict_path = path.with_name("strict.yaml")
     strict_path.write_text(yaml.safe_dump(strict))
     assert main(["export", "--config", str(strict_path), "--model", "deepfm"]) == 3
@@ -153,7 +154,7 @@ def test_gate_compares_with_the_published_version_and_keeps_the_newest(export_co
     assert champion["auc"] == pytest.approx(champion["candidate_auc"], abs=1e-6)
     assert champion["candidate_auc"] == pytest.approx(published["test_auc"], abs=1e-6)  # evaluate's test split
     assert exporting.export_model(config, "gbdt_lr", force=True)["version"] == 3
-    assert exporting.published_versions(model_root) == [2, 3]  # keep_versions: 2
+    assert publish_gate.published_versions(model_root) == [2, 3]  # keep_versions: 2
     assert not [p for p in model_root.iterdir() if not p.name.isdigit()]  # no staging leftovers
 
 
@@ -188,7 +189,7 @@ def test_champion_and_challenger_are_scored_on_the_same_rows(
     assert auc[better] > auc[worse]
     root = tmp_path / "serving"
     published = Path(config["export"]["root"])
-    versions = {m: exporting.published_versions(published / m)[-1] for m in auc}
+    versions = {m: publish_gate.published_versions(published / m)[-1] for m in auc}
     shutil.copytree(published / better / str(versions[better]), root / worse / "1")  # champion of the worse name
     shutil.copytree(published / worse / str(versions[worse]), root / better / "1")
     strict = path.with_name("same-rows.yaml")
@@ -199,9 +200,9 @@ def test_champion_and_challenger_are_scored_on_the_same_rows(
     error = capsys.readouterr().err
     assert f"{worse} not published: test AUC " in error and "is more than 0.0 below the published version 1" in error
     assert f"on the same {len(labels)} test rows" in error
-    assert exporting.published_versions(root / worse) == [1]
+    assert publish_gate.published_versions(root / worse) == [1]
     assert main(["export", "--config", str(strict), "--model", better, "--export-root", str(root)]) == 0
-    assert exporting.published_versions(root / better) == [1, 2]
+    assert publish_gate.published_versions(root / better) == [1, 2]
     card = json.loads((root / better / "2" / "assets.extra" / "model_card.json").read_text())
     assert card["champion"]["status"] == "compared" and card["champion"]["decision"] == "published"
     assert card["champion"]["auc"] == pytest.approx(auc[worse], abs=1e-5)
@@ -263,11 +264,11 @@ def test_a_champion_with_an_incompatible_signature_is_reported(export_config, ex
 def test_failed_parity_publishes_nothing(export_config, exported, monkeypatch):
     config, _ = export_config
     model_root = Path(config["export"]["root"]) / "deepfm"
-    before = exporting.published_versions(model_root)
+    before = publish_gate.published_versions(model_root)
     monkeypatch.setattr(
         "training.export.parity_in_fresh_process", lambda saved, rows, work: np.zeros((len(rows["user_age"]), 1))
     )
     with pytest.raises(PublishRefused, match="differs from the trained model"):
         exporting.export_model(config, "deepfm", force=True)
-    assert exporting.published_versions(model_root) == before
+    assert publish_gate.published_versions(model_root) == before
     assert not [p for p in model_root.iterdir() if not p.name.isdigit()]

@@ -32,7 +32,7 @@ import features.tables as tables_module
 from features import ingest_runs, raw_drops
 from features.tables import ConcurrentWriteError, DeltaRsTables, open_tables
 from jobs.cli import main
-from jobs.export_model import next_version, published_versions
+from training.publish_gate import next_version, published_versions
 from jobs.ingest import ingest
 from jobs.maintenance import unreferenced_files
 
@@ -466,7 +466,7 @@ def test_an_export_killed_while_writing_leaves_the_published_version_served(ml10
         _stop_group(export)
     assert export.returncode == -signal.SIGKILL
     (staging,) = model_root.glob(".staging-*")
-    assert exporting.published_versions(model_root) == [1] and exporting.next_version(model_root) == 2
+    assert published_versions(model_root) == [1] and next_version(model_root) == 2
     assert {
         p.relative_to(model_root): p.read_bytes() for p in (model_root / "1").rglob("*") if p.is_file()
     } == published
@@ -475,4 +475,4 @@ def test_an_export_killed_while_writing_leaves_the_published_version_served(ml10
     empty.mkdir()
     assert main(["clean-orphans", "--config", str(path), "--warehouse", str(empty), "--older-than-minutes", "0"]) == 0
     assert f"removed export staging dir {staging}" in capsys.readouterr().out
-    assert not staging.exists() and exporting.published_versions(model_root) == [1]
+    assert not staging.exists() and published_versions(model_root) == [1]

@@ -14,7 +14,7 @@ import yaml
 import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
 from jobs import artifacts
 from jobs.cli import main
-from jobs.evaluate_models import score_test
+from training.baselines import score_test
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("lr", "gbdt_lr", "wide_deep", "deepfm")
