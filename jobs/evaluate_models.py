@@ -62,7 +62,9 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
         scores[name] = scored["prediction"]
         histories[name] = json.loads((directory / "history.json").read_text())
     rows = scored
-    popularity = item_popularity(shards)
+    from training.dataset import split_files
+
+    popularity = item_popularity(split_files(shards, "train"))
     scores["baseline: global rate"] = np.full(len(rows["label"]), train_rate)
     scores["baseline: item popularity"] = np.array([popularity.get(int(i), 0.0) for i in rows["item_id"]], float)
     scores["baseline: xgboost"] = xgboost_probability(

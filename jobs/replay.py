@@ -40,6 +40,7 @@ from features.feature_spec import load_spec
 from jobs import artifacts
 from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
+from training.baselines import item_popularity
 
 REPLAY_TABLE = "replay_metrics"
 POPULARITY = "baseline: item popularity"
@@ -106,14 +107,6 @@ def _window_rate(files: list[Path]) -> tuple[int, int]:
 
     table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["label"])
     return table.num_rows, int(np.asarray(table.column("label")).sum())
-
-
-def _popularity(files: list[Path]) -> dict[int, float]:
-    import pyarrow.dataset as ds
-
-    table = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["item_id", "label"])
-    counts = table.group_by("item_id").aggregate([("label", "sum")])
-    return dict(zip(counts.column("item_id").to_pylist(), counts.column("label_sum").to_pylist()))
 
 
 def _metrics(labels: np.ndarray, predictions: np.ndarray, train_rate: float, calibrated: bool = True) -> dict:
@@ -261,7 +254,7 @@ def replay(
                 warm_models[name] = warm
                 predictions, labels = _score(warm, test_files, inputs)
                 record(name, "warm", predictions, labels, seconds)
-        popularity, (labels, items) = _popularity(train_files), _labels_and_items(test_files)
+        popularity, (labels, items) = item_popularity(train_files), _labels_and_items(test_files)
         record(
             POPULARITY,
             "cold",

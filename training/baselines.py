@@ -32,15 +32,12 @@ def score_test(model, shards: Path, batch_size: int = 4096) -> dict[str, np.ndar
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def item_popularity(shards: Path) -> dict[int, float]:
-    """Positives per item in the train split (Arrow group-by over two columns of the shards)."""
+def item_popularity(files: list[Path]) -> dict[int, float]:
+    """Positives per item in the given Parquet files (the train split, or a replay window): an Arrow
+    group-by over two columns."""
     import pyarrow.dataset as ds
 
-    from training.dataset import split_files
-
-    table = ds.dataset([str(p) for p in split_files(shards, "train")], format="parquet").to_table(
-        columns=["item_id", "label"]
-    )
+    table = ds.dataset([str(p) for p in files], format="parquet").to_table(columns=["item_id", "label"])
     counts = table.group_by("item_id").aggregate([("label", "sum")])
     return dict(zip(counts.column("item_id").to_pylist(), counts.column("label_sum").to_pylist()))
 
