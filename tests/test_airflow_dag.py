@@ -254,7 +254,10 @@ def test_airflow_dags_test_runs_two_days_and_a_cleared_task_reuses_its_samples(
         assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     after = json.loads(summary_path.read_text())
     assert after["run_id"] != before["run_id"] and after["samples_version"] == first
-    assert (after["best_val_auc"], after["epochs"]) == (before["best_val_auc"], before["epochs"])  # same metrics
+    # same samples, same seeds: the same epochs and the same valid AUC up to float32 summation order (TensorFlow's
+    # CPU kernels reduce in thread order, so a retrain differs in the 8th digit; other samples differ by far more)
+    assert after["epochs"] == before["epochs"]
+    assert after["best_val_auc"] == pytest.approx(before["best_val_auc"], abs=1e-6)
     assert published_versions(serving / "deepfm") == [1, 2, 3]
     card = json.loads((serving / "deepfm" / "3" / "assets.extra" / "model_card.json").read_text())
     assert card["training_data"]["samples_version"] == first and card["training"]["run_id"] == after["run_id"]
