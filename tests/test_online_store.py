@@ -272,7 +272,7 @@ def test_skew_check_passes_on_real_samples_and_names_a_corrupted_feature(
     samples = DeltaTable(tables.path("samples")).to_pandas()
     assert result["rows"] == min(150, (samples.event_date == day).sum()) > 50 and result["mismatches"] == []
     assert result["scores"] == {"model": str(saved_model), "rows": result["rows"], "equal": True}
-    assert result["version"] == first["version"]
+    assert result["version"] == first["version"] and result["restated"] == {"tables": [], "rows": 0}
     path = _config_file(root / "shared.json", config)
     assert (
         main(
@@ -359,3 +359,36 @@ def test_unreachable_redis_is_one_line_and_its_own_exit_code(redis_server, tmp_p
     empty = _config_file(tmp_path / "empty.json", _config(root, redis_server, "empty"))
     assert main(["request", "--config", str(empty), "--user", "1", "--items", "1"]) == 2
     assert "nothing is published" in capsys.readouterr().err
+
+
+def test_skew_check_tells_late_data_restatements_from_skew(spark, tmp_path, redis_server, capsys):
+    """Day 1 is published from its own drop, then day 2's drop brings late events of day 1 and the snapshot
+    job rebuilds it: the samples of day 2 hold what is known today, the store what was known then. The
+    check names the rebuilt tables, counts those rows apart and passes; republishing day 1 makes every
+    row equal, so the rows it set apart were restatements and nothing else."""
+    config = _config(tmp_path, redis_server, "late")
+    generate_logs(
+        config["paths"]["raw"], start_date=START, days=len(DAYS), users=120, items=30, seed=5, late_fraction=0.3
+    )
+    tables = open_tables(spark, config["paths"]["warehouse"], "delta-rs")
+    ingest(spark, tables, config, DAYS[:1])
+    build_snapshots(spark, tables, config, DAYS[:1])
+    publish(spark, tables, config, DAYS[0])
+    ingest(spark, tables, config, DAYS[1:3])  # day 2's drop holds late events of day 1
+    events = DeltaTable(tables.path("events")).to_pandas()
+    event_dates = pd.to_datetime(events["event_time"], utc=True).dt.date
+    assert ((event_dates == DAYS[0]) & (events["drop_date"] == DAYS[1])).sum() > 0
+    build_snapshots(spark, tables, config, DAYS[1:3])  # rebuilds day 1 too (rebuild_days = 2)
+    build_samples(spark, tables, config, [DAYS[1]])
+    after = skew_check(spark, tables, config, DAYS[1], rows=10_000)
+    assert after["mismatches"] == [] and 0 < after["restated"]["rows"] <= after["rows"]
+    assert "user_snapshot" in after["restated"]["tables"]
+    config_file = _config_file(tmp_path / "late.json", config)
+    assert main(["skew-check", "--config", str(config_file), "--date", DAYS[1].isoformat(), "--rows", "10000"]) == 0
+    assert "rebuilt after the publish (late data" in capsys.readouterr().out
+
+    republished = {**config, "online_store": {**config["online_store"], "namespace": "late-republished"}}
+    publish(spark, tables, republished, DAYS[0])
+    again = skew_check(spark, tables, republished, DAYS[1], rows=10_000)
+    assert again["mismatches"] == [] and again["restated"] == {"tables": [], "rows": 0}
+    assert again["rows"] == after["rows"]
