@@ -15,7 +15,7 @@ AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 MOTO_VENV := .venv-moto
 MOTO_INSTALLED := $(MOTO_VENV)/.installed
 
-.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online
+.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online bench-peers bench-gbdt-stage
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -101,6 +101,22 @@ bench-feast: java $(INSTALLED)
 # MovieLens warehouse and exports: .venv/bin/recpipe run --config conf/movielens.yaml
 bench-training: java $(INSTALLED)
 	$(BIN)/python bench/training_bench.py --config conf/movielens.yaml
+
+# DeepCTR (the peer of issue 17) in a virtualenv of its own: it needs the legacy tf_keras, not Keras 3.
+DEEPCTR_VENV := .venv-deepctr
+DEEPCTR_INSTALLED := $(DEEPCTR_VENV)/.installed
+
+$(DEEPCTR_INSTALLED): bench/peers/constraints-deepctr.txt
+	test -x $(DEEPCTR_VENV)/bin/python || $(PYTHON) -m venv $(DEEPCTR_VENV)
+	$(DEEPCTR_VENV)/bin/pip install --quiet -c bench/peers/constraints-deepctr.txt \
+	  tensorflow tf-keras deepctr pyarrow scikit-learn
+	touch $@
+
+bench-peers: java $(INSTALLED) $(DEEPCTR_INSTALLED)
+	$(BIN)/python bench/peers_bench.py --config conf/movielens.yaml
+
+bench-gbdt-stage: java $(INSTALLED)
+	$(BIN)/python bench/gbdt_stage_bench.py --config conf/movielens.yaml
 
 bench-serving: java $(INSTALLED)
 	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml

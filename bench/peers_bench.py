@@ -1,0 +1,187 @@
+"""Benchmark: recpipe's DeepFM and Wide&Deep vs DeepCTR's on the same rows and fields (issue 17).
+
+    make bench-peers            # creates .venv-deepctr (tensorflow + tf_keras + deepctr 0.9.4), then:
+    .venv/bin/python bench/peers_bench.py --config conf/movielens.yaml [--epochs 2] [--repeats 3]
+
+Needs samples in the config's warehouse (`recpipe run --config conf/movielens.yaml`). The config's
+warehouse gets the models this bench trains (point --config at a copy if that matters).
+
+Same rows (the samples version's train split; valid and test for AUC), same fields (every model input
+of schemas/features.yaml), same embedding size, MLP, dropout and Adam learning rate (the config's
+`models.<name>`), same batch size and epochs, no early stopping on either side. DeepCTR gets what its
+users feed it: fields pre-encoded once to integer codes (categoricals, ids, quantile buckets, padded
+lists) and floats (log1p / normalized numerics), held in memory; recpipe trains from the samples'
+Parquet shards with its preprocessing inside the model, as `recpipe train` does. Each run is a fresh
+process; the sides are interleaved; one warm-up round (page cache, pyc), then the median of --repeats.
+Prints whole-epoch examples/s (first batch included), steady state, first batch of epoch 1, test AUC,
+and the ratios recpipe / DeepCTR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEEPCTR_PYTHON = REPO / ".venv-deepctr" / "bin" / "python"
+
+
+def encode_fields(warehouse: str, out: Path) -> None:
+    """The samples' raw model inputs -> DeepCTR fields (see bench/peers/deepctr_side.py), codes fitted
+    on train only (0 = missing or unseen)."""
+    import pyarrow.parquet as pq
+
+    from features.feature_spec import load_spec
+    from jobs import artifacts
+    from training.inputs import arrow_to_arrays, model_inputs
+
+    version = artifacts.latest_samples_version(warehouse)
+    source = artifacts.samples_dir(warehouse, version)
+    transforms = json.loads((source / "transforms.json").read_text())["features"]
+    inputs = model_inputs(load_spec())
+    raw = {}
+    for split in ("train", "valid", "test"):
+        files = sorted((source / "parquet" / f"split={split}").glob("*.parquet"))
+        table = pq.ParquetDataset(files).read(columns=[i.name for i in inputs] + ["label"])
+        raw[split] = (arrow_to_arrays(table, inputs), table.column("label").to_numpy().astype(np.float32))
+    arrays: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        fitted = transforms.get(spec.name, {})
+        kind = fitted.get("transform")
+        if spec.dtype == "float32" and kind in ("normalize", "log1p"):
+            train = raw["train"][0][spec.name]
+            shift = np.log1p(np.maximum(train, 0)) if kind == "log1p" else train
+            known = shift[~np.isnan(shift)]  # a field missing on every train row is all zeros
+            mean, sd = (float(known.mean()), float(known.std()) or 1.0) if len(known) else (0.0, 1.0)
+            for split, (features, _) in raw.items():
+                x = features[spec.name]
+                x = np.log1p(np.maximum(x, 0)) if kind == "log1p" else x
+                arrays[f"{split}/dense:{spec.name}"] = np.nan_to_num((x - mean) / sd).astype(np.float32)
+            continue
+        if spec.dtype == "float32":  # quantile buckets: 1..len(boundaries)+1, 0 = missing
+            boundaries = np.asarray(fitted["boundaries"], dtype=np.float64)
+            for split, (features, _) in raw.items():
+                x = features[spec.name]
+                codes = np.searchsorted(boundaries, x, side="right") + 1
+                arrays[f"{split}/sparse:{spec.name}"] = np.where(np.isnan(x), 0, codes).astype(np.int32)
+            arrays[f"vocab:{spec.name}"] = np.array(len(boundaries) + 2)
+            continue
+        missing = spec.missing
+        train = raw["train"][0][spec.name].ravel()
+        values = np.unique(train[train != missing])
+        lookup = {v: i + 1 for i, v in enumerate(values.tolist())}
+        prefix = "sparse" if spec.length is None else "varlen"
+        for split, (features, _) in raw.items():
+            x = features[spec.name]
+            codes = np.fromiter((lookup.get(v, 0) for v in x.ravel().tolist()), dtype=np.int32, count=x.size)
+            arrays[f"{split}/{prefix}:{spec.name}"] = codes.reshape(x.shape)
+        arrays[f"vocab:{spec.name}"] = np.array(len(values) + 1)
+    for split, (_, label) in raw.items():
+        arrays[f"{split}/label"] = label
+    np.savez(out, **arrays)
+
+
+def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
+    """`recpipe train`'s own code path for one model, EPOCHS epochs, then test AUC (sklearn)."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from jobs import artifacts
+    from jobs.config import load_config
+    from jobs.train_models import load_training_inputs, train_one
+    from training.baselines import score_test
+
+    config = load_config(config_path)
+    training = config.training.model_copy(update={"max_epochs": epochs, "early_stopping_patience": epochs})
+    config = config.model_copy(update={"training": training})
+    inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
+    summary = train_one(model, config, inputs)
+    trained = keras.saving.load_model(
+        artifacts.model_dir(config.paths.warehouse, model, inputs["version"]) / "model.keras"
+    )
+    scored = score_test(trained, inputs["source"] / "parquet")
+    return {
+        "examples_per_second": summary["train_examples_per_second"],
+        "steady_examples_per_second": summary["steady_examples_per_second"],
+        "first_batch_seconds": summary["first_batch_seconds"],
+        "valid_auc": summary["best_val_auc"],
+        "test_auc": float(roc_auc_score(scored["label"], scored["prediction"])),
+    }
+
+
+def run_json(command: list[str], env: dict | None = None) -> dict:
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:3])} ... failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/movielens.yaml")
+    parser.add_argument("--models", default="deepfm,wide_deep")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--recpipe-side", nargs=2, metavar=("MODEL", "EPOCHS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.recpipe_side:
+        print(json.dumps(recpipe_side(args.config, args.recpipe_side[0], int(args.recpipe_side[1]))))
+        return 0
+    if not DEEPCTR_PYTHON.exists():
+        print(f"{DEEPCTR_PYTHON} is missing: run make bench-peers", file=sys.stderr)
+        return 2
+
+    from jobs.config import load_config
+
+    config = load_config(args.config)
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    results: dict[tuple, list[dict]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        fields = Path(scratch) / "fields.npz"
+        encode_fields(config.paths.warehouse, fields)
+        for round_ in range(args.repeats + 1):
+            for model in args.models.split(","):
+                params = config.models.params(model)
+                peer = [str(DEEPCTR_PYTHON), str(REPO / "bench" / "peers" / "deepctr_side.py"), str(fields)]
+                peer += [model, str(params.embedding_dim), ",".join(str(u) for u in params.hidden_units)]
+                peer += [str(params.dropout), str(params.learning_rate), str(args.epochs)]
+                peer += [str(config.training.batch_size), str(config.training.seed)]
+                ours = [sys.executable, __file__, "--config", args.config, "--recpipe-side", model, str(args.epochs)]
+                for side, command in (("recpipe", ours), ("DeepCTR", peer)):
+                    result = run_json(command, env if side == "DeepCTR" else None)
+                    if round_:
+                        results.setdefault((model, side), []).append(result)
+    print(f"{args.epochs} epochs, batch {config.training.batch_size}; median of {args.repeats} after a warm-up round")
+    print(f"{'model':<10} {'side':<8} {'ex/s':>8} {'steady':>8} {'1st batch s':>11} {'test AUC':>8}")
+    medians = {}
+    for (model, side), runs in results.items():
+        row = {
+            key: statistics.median(r[key] for r in runs)
+            for key in ("examples_per_second", "steady_examples_per_second", "test_auc")
+        }
+        row["first"] = statistics.median(r["first_batch_seconds"][0] for r in runs)
+        medians[(model, side)] = row
+        print(
+            f"{model:<10} {side:<8} {row['examples_per_second']:>8,.0f} {row['steady_examples_per_second']:>8,.0f} "
+            f"{row['first']:>11.1f} {row['test_auc']:>8.4f}"
+        )
+    for model in args.models.split(","):
+        ours, peer = medians[(model, "recpipe")], medians[(model, "DeepCTR")]
+        print(
+            f"{model}: recpipe/DeepCTR whole-epoch ex/s {ours['examples_per_second'] / peer['examples_per_second']:.2f}x, "
+            f"first batch {ours['first'] / peer['first']:.2f}x, test AUC {ours['test_auc'] - peer['test_auc']:+.4f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
