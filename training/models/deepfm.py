@@ -42,4 +42,4 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
     deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.hidden_units), params.dropout, "deep")
     logits = [first_order, fm_interaction(fields), deep]
     bias = 0.0 if params.initial_bias is None else params.initial_bias
-    return keras.Model(encoders.inputs, probability(logits, bias), name="deepfm")
+    return keras.Model(encoders.graph_inputs, probability(logits, bias), name="deepfm")

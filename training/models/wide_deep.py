@@ -27,4 +27,4 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
     deep_logit = mlp(deep, list(params.hidden_units), params.dropout, "deep")
     logits = [wide_logit(encoders, params), deep_logit]
     bias = 0.0 if params.initial_bias is None else params.initial_bias
-    return keras.Model(encoders.inputs, probability(logits, bias), name="wide_deep")
+    return keras.Model(encoders.graph_inputs, probability(logits, bias), name="wide_deep")
