@@ -8,7 +8,8 @@ Reads <warehouse>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.js
     model.keras      the trained model (raw features in, probability out; preprocessing in the graph)
     summary.json     parameters, data versions, epochs, best valid AUC, examples/s
     history.json     per-epoch loss/AUC on train and valid (learning curves)
-    checkpoints/     best model so far          tensorboard/   logs for `tensorboard --logdir`
+    checkpoints/     best model so far (the core on encoded views when training.encode_in_input_pipeline)
+    tensorboard/     logs for `tensorboard --logdir`
 The directory is built beside its final place and renamed in: a rerun replaces it whole.
 """
 
