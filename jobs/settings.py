@@ -183,6 +183,10 @@ class TrainingSettings(Section):
     early_stopping_patience: int = Field(2, ge=0)
     seed: int = 7
     verbose: Literal[0, 1, 2] = 2  # Keras fit's
+    # true: tf.data encodes the features (lookups, hashing, buckets, normalization, GBDT leaves) in a parallel
+    # map and the model core trains on encoded batches; the saved model still takes the raw features.
+    # false: the whole raw-feature model runs in every train step (the path before issue 17)
+    encode_in_input_pipeline: bool = True
 
 
 class ModelParams(Section):

@@ -8,7 +8,8 @@ Reads <warehouse>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.js
     model.keras      the trained model (raw features in, probability out; preprocessing in the graph)
     summary.json     parameters, data versions, epochs, best valid AUC, examples/s
     history.json     per-epoch loss/AUC on train and valid (learning curves)
-    checkpoints/     best model so far          tensorboard/   logs for `tensorboard --logdir`
+    checkpoints/     best model so far (the core on encoded views when training.encode_in_input_pipeline)
+    tensorboard/     logs for `tensorboard --logdir`
 The directory is built beside its final place and renamed in: a rerun replaces it whole.
 """
 
@@ -64,14 +65,43 @@ def _leaf_values(path: Path) -> tuple[list[list[float]], float]:
     return leaf_values_from_booster(booster)
 
 
-def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
-    import keras
-
+def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple:
+    """(raw-feature model to save, compiled model to fit, train dataset, valid dataset). With
+    `training.encode_in_input_pipeline` the fitted model is the core of `training.models.build_split` and
+    the datasets carry encoded features; the raw-feature model wraps the same weights."""
     from training.dataset import make_dataset
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
-    from training.models import build_model
-    from training.train import compile_model, fit
+    from training.models import build_model, build_split
+    from training.train import compile_model
+
+    encode = None
+    if training.encode_in_input_pipeline:
+        split = build_split(name, spec, inputs["transforms"], params, inputs["gbdt"])
+        model, trained, encode = split.full, compile_model(split.core, params), split.preprocessing
+    else:
+        model = trained = compile_model(
+            build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params
+        )
+    shards, batch = inputs["source"] / "parquet", training.batch_size
+    train = make_dataset(
+        shards,
+        "train",
+        model_inputs(spec),
+        batch,
+        training.shuffle_buffer,
+        training.seed,
+        training.chunk_rows,
+        encode=encode,
+    )
+    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=training.chunk_rows, encode=encode)
+    return model, trained, train, valid
+
+
+def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
+    import keras
+
+    from training.train import fit
 
     settings = as_settings(config)
     run_id = new_run_id()
@@ -82,26 +112,13 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
         rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
         params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
     keras.utils.set_random_seed(training.seed)
-    shards = inputs["source"] / "parquet"
-    train = make_dataset(
-        shards,
-        "train",
-        model_inputs(spec),
-        training.batch_size,
-        training.shuffle_buffer,
-        training.seed,
-        training.chunk_rows,
-    )
-    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * training.batch_size, chunk_rows=training.chunk_rows)
-    model = compile_model(
-        build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params
-    )
+    model, trained, train, valid = build_for_training(name, spec, inputs, params, training)
 
     warehouse = settings.paths.warehouse
     target = artifacts.model_dir(warehouse, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
-    result = fit(model, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
+    result = fit(trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
     model.save(staged / "model.keras")
     manifest = inputs["manifest"]
     run = new_run(

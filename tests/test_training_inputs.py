@@ -16,6 +16,7 @@ from training.dataset import make_dataset, shuffled_batches
 from training.feature_layers import FeatureEncoders
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
 from training.layers import fm_interaction
+from training.models import build_model, build_split
 
 SPEC = parse_spec(
     {
@@ -38,7 +39,7 @@ SPEC = parse_spec(
                 "kind": "event_column",
                 "dtype": "string",
                 "transform": "vocabulary",
-                "roles": ["wide"],
+                "roles": ["wide", "fm"],
             },
             {
                 "name": "position",
@@ -62,7 +63,7 @@ SPEC = parse_spec(
                 "kind": "attribute",
                 "dtype": "int",
                 "transform": "quantile_buckets",
-                "roles": ["wide"],
+                "roles": ["wide", "fm"],
             },
             {
                 "name": "rating",
@@ -70,7 +71,7 @@ SPEC = parse_spec(
                 "kind": "rating_mean",
                 "dtype": "double",
                 "transform": "normalize",
-                "roles": ["deep"],
+                "roles": ["deep", "fm"],
             },
             {
                 "name": "clicks",
@@ -94,7 +95,7 @@ SPEC = parse_spec(
                 "kind": "top_categories",
                 "dtype": "array<string>",
                 "transform": "vocabulary",
-                "roles": ["deep"],
+                "roles": ["deep", "fm"],
             },
             {"name": "first_date", "entity": "user", "kind": "first_date", "dtype": "date", "roles": []},
         ],
@@ -241,3 +242,64 @@ def test_missing_split_names_the_path(tmp_path):
 
     with pytest.raises(PipelineInputError, match="split=test"):
         make_dataset(tmp_path, "test", model_inputs(SPEC))
+
+
+def _params(name: str):
+    from jobs.settings import as_settings
+
+    params = as_settings({}).models.params(name)
+    return params.model_copy(update={"crosses": True}) if name != "deepfm" else params
+
+
+def _raw_tensors(rows=ROWS):
+    return {k: tf.constant(v) for k, v in arrow_to_arrays(rows, model_inputs(SPEC)).items()}
+
+
+@pytest.mark.parametrize("name", ["lr", "wide_deep", "deepfm"])
+def test_split_model_is_the_single_graph_model(name):
+    keras.utils.set_random_seed(5)
+    single = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name))
+    keras.utils.set_random_seed(5)
+    split = build_split(name, SPEC, TRANSFORMS, _params(name))
+    assert not split.preprocessing.trainable_weights  # every trainable weight is in the core
+    assert [w.shape for w in split.core.trainable_weights] == [w.shape for w in single.trainable_weights]
+    for a, b in zip(split.full.trainable_weights, single.trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # same seed, same initial weights
+    assert split.full.trainable_weights == split.core.trainable_weights  # shared, not copied
+    for weights in (single.trainable_weights, split.core.trainable_weights):  # nonzero weights: a real check
+        for w in weights:
+            w.assign(np.random.default_rng(len(w.path)).normal(0, 0.3, w.shape).astype("float32"))
+    raw = _raw_tensors()
+    expected = np.asarray(single(raw))
+    np.testing.assert_array_equal(np.asarray(split.full(raw)), expected)  # the exported model is unchanged
+    encoded = split.preprocessing(raw)
+    assert {k for k in encoded if k.endswith("__index")} >= {"device__index", "age__index"}
+    np.testing.assert_allclose(np.asarray(split.core(encoded)), expected, atol=1e-6)
+    if name == "lr":  # crosses are encoded too: the core holds no hashing, lookup or bucket layers
+        assert {"cross_device_x_last_items__index", "cross_device_x_age__index"} <= set(encoded)
+        kinds = {type(layer).__name__ for layer in split.core.layers}
+        assert not kinds & {"StringLookup", "IntegerLookup", "Hashing", "HashedCrossing", "Discretization"}
+
+
+def test_encoded_dataset_trains_the_core_of_the_saved_model(shards, tmp_path):
+    from training.train import compile_model
+
+    inputs = model_inputs(SPEC)
+    split = build_split("wide_deep", SPEC, TRANSFORMS, _params("wide_deep"))
+    raw = make_dataset(shards, "valid", inputs, batch_size=512, extra={"user_id": tf.int64})
+    encoded = make_dataset(shards, "valid", inputs, 512, extra={"user_id": tf.int64}, encode=split.preprocessing)
+    for (r, r_label, r_weight), (e, e_label, e_weight) in zip(raw, encoded):
+        expected = split.preprocessing({i.name: r[i.name] for i in inputs})
+        assert set(e) == set(expected) | {"user_id"} and "top_categories__index_mask" in e
+        np.testing.assert_array_equal(e["user_id"].numpy(), r["user_id"].numpy())
+        np.testing.assert_array_equal(e_label.numpy(), r_label.numpy())
+        np.testing.assert_array_equal(e_weight.numpy(), r_weight.numpy())
+        for key, value in expected.items():
+            np.testing.assert_array_equal(e[key].numpy(), np.asarray(value))
+    before = np.asarray(split.full(_raw_tensors()))
+    core = compile_model(split.core, _params("wide_deep"))
+    train = make_dataset(shards, "train", inputs, 256, shuffle_buffer=1000, seed=3, encode=split.preprocessing)
+    core.fit(train, epochs=1, verbose=0)
+    after = np.asarray(split.full(_raw_tensors()))
+    assert np.abs(after - before).max() > 1e-4  # training the core moved the raw-feature model
+    np.testing.assert_allclose(after, np.asarray(core(split.preprocessing(_raw_tensors()))), atol=1e-6)

@@ -8,6 +8,10 @@ the shard order is reshuffled every epoch (seeded). The buffer works on whole nu
 own unbatch → shuffle → batch costs ~10x more per row with ~80 feature tensors.
 tf.data then prefetches the batches while the model trains.
 
+With `encode` (a model's preprocessing, `training.models.build_split`), the raw features of each block are
+encoded by a parallel tf.data map before rebatching: lookups, hashing, buckets and normalization run on
+tf.data's threads while the model core trains on the encoded batches of the block before.
+
 Elements are `(features, label, weight)`; `extra` columns (e.g. user_id for GAUC) can be added to the
 features dict for evaluation.
 """
@@ -93,8 +97,11 @@ def make_dataset(
     chunk_rows: int = 8192,
     extra: dict[str, tf.DType] | None = None,
     files: list[Path] | None = None,
+    encode=None,
 ) -> tf.data.Dataset:
-    """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0."""
+    """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0.
+    encode: a Keras model (raw features dict -> encoded dict) applied to the features in a parallel map;
+    `extra` columns are passed through beside its outputs."""
     files = split_files(parquet_root, split) if files is None else list(files)
     extra = extra or {}
     columns = [i.name for i in inputs] + list(extra) + ["label", "weight"]
@@ -120,4 +127,13 @@ def make_dataset(
             yield from converted(epoch)
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(inputs, extra))
+    if encode is not None:
+        names = [i.name for i in inputs]
+
+        def encoded(features, label, weight):
+            out = dict(encode({n: features[n] for n in names}, training=False))
+            out.update({name: features[name] for name in extra})
+            return out, label, weight
+
+        dataset = dataset.map(encoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)

@@ -12,6 +12,13 @@ model builders three views of a feature, each built once and shared by every par
     cross(cross)       HashedCrossing over the categorical indices of a spec cross (list features
                        cross element by element and keep their mask)
     gbdt_matrix(...)   the XGBoost input matrix (float32, NaN = missing, strings as vocabulary codes)
+
+Split mode (`FeatureEncoders(spec, transforms, split=True)`, used for training): every view a model asks
+for is built twice, once from the raw inputs (the preprocessing) and once as a `keras.Input` of the same
+shape and dtype (what the model core sees). The model builders build the core on `graph_inputs` (the
+encoded inputs in split mode, the raw inputs otherwise) and `preprocessing_model()` maps raw features
+to the encoded ones, so tf.data can encode batches in parallel with the training steps and the traced
+train step holds no lookups. `training.models.build_split` wraps the two back into one raw-feature model.
 """
 
 from __future__ import annotations
@@ -37,8 +44,11 @@ class Categorical:
 
 
 class FeatureEncoders:
-    def __init__(self, spec: FeatureSpec, transforms: dict):
+    def __init__(self, spec: FeatureSpec, transforms: dict, split: bool = False):
         self.spec = spec
+        self.split = split
+        self.encoded_inputs: dict[str, keras.KerasTensor] = {}  # split mode: the core's inputs, by key
+        self.encoded_outputs: dict[str, keras.KerasTensor] = {}  # split mode: the same, from the raw inputs
         self.transforms = transforms
         self.model_inputs: dict[str, ModelInput] = {i.name: i for i in model_inputs(spec)}
         missing = sorted(
@@ -49,8 +59,30 @@ class FeatureEncoders:
         self.inputs = {
             name: keras.Input(shape=i.shape, dtype=i.dtype, name=name) for name, i in self.model_inputs.items()
         }
-        self._categorical: dict[str, Categorical] = {}
+        self._categorical: dict[str, Categorical] = {}  # as the model sees them (encoded inputs in split mode)
+        self._raw_categorical: dict[str, Categorical] = {}  # computed from the raw inputs
         self._numeric: dict[str, keras.KerasTensor] = {}
+
+    @property
+    def graph_inputs(self) -> dict[str, keras.KerasTensor]:
+        """The inputs of the model the builders make: encoded views in split mode, else the raw features."""
+        return self.encoded_inputs if self.split else self.inputs
+
+    def encoded(self, key: str, tensor: keras.KerasTensor) -> keras.KerasTensor:
+        """Split mode: record `tensor` (computed from the raw inputs) as a preprocessing output and return
+        a `keras.Input` standing for it in the core; otherwise return `tensor` itself."""
+        if not self.split:
+            return tensor
+        if key not in self.encoded_inputs:
+            self.encoded_outputs[key] = tensor
+            self.encoded_inputs[key] = keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=key)
+        return self.encoded_inputs[key]
+
+    def preprocessing_model(self) -> keras.Model:
+        """Raw named features -> {key: encoded view} for every view the built model uses (split mode)."""
+        if not self.split:
+            raise ValueError("preprocessing_model() needs FeatureEncoders(..., split=True)")
+        return keras.Model(self.inputs, dict(self.encoded_outputs), name="preprocessing")
 
     def names(self, role: str) -> list[str]:
         return [f.name for f in self.spec.model_features() if role in f.roles]
@@ -60,8 +92,17 @@ class FeatureEncoders:
 
     def categorical(self, name: str) -> Categorical:
         if name not in self._categorical:
-            self._categorical[name] = self._build_categorical(name)
+            self._categorical[name] = self._encoded_categorical(f"{name}__index", self._raw(name))
         return self._categorical[name]
+
+    def _raw(self, name: str) -> Categorical:
+        if name not in self._raw_categorical:
+            self._raw_categorical[name] = self._build_categorical(name)
+        return self._raw_categorical[name]
+
+    def _encoded_categorical(self, key: str, raw: Categorical) -> Categorical:
+        mask = None if raw.mask is None else self.encoded(f"{key}_mask", raw.mask)
+        return Categorical(self.encoded(key, raw.index), raw.cardinality, mask)
 
     def _build_categorical(self, name: str) -> Categorical:
         raw, fitted, spec_input = self.inputs[name], self.transforms[name], self.model_inputs[name]
@@ -107,13 +148,17 @@ class FeatureEncoders:
             )
             scaled = ops.clip(scaled, -NUMERIC_CLIP, NUMERIC_CLIP)
             missing = ops.expand_dims(ops.isnan(raw), -1)
-            self._numeric[name] = ops.concatenate(
-                [ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1
+            self._numeric[name] = self.encoded(
+                f"{name}__numeric",
+                ops.concatenate([ops.where(missing, 0.0, scaled), ops.cast(missing, "float32")], axis=-1),
             )
         return self._numeric[name]
 
     def cross(self, cross: Cross) -> Categorical:
-        parts = [self.categorical(n) for n in cross.features]
+        return self._encoded_categorical(f"cross_{cross.name}__index", self._build_cross(cross))
+
+    def _build_cross(self, cross: Cross) -> Categorical:
+        parts = [self._raw(n) for n in cross.features]
         length = max((self.model_inputs[n].length or 0) for n in cross.features)
         if not length:
             index = keras.layers.HashedCrossing(cross.num_bins, name=f"cross_{cross.name}")(

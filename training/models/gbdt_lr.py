@@ -24,7 +24,9 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
     if gbdt is None:
         raise ValueError("gbdt_lr needs the GBDT artifacts (trees.json, features.json): run recpipe gbdt first")
     trees = gbdt["trees"]
-    leaves = GBDTLeafEncoder(trees, name="gbdt_leaves")(encoders.gbdt_matrix(gbdt["features"]["inputs"]))
+    leaves = encoders.encoded(
+        "gbdt_leaves", GBDTLeafEncoder(trees, name="gbdt_leaves")(encoders.gbdt_matrix(gbdt["features"]["inputs"]))
+    )
     offsets = ops.convert_to_tensor(leaf_offsets(trees["leaves_per_tree"]))
     l2 = params.l2
     total = int(sum(trees["leaves_per_tree"]))
@@ -48,4 +50,4 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
         logits.append(linear_logit(categoricals, {}, "raw", l2=l2))
     # started from the trees, the global bias starts at the booster's base margin instead of the train rate
     initial_bias = margin if params.init_from_gbdt else (0.0 if params.initial_bias is None else params.initial_bias)
-    return keras.Model(encoders.inputs, probability(logits, initial_bias), name="gbdt_lr")
+    return keras.Model(encoders.graph_inputs, probability(logits, initial_bias), name="gbdt_lr")

@@ -34,4 +34,4 @@ def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
     bias = 0.0 if params.initial_bias is None else params.initial_bias
-    return keras.Model(encoders.inputs, probability([wide_logit(encoders, params)], bias), name="lr")
+    return keras.Model(encoders.graph_inputs, probability([wide_logit(encoders, params)], bias), name="lr")
