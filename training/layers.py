@@ -13,39 +13,18 @@ def _masked_sum(values, mask):
     return ops.sum(values * ops.expand_dims(ops.cast(mask, values.dtype), -1), axis=1)
 
 
-def stacked_indices(categoricals: list[Categorical]):
-    """Scalar categorical fields -> (int32 [batch, fields] indices into one table of all their values, rows).
-    Field f's values take rows offset_f .. offset_f + cardinality_f - 1: one table and one gather for all
-    fields instead of one each (the same model; far fewer ops to trace, run and update per step)."""
-    columns, rows = [], 0
-    for c in categoricals:
-        columns.append(ops.cast(c.index, "int32") + rows)
-        rows += c.cardinality
-    return ops.stack(columns, axis=1), rows
-
-
 def linear_logit(
     categoricals: dict[str, Categorical], numerics: dict[str, keras.KerasTensor], name: str, l2: float = 0.0
 ):
     """Logistic regression over one-hot categoricals (a 1-wide embedding = the weight of each one-hot
-    column; list features sum their active columns) and dense numeric columns, plus a bias. The scalar
-    categoricals share one weight table (`stacked_indices`)."""
+    column; list features sum their active columns) and dense numeric columns, plus a bias."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
-    scalars = [c for c in categoricals.values() if c.mask is None]
-    if scalars:
-        index, rows = stacked_indices(scalars)
-        weights = keras.layers.Embedding(
-            rows, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, name=f"{name}_categorical"
-        )(index)
-        terms.append(ops.sum(weights, axis=1))
     for field, c in categoricals.items():
-        if c.mask is None:
-            continue
         weights = keras.layers.Embedding(
             c.cardinality, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, name=f"{name}_{field}"
         )(c.index)
-        terms.append(_masked_sum(weights, c.mask))
+        terms.append(_masked_sum(weights, c.mask) if c.mask is not None else weights)
     if numerics:
         dense = ops.concatenate(list(numerics.values()), axis=-1)
         terms.append(
@@ -53,13 +32,6 @@ def linear_logit(
         )
     bias = keras.layers.Dense(1, name=f"{name}_bias")(ops.ones_like(terms[0]))  # a learned constant
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
-
-
-def embed_fields(categoricals: list[Categorical], dim: int, name: str, l2: float = 0.0):
-    """[batch, fields, dim]: one `dim`-vector per scalar categorical field, all from one table."""
-    regularizer = keras.regularizers.L2(l2) if l2 else None
-    index, rows = stacked_indices(categoricals)
-    return keras.layers.Embedding(rows, dim, embeddings_regularizer=regularizer, name=name)(index)
 
 
 def embed(c: Categorical, dim: int, name: str, l2: float = 0.0):

@@ -7,28 +7,18 @@ import keras
 from keras import ops
 
 from training.feature_layers import FeatureEncoders
-from training.layers import embed, embed_fields, mlp, probability
+from training.layers import embed, mlp, probability
 from training.models.lr import wide_logit
 
 
 def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0):
-    """Embeddings of the `deep` categoricals (min(embedding_dim, cardinality) wide; scalar fields of one
-    width share a table), mean-pooled list embeddings, and the normalized numerics, concatenated."""
-    by_width: dict[int, list] = {}
     parts = []
     for feature in encoders.names("deep"):
         if encoders.is_categorical(feature):
             c = encoders.categorical(feature)
-            width = min(embedding_dim, c.cardinality)
-            if c.mask is None:
-                by_width.setdefault(width, []).append(c)
-            else:
-                parts.append(embed(c, width, f"deep_embedding_{feature}", l2))
+            parts.append(embed(c, min(embedding_dim, c.cardinality), f"deep_embedding_{feature}", l2))
         else:
             parts.append(encoders.numeric(feature))
-    for width, fields in sorted(by_width.items()):
-        vectors = embed_fields(fields, width, f"deep_embedding_{width}", l2)
-        parts.append(ops.reshape(vectors, (-1, len(fields) * width)))
     return ops.concatenate(parts, axis=-1)
 
 
