@@ -52,7 +52,7 @@ class Choice:
 
 def keras_space(model: str) -> list[Choice]:
     """What is searched for a Keras model (jobs/settings.py models.<model>); epochs come from early stopping."""
-    space = [Choice("learning_rate", 1e-4, 1e-2, log=True), Choice("l2", values=L2_CHOICES)]
+    space = [Choice("learning_rate", 3e-4, 1e-2, log=True), Choice("l2", values=L2_CHOICES)]
     if model in ("wide_deep", "deepfm"):
         space += [
             Choice("embedding_dim", values=(4, 8, 16, 32)),
