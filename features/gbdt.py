@@ -4,6 +4,12 @@ Dense inputs are the spec's features with the `gbdt` role: numerics as float, st
 codes of their fitted vocabulary (unseen → len(vocabulary), missing → NaN). Leaf node ids returned by
 `predict(pred_leaf=True)` are mapped to compact per-tree indices with vocabularies built from the model
 (features.gbdt_trees), the same tables the in-graph TensorFlow encoder evaluates.
+
+Two ways to train, one booster: samples that fit the driver (gbdt.local_max_rows) are coded from their
+Parquet shards with pyarrow (`dense_matrix`, the same codes as `DenseFeature.column`), trained with
+xgboost on the driver (`fit_booster_locally`) and scored in the same process (`score_locally`); larger
+ones train with SparkXGBClassifier (`train_booster`) and are scored on the executors
+(`leaves_and_scores`). Both call XGBoost with the same parameters (`xgboost_params`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -66,23 +74,77 @@ def train_booster(train_and_valid: DataFrame, features: list[DenseFeature], para
         label_col="label",
         weight_col="weight",
         validation_indicator_col="is_valid",
-        missing=float("nan"),
         num_workers=params.num_workers,
-        n_estimators=params.n_estimators,
-        max_depth=params.max_depth,
-        learning_rate=params.learning_rate,
-        min_child_weight=params.min_child_weight,
-        subsample=params.subsample,
-        colsample_bytree=params.colsample_bytree,
-        reg_lambda=params.reg_lambda,
-        early_stopping_rounds=params.early_stopping_rounds,
-        eval_metric="logloss",
-        tree_method="hist",
-        random_state=params.seed,
+        **xgboost_params(params),
     )
-    booster = estimator.fit(assembled).get_booster()
+    return _best_rounds(estimator.fit(assembled).get_booster())
+
+
+def xgboost_params(params) -> dict:
+    """The booster's parameters from the `gbdt` settings, the same for Spark and for the driver."""
+    return {
+        "missing": float("nan"),
+        "n_estimators": params.n_estimators,
+        "max_depth": params.max_depth,
+        "learning_rate": params.learning_rate,
+        "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
+        "reg_lambda": params.reg_lambda,
+        "early_stopping_rounds": params.early_stopping_rounds,
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "random_state": params.seed,
+    }
+
+
+def _best_rounds(booster):
     best = booster.best_iteration if booster.attr("best_iteration") is not None else None
     return booster[: best + 1] if best is not None else booster
+
+
+def dense_matrix(table: pa.Table, features: list[DenseFeature]) -> np.ndarray:
+    """float32 rows x features with the codes of `DenseFeature.column`: numerics as they are, strings as
+    their index in the vocabulary (unseen = its length), missing = NaN."""
+    matrix = np.empty((table.num_rows, len(features)), dtype=np.float32)
+    for j, feature in enumerate(features):
+        values = table.column(feature.name)
+        if feature.vocabulary is None:
+            code = values.cast(pa.float64())
+        else:
+            text = values.cast(pa.string())
+            position = pc.index_in(text, value_set=pa.array(feature.vocabulary, pa.string())).cast(pa.float64())
+            code = pc.if_else(pc.is_null(text), None, pc.fill_null(position, float(len(feature.vocabulary))))
+        matrix[:, j] = pc.fill_null(code, float("nan")).to_numpy(zero_copy_only=False)
+    return matrix
+
+
+def fit_booster_locally(train: tuple, valid: tuple, params, threads: int):
+    """xgboost on the driver: `train` and `valid` are (matrix, label, weight); early stopping on valid's
+    logloss, as SparkXGBClassifier does with its validation indicator."""
+    import xgboost as xgb
+
+    model = xgb.XGBClassifier(n_jobs=threads, **xgboost_params(params))
+    model.fit(
+        train[0],
+        train[1],
+        sample_weight=train[2],
+        eval_set=[(valid[0], valid[1])],
+        sample_weight_eval_set=[valid[2]],
+        verbose=False,
+    )
+    return _best_rounds(model.get_booster())
+
+
+def score_locally(booster, trees_json: dict, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compact leaf indices (int32, rows x trees) and probabilities (float64) of `matrix`, in one process."""
+    import xgboost as xgb
+
+    from features.gbdt_trees import from_json, leaf_indices_from_pred_leaf
+
+    rows = xgb.DMatrix(matrix, missing=np.nan)
+    leaves = leaf_indices_from_pred_leaf(booster.predict(rows, pred_leaf=True), from_json(trees_json))
+    return leaves.astype(np.int32), booster.predict(rows).astype(np.float64)
 
 
 def leaves_and_scores(
@@ -134,6 +196,22 @@ def binary_metrics(scored: DataFrame, probability: str = "gbdt_probability") -> 
         "auc": auc,
         "logloss": row["logloss"],
         "mean_prediction": row["mean_prediction"],
+    }
+
+
+def local_binary_metrics(label: np.ndarray, probability: np.ndarray) -> dict:
+    """`binary_metrics` of rows held in this process (sklearn's exact ROC AUC and logloss)."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    both = len(np.unique(label)) == 2
+    return {
+        "rows": int(len(label)),
+        "positive_rate": float(label.mean()) if len(label) else None,
+        "auc": float(roc_auc_score(label, probability)) if both else None,
+        "logloss": float(log_loss(label, np.clip(probability, 1e-15, 1 - 1e-15), labels=[0, 1]))
+        if len(label)
+        else None,
+        "mean_prediction": float(probability.mean()) if len(label) else None,
     }
 
 

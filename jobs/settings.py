@@ -160,8 +160,12 @@ class SamplesSettings(LabelConfig):
 
 
 class GbdtSettings(Section):
-    """XGBoost on Spark (features/gbdt.py train_booster)."""
+    """XGBoost (features/gbdt.py): on the driver when the samples are small, else on Spark."""
 
+    # samples (all splits) up to this many rows are coded, trained and scored by xgboost on the driver
+    # (one process, spark.driver.cores threads); more rows train with SparkXGBClassifier and are scored on the
+    # executors; 0 = always Spark. The booster is the same either way.
+    local_max_rows: int = Field(2_000_000, ge=0)
     num_workers: PositiveInt = 1
     n_estimators: PositiveInt = 100
     max_depth: PositiveInt = 5

@@ -13,12 +13,18 @@ gbdt_probability; partitions of the samples replaced) and <warehouse>/_artifacts
 from __future__ import annotations
 
 import json
+import logging
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -33,7 +39,10 @@ from jobs.config import date_range
 from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
 
+_log = logging.getLogger(__name__)
+
 KEEP = ["sample_id", "event_date", "split", "label"]
+SPLITS = ("train", "valid", "test")
 
 
 def train_gbdt(
@@ -56,17 +65,22 @@ def train_gbdt(
     run = new_run("gbdt", samples_version=version, input_versions={"samples": version})
 
     features = gbdt.dense_features(spec, transforms)
-    samples = tables.read("samples", version=version, partitions=days)
-    dense = gbdt.dense_frame(samples, features, [*KEEP, "weight"]).localCheckpoint()
-    fit_rows = dense.where(F.col("split").isin("train", "valid")).withColumn("is_valid", F.col("split") == "valid")
-    booster = gbdt.train_booster(fit_rows, features, params)
-    trees = to_json(tree_tables_from_booster(booster))
-
-    scored = gbdt.leaves_and_scores(spark, dense, features, booster, trees, KEEP).localCheckpoint()
+    rows = sum(split["rows"] for split in manifest["splits"].values())
+    run["trained_on"] = "driver" if 0 < rows <= params.local_max_rows else "spark"
+    started = time.perf_counter()
+    if run["trained_on"] == "driver":  # fits the driver: no Spark job until the Delta write
+        booster, trees, scored, metrics = _on_the_driver(spark, source, features, params)
+    else:
+        booster, trees, scored, metrics = _on_spark(spark, tables, version, days, features, params)
+    trained = time.perf_counter()
     leaves_version = tables.replace_partitions("gbdt_leaves", scored, "event_date", days, run)
-    metrics = {
-        split: gbdt.binary_metrics(scored.where(F.col("split") == split)) for split in ("train", "valid", "test")
-    }
+    _log.info(
+        "%s rows trained and scored on the %s in %.1fs, gbdt_leaves written in %.1fs",
+        rows,
+        run["trained_on"],
+        trained - started,
+        time.perf_counter() - trained,
+    )
 
     target = artifacts.gbdt_dir(tables.root, version)
     target.mkdir(parents=True, exist_ok=True)
@@ -96,6 +110,71 @@ def train_gbdt(
     }
     write_json_atomically(target / "metrics.json", summary)
     return summary
+
+
+def _on_spark(spark: SparkSession, tables: Tables, version: int, days: list, features: list, params):
+    """SparkXGBClassifier on train + valid, leaves and probabilities on the executors."""
+    samples = tables.read("samples", version=version, partitions=days)
+    dense = gbdt.dense_frame(samples, features, [*KEEP, "weight"]).localCheckpoint()
+    fit_rows = dense.where(F.col("split").isin("train", "valid")).withColumn("is_valid", F.col("split") == "valid")
+    booster = gbdt.train_booster(fit_rows, features, params)
+    trees = to_json(tree_tables_from_booster(booster))
+    scored = gbdt.leaves_and_scores(spark, dense, features, booster, trees, KEEP).localCheckpoint()
+    metrics = {split: gbdt.binary_metrics(scored.where(F.col("split") == split)) for split in SPLITS}
+    return booster, trees, scored, metrics
+
+
+def _on_the_driver(spark: SparkSession, source: Path, features: list, params):
+    """The samples' Parquet shards (the rows of the samples version, by split) coded with pyarrow, xgboost
+    trained and scored in this process; Spark only takes the scored rows to the Delta write."""
+    columns = ["sample_id", "event_date", "label", "weight", *[f.name for f in features]]
+    splits = {split: _read_split(source, split, columns) for split in SPLITS}
+    inputs = {
+        split: (
+            gbdt.dense_matrix(table, features),
+            table.column("label").to_numpy(zero_copy_only=False).astype(np.float32),
+            pc.fill_null(table.column("weight").cast(pa.float32()), 1.0).to_numpy(zero_copy_only=False),
+        )
+        for split, table in splits.items()
+    }
+    # the driver's cores (Spark's default: 1): on a machine shared with executors, more OpenMP threads
+    # than idle cores make xgboost several times slower, not faster
+    threads = max(1, int(spark.conf.get("spark.driver.cores", "1")))
+    started = time.perf_counter()
+    booster = gbdt.fit_booster_locally(inputs["train"], inputs["valid"], params, threads)
+    _log.info("xgboost on the driver (%d threads): %.1fs", threads, time.perf_counter() - started)
+    trees = to_json(tree_tables_from_booster(booster))
+    parts, metrics = [], {}
+    for split, table in splits.items():
+        if table.num_rows == 0:
+            metrics[split] = gbdt.local_binary_metrics(inputs[split][1], np.empty(0))
+            continue
+        leaves, probability = gbdt.score_locally(booster, trees, inputs[split][0])
+        metrics[split] = gbdt.local_binary_metrics(inputs[split][1], probability)
+        parts.append(
+            pa.table(
+                {
+                    "sample_id": table.column("sample_id"),
+                    "event_date": table.column("event_date"),
+                    "split": pa.array([split] * table.num_rows, pa.string()),
+                    "label": table.column("label"),
+                    "gbdt_leaves": pa.ListArray.from_arrays(
+                        pa.array(np.arange(0, leaves.size + 1, leaves.shape[1], dtype=np.int32)),
+                        pa.array(leaves.ravel()),
+                    ),
+                    "gbdt_probability": pa.array(probability, pa.float64()),
+                }
+            )
+        )
+    return booster, trees, spark.createDataFrame(pa.concat_tables(parts)), metrics
+
+
+def _read_split(source: Path, split: str, columns: list[str]) -> pa.Table:
+    directory = source / "parquet" / f"split={split}"
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        raise PipelineInputError(f"samples have no Parquet shards for split '{split}' at {directory}")
+    return pa.concat_tables([pq.read_table(path, columns=columns) for path in files])
 
 
 def format_summary(summary: dict) -> str:

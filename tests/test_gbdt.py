@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,3 +96,55 @@ def test_artifacts_and_baseline_metrics(trained):
     assert leaves.count() == tables.read("samples", version=version).count()
     widths = leaves.select(F.size("gbdt_leaves").alias("n")).distinct().collect()
     assert [w.n for w in widths] == [trees["n_trees"]]
+
+
+def test_driver_coding_equals_the_spark_coding(spark):
+    """dense_matrix (pyarrow, the driver path) gives the codes DenseFeature.column gives in Spark:
+    vocabulary index, unseen = len(vocabulary), missing = NaN, numerics as float32."""
+    import pyarrow as pa
+
+    features = [gbdt.DenseFeature("device", ("mobile", "web")), gbdt.DenseFeature("age")]
+    rows = [("web", 31), ("mobile", None), ("tv", 7), (None, 0), ("web", 2**40)]
+    table = pa.table({"device": [r[0] for r in rows], "age": pa.array([r[1] for r in rows], pa.int64())})
+    nan = float("nan")
+    by_hand = np.array([[1, 31], [0, nan], [2, 7], [nan, 0], [1, 2**40]], dtype=np.float32)
+    driver = gbdt.dense_matrix(table, features)
+    frame = spark.createDataFrame(rows, "device string, age bigint")
+    on_spark = gbdt.dense_frame(frame, features, []).toPandas().to_numpy(dtype=np.float32)
+    np.testing.assert_array_equal(driver, by_hand)  # NaNs compare equal here
+    np.testing.assert_array_equal(on_spark, by_hand)
+
+
+def test_the_spark_path_trains_the_same_booster_and_leaves_as_the_driver(spark, trained, tmp_path):
+    """`recpipe run` trained on the driver (ml-100k is below gbdt.local_max_rows); local_max_rows: 0 forces
+    SparkXGBClassifier and executor scoring on a copy: the same trees, leaves and probabilities."""
+    import shutil
+
+    from chispa import assert_df_equality
+
+    from features.tables import open_tables
+    from jobs.config import load_config
+    from jobs.train_gbdt import train_gbdt
+
+    tables, version, target, booster, _, _ = trained
+    driver_run = json.loads((target / "metrics.json").read_text())
+    assert driver_run["trained_on"] == "driver"
+    copy = tmp_path / "warehouse"
+    shutil.copytree(tables.root, copy, ignore=shutil.ignore_patterns("models", "evaluation", "gbdt"))
+    config = load_config(Path(__file__).resolve().parents[1] / "conf" / "movielens.yaml")
+    config = config.model_copy(update={"gbdt": config.gbdt.model_copy(update={"local_max_rows": 0})})
+    on_spark = train_gbdt(spark, open_tables(spark, str(copy), "delta-rs"), config, version)
+    assert on_spark["trained_on"] == "spark" and on_spark["trees"] == booster.num_boosted_rounds()
+    spark_booster = xgb.Booster()
+    spark_booster.load_model(str(artifacts.gbdt_dir(copy, version) / "booster.json"))
+    assert spark_booster.get_dump(with_stats=True) == booster.get_dump(with_stats=True)
+    columns = ["sample_id", "split", "label", "gbdt_leaves", "gbdt_probability"]
+    assert_df_equality(
+        open_tables(spark, str(copy), "delta-rs").read("gbdt_leaves").select(columns),
+        tables.read("gbdt_leaves").select(columns),
+        ignore_row_order=True,
+    )
+    for split in ("train", "valid", "test"):
+        ours, theirs = driver_run["metrics"][split], on_spark["metrics"][split]
+        assert ours["rows"] == theirs["rows"] and ours["logloss"] == pytest.approx(theirs["logloss"], rel=1e-9)
+        assert ours["auc"] == pytest.approx(theirs["auc"], abs=2e-3)  # pyspark.ml bins the curve, sklearn is exact

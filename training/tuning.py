@@ -15,7 +15,6 @@ and is marked `cut_by_budget`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -153,25 +152,15 @@ def best_trial(trials: list[dict]) -> dict:
 
 def dense_matrix(files: list, features) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(inputs float32 [rows, features], label, weight) of Parquet `files`, coded as the gbdt stage codes
-    them (features.gbdt.DenseFeature.column): numerics as floats, strings as the index in their fitted
-    vocabulary (unseen: its length), missing: NaN."""
+    them (features.gbdt.dense_matrix: numerics as floats, strings as the index in their fitted vocabulary,
+    unseen: its length, missing: NaN)."""
+    from features.gbdt import dense_matrix as coded
+
     names = [f.name for f in features]
     table = pa.concat_tables(pq.read_table(path, columns=[*names, "label", "weight"]) for path in files)
-    columns = []
-    for feature in features:
-        values = table.column(feature.name)
-        if feature.vocabulary is None:
-            coded = pc.cast(values, pa.float64())
-        else:
-            position = pc.index_in(pc.cast(values, pa.string()), value_set=pa.array(feature.vocabulary))
-            coded = pc.if_else(
-                pc.is_null(values), None, pc.coalesce(pc.cast(position, pa.float64()), float(len(feature.vocabulary)))
-            )
-        columns.append(pc.fill_null(coded, math.nan).to_numpy(zero_copy_only=False))
-    inputs = np.column_stack(columns).astype(np.float32) if columns else np.zeros((table.num_rows, 0), np.float32)
     label = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
     weight = pc.fill_null(pc.cast(table.column("weight"), pa.float32()), 1.0).to_numpy(zero_copy_only=False)
-    return inputs, label, weight
+    return coded(table, features), label, weight
 
 
 def xgboost_objective(train: tuple, valid: tuple, names: list[str], seed: int, early_stopping_rounds: int):
