@@ -52,6 +52,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
 def _timestamp(text: str):
     import datetime as dt
 
@@ -129,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     gbdt = commands.add_parser("gbdt", help="train XGBoost on the samples and write leaf features")
     _add_common(gbdt)
     gbdt.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    gbdt.add_argument(
+        "--tuned", action="store_true", help="use the XGBoost parameters recpipe tune chose (gbdt.use_tuned)"
+    )
 
     train = commands.add_parser("train", help="train the TensorFlow ranking models on the samples")
     _add_common(train)
@@ -136,6 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)"
     )
     train.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    train.add_argument(
+        "--tuned", action="store_true", help="use the parameters recpipe tune chose (training.use_tuned)"
+    )
+
+    tune = commands.add_parser("tune", help="seeded hyperparameter search on the valid split (never the test split)")
+    _add_common(tune)
+    tune.add_argument(
+        "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm, xgboost or all (training.models and xgboost)"
+    )
+    tune.add_argument(
+        "--budget-minutes", type=_positive_float, required=True, help="wall-clock budget (split evenly across models)"
+    )
+    tune.add_argument("--trials", type=_positive_int, help="at most this many trials per model (default: the budget)")
+    tune.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    tune.add_argument("--seed", type=int, help="the search's seed (default: training.seed)")
 
     evaluate = commands.add_parser("evaluate", help="compare the trained models and baselines on the test split")
     _add_common(evaluate)
@@ -415,10 +443,15 @@ def cmd_samples(args) -> int:
 def cmd_gbdt(args) -> int:
     from jobs.train_gbdt import format_summary, train_gbdt
 
+    def work(spark, tables, config, dates):
+        if args.tuned:
+            config = config.model_copy(update={"gbdt": config.gbdt.model_copy(update={"use_tuned": True})})
+        return train_gbdt(spark, tables, config, args.samples_version)
+
     return _stage(
         args,
         "trained gbdt",
-        lambda spark, tables, config, dates: train_gbdt(spark, tables, config, args.samples_version),
+        work,
         format_summary,
         dated=False,
     )
@@ -431,7 +464,19 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     models = resolve_models(config, args.model)
+    if args.tuned:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"use_tuned": True})})
     print(format_summary(train_models(config, models, args.samples_version)))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from jobs.config import load_config
+    from jobs.tune import format_summary, resolve_tunable, tune
+
+    config = load_config(args.config, _overrides(args))
+    models = resolve_tunable(config, args.model)
+    print(format_summary(tune(config, models, args.budget_minutes, args.trials, args.samples_version, args.seed)))
     return 0
 
 
@@ -698,6 +743,7 @@ COMMANDS: dict[str, Callable] = {
     "samples": cmd_samples,
     "gbdt": cmd_gbdt,
     "train": cmd_train,
+    "tune": cmd_tune,
     "evaluate": cmd_evaluate,
     "export": cmd_export,
     "predict": cmd_predict,

@@ -172,6 +172,14 @@ class GbdtSettings(Section):
     learning_rate: float = Field(0.1, gt=0)
     early_stopping_rounds: PositiveInt = 10
     seed: int = 7
+    # XGBoost's own regularization (its defaults); `recpipe tune --model xgboost` searches them
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(1.0, gt=0, le=1)
+    colsample_bytree: float = Field(1.0, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    # true (or recpipe gbdt --tuned): the parameters `recpipe tune --model xgboost` chose for these samples
+    # (<warehouse>/_artifacts/tuning/v<samples version>/xgboost.json) replace the ones above; absent: exit 2
+    use_tuned: bool = False
 
 
 class TrainingSettings(Section):
@@ -187,6 +195,9 @@ class TrainingSettings(Section):
     # map and the model core trains on encoded batches; the saved model still takes the raw features.
     # false: the whole raw-feature model runs in every train step (the path before issue 17)
     encode_in_input_pipeline: bool = True
+    # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
+    # (<warehouse>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2
+    use_tuned: bool = False
 
 
 class ModelParams(Section):

@@ -55,7 +55,12 @@ def train_gbdt(
         raise PipelineInputError(f"samples version {version} has no manifest at {source}")
     manifest = json.loads((source / "manifest.json").read_text())
     transforms = json.loads((source / "transforms.json").read_text())["features"]
-    params = as_settings(config).gbdt
+    settings, tuned_from = as_settings(config), None
+    if settings.gbdt.use_tuned:  # the XGBoost parameters recpipe tune chose for these samples
+        from jobs.tune import with_tuned_gbdt
+
+        settings, tuned_from = with_tuned_gbdt(settings, version)
+    params = settings.gbdt
     days = date_range(*manifest["range"])
     run = new_run("gbdt", samples_version=version, input_versions={"samples": version})
 
@@ -100,6 +105,7 @@ def train_gbdt(
         "leaves": int(sum(trees["leaves_per_tree"])),
         "gbdt_leaves_version": leaves_version,
         "params": params.model_dump(),
+        "tuned_from": tuned_from,
         "metrics": metrics,
     }
     write_json_atomically(target / "metrics.json", summary)

@@ -137,6 +137,8 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
         "splits": manifest["splits"],
         **{k: v for k, v in result.items() if k != "history"},
     }
+    if inputs.get("tuned"):
+        summary["tuned_from"] = inputs["tuned"][name]
     if inputs["gbdt"] is not None:
         summary["gbdt_run"] = inputs["gbdt"]["metrics"].get("run_id")
     artifacts.write_json_atomically(staged / "summary.json", summary)
@@ -148,6 +150,10 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
 def train_models(config: Settings | dict, models: list[str], samples_version: int | None = None) -> dict:
     settings = as_settings(config)
     inputs = load_training_inputs(settings.paths.warehouse, samples_version, needs_gbdt="gbdt_lr" in models)
+    if settings.training.use_tuned:  # models.<m> replaced by what recpipe tune chose for these samples
+        from jobs.tune import with_tuned_models
+
+        settings, inputs["tuned"] = with_tuned_models(settings, models, inputs["version"])
     started = time.time()
     trained = {name: train_one(name, settings, inputs) for name in models}
     return {"samples_version": inputs["version"], "seconds": time.time() - started, "models": trained}
