@@ -119,6 +119,13 @@ def dense_matrix(table: pa.Table, features: list[DenseFeature]) -> np.ndarray:
     return matrix
 
 
+def training_arrays(table: pa.Table, features: list[DenseFeature]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dense_matrix, label float32, weight float32 with missing = 1) of rows held in this process."""
+    label = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
+    weight = pc.fill_null(table.column("weight").cast(pa.float32()), 1.0).to_numpy(zero_copy_only=False)
+    return dense_matrix(table, features), label, weight
+
+
 def fit_booster_locally(train: tuple, valid: tuple, params, threads: int):
     """xgboost on the driver: `train` and `valid` are (matrix, label, weight); early stopping on valid's
     logloss, as SparkXGBClassifier does with its validation indicator."""

@@ -23,8 +23,6 @@ if __package__ in (None, ""):  # started as a script by spark-submit: make the r
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
@@ -38,6 +36,7 @@ from jobs.artifacts import write_json_atomically
 from jobs.config import date_range
 from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
+from training.inputs import read_shards, split_files
 
 _log = logging.getLogger(__name__)
 
@@ -128,15 +127,8 @@ def _on_the_driver(spark: SparkSession, source: Path, features: list, params):
     """The samples' Parquet shards (the rows of the samples version, by split) coded with pyarrow, xgboost
     trained and scored in this process; Spark only takes the scored rows to the Delta write."""
     columns = ["sample_id", "event_date", "label", "weight", *[f.name for f in features]]
-    splits = {split: _read_split(source, split, columns) for split in SPLITS}
-    inputs = {
-        split: (
-            gbdt.dense_matrix(table, features),
-            table.column("label").to_numpy(zero_copy_only=False).astype(np.float32),
-            pc.fill_null(table.column("weight").cast(pa.float32()), 1.0).to_numpy(zero_copy_only=False),
-        )
-        for split, table in splits.items()
-    }
+    splits = {split: read_shards(split_files(source / "parquet", split), columns) for split in SPLITS}
+    inputs = {split: gbdt.training_arrays(table, features) for split, table in splits.items()}
     # the driver's cores (Spark's default: 1): on a machine shared with executors, more OpenMP threads
     # than idle cores make xgboost several times slower, not faster
     threads = max(1, int(spark.conf.get("spark.driver.cores", "1")))
@@ -167,14 +159,6 @@ def _on_the_driver(spark: SparkSession, source: Path, features: list, params):
             )
         )
     return booster, trees, spark.createDataFrame(pa.concat_tables(parts)), metrics
-
-
-def _read_split(source: Path, split: str, columns: list[str]) -> pa.Table:
-    directory = source / "parquet" / f"split={split}"
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise PipelineInputError(f"samples have no Parquet shards for split '{split}' at {directory}")
-    return pa.concat_tables([pq.read_table(path, columns=columns) for path in files])
 
 
 def format_summary(summary: dict) -> str:

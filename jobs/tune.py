@@ -120,7 +120,7 @@ def _with_initial_bias(params, manifest: dict):
 def _xgboost_objective(settings: Settings, inputs: dict, seed: int):
     from features.feature_spec import load_spec
     from features.gbdt import dense_features
-    from training.dataset import split_files
+    from training.inputs import split_files
 
     features = dense_features(load_spec(), inputs["transforms"])
     shards = inputs["source"] / "parquet"

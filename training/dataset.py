@@ -27,18 +27,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from features.errors import PipelineInputError
-from training.inputs import ModelInput, arrow_to_arrays
+from training.inputs import ModelInput, arrow_to_arrays, split_files
 
 TF_DTYPES = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
-
-
-def split_files(parquet_root: str | Path, split: str) -> list[Path]:
-    directory = Path(parquet_root) / f"split={split}"
-    files = sorted(directory.glob("*.parquet"))
-    if not files:
-        raise PipelineInputError(f"no Parquet shards for split '{split}' at {directory}: run recpipe samples first")
-    return files
 
 
 def record_batches(

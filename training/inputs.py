@@ -14,11 +14,14 @@ This is the contract training, export and serving share:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from features.errors import PipelineInputError
 from features.feature_spec import Feature, FeatureSpec
 
 NUMERIC_TRANSFORMS = {"quantile_buckets", "normalize", "log1p"}
@@ -105,3 +108,17 @@ def arrow_to_arrays(batch: pa.RecordBatch | pa.Table, inputs: list[ModelInput]) 
             column = column.combine_chunks()
         arrays[spec.name] = _scalar_array(column, spec) if spec.length is None else _list_array(column, spec)
     return arrays
+
+
+def split_files(parquet_root: str | Path, split: str) -> list[Path]:
+    """The Parquet shards of one split of the samples (`<samples artifact>/parquet/split=<split>/`)."""
+    directory = Path(parquet_root) / f"split={split}"
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
+        raise PipelineInputError(f"no Parquet shards for split '{split}' at {directory}: run recpipe samples first")
+    return files
+
+
+def read_shards(files: list[Path], columns: list[str]) -> pa.Table:
+    """`columns` of the given shards, in file order, as one Arrow table (for splits that fit in memory)."""
+    return pa.concat_tables([pq.read_table(path, columns=columns) for path in files])

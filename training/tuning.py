@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 XGBOOST = "xgboost"  # the name `recpipe tune --model` gives XGBoost's own parameters (the gbdt stage)
 XGBOOST_MAX_ROUNDS = 1000  # the cap of the rounds search; early stopping on valid logloss picks the rounds
@@ -154,13 +151,10 @@ def dense_matrix(files: list, features) -> tuple[np.ndarray, np.ndarray, np.ndar
     """(inputs float32 [rows, features], label, weight) of Parquet `files`, coded as the gbdt stage codes
     them (features.gbdt.dense_matrix: numerics as floats, strings as the index in their fitted vocabulary,
     unseen: its length, missing: NaN)."""
-    from features.gbdt import dense_matrix as coded
+    from features.gbdt import training_arrays
+    from training.inputs import read_shards
 
-    names = [f.name for f in features]
-    table = pa.concat_tables(pq.read_table(path, columns=[*names, "label", "weight"]) for path in files)
-    label = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
-    weight = pc.fill_null(pc.cast(table.column("weight"), pa.float32()), 1.0).to_numpy(zero_copy_only=False)
-    return coded(table, features), label, weight
+    return training_arrays(read_shards(files, [*[f.name for f in features], "label", "weight"]), features)
 
 
 def xgboost_objective(train: tuple, valid: tuple, names: list[str], seed: int, early_stopping_rounds: int):
