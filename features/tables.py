@@ -136,6 +136,9 @@ class Tables(Protocol):
         metadata: dict | None = None,
         precondition: Callable[[], None] | None = None,
     ) -> int: ...
+    def replace_partitions_from_arrow(
+        self, name: str, table: pa.Table, partition_column: str, partitions: Iterable[Any], metadata: dict | None = None
+    ) -> int: ...
     def append(self, name: str, frame: DataFrame, partition_column: str, metadata: dict | None = None) -> int: ...
     def read(
         self,
@@ -154,12 +157,24 @@ class Tables(Protocol):
 
 
 class _TablesBase:
-    def __init__(self, spark: SparkSession, root: str, storage: Any = None):
-        """root: a local path or an object-store URI in any spelling (features.storage); storage: the
-        config's `storage` section (endpoint, region, delta-rs options) or None."""
-        self.spark = spark
+    def __init__(self, spark: SparkSession | Callable[[], SparkSession], root: str, storage: Any = None):
+        """spark: the session, or a function that starts it the first time a Spark read or write needs it
+        (a job that only commits Arrow tables through delta-rs then never starts a JVM); root: a local path
+        or an object-store URI in any spelling (features.storage); storage: the config's `storage` section
+        (endpoint, region, delta-rs options) or None."""
+        self._spark = spark
         self.location = resolve_location(root, storage)
         self.root = self.location.spark_uri
+
+    @property
+    def spark(self) -> SparkSession:
+        if not isinstance(self._spark, SparkSession):
+            self._spark = self._spark()
+        return self._spark
+
+    @property
+    def spark_started(self) -> bool:
+        return isinstance(self._spark, SparkSession)
 
     def path(self, name: str) -> str:
         """The table's URI as Spark reads and writes it (s3a://, abfss://, gs://, hdfs:// or a local path)."""
@@ -251,6 +266,48 @@ class DeltaRsTables(_TablesBase):
         if not values:
             raise ValueError(f"replace_partitions({name}) needs at least one partition value")
         return self._write(name, frame, partition_column, "overwrite", values, metadata, precondition)
+
+    def replace_partitions_from_arrow(self, name, table, partition_column, partitions, metadata=None) -> int:
+        """replace_partitions for rows the driver holds as an Arrow table: pyarrow writes the files (one per
+        partition, or more above MAX_RECORDS_PER_FILE rows) and delta-rs commits them; no Spark session."""
+        values = _partition_strings(partitions)
+        if not values:
+            raise ValueError(f"replace_partitions_from_arrow({name}) needs at least one partition value")
+        fs, table_dir = self._fs(name)
+        run_dir = f"{STAGING_DIR}/{uuid.uuid4().hex}"
+        write_id = uuid.uuid4().hex
+        index = table.schema.get_field_index(partition_column)
+        as_text = table.set_column(index, partition_column, pa.compute.cast(table.column(index), pa.string()))
+
+        def write_files() -> None:
+            import pyarrow.dataset as ds
+
+            ds.write_dataset(
+                as_text,
+                f"{table_dir}/{run_dir}",
+                filesystem=fs,
+                format="parquet",
+                partitioning=ds.partitioning(pa.schema([(partition_column, pa.string())]), flavor="hive"),
+                basename_template=f"part-{{i}}-{write_id}.snappy.parquet",
+                max_rows_per_file=MAX_RECORDS_PER_FILE,
+                max_rows_per_group=min(MAX_RECORDS_PER_FILE, 1 << 20),
+                max_partitions=max(1024, len(values) + 1),
+                existing_data_behavior="error",
+            )
+
+        return self._commit_staged(
+            name,
+            run_dir,
+            _nullable(table.schema),
+            partition_column,
+            "overwrite",
+            values,
+            metadata,
+            None,
+            self._snapshot(name),
+            write_files=write_files,
+            retry=lambda: True,  # the rows do not come from this table
+        )
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
         return self._write(name, frame, partition_column, "append", None, metadata)
@@ -570,6 +627,9 @@ class DeltaSparkTables(_TablesBase):
         )
         return self.version(name)
 
+    def replace_partitions_from_arrow(self, name, table, partition_column, partitions, metadata=None) -> int:
+        return self.replace_partitions(name, self.spark.createDataFrame(table), partition_column, partitions, metadata)
+
     def append(self, name, frame, partition_column, metadata=None) -> int:
         (
             _clustered(frame, partition_column)
@@ -648,11 +708,18 @@ def delta_spark_available(spark: SparkSession) -> bool:
         return False
 
 
-def open_tables(spark: SparkSession, root: str, backend: str = "auto", storage: Any = None) -> Tables:
+def open_tables(
+    spark: SparkSession | Callable[[], SparkSession], root: str, backend: str = "auto", storage: Any = None
+) -> Tables:
     """backend: auto (delta-spark when available, else delta-rs) | delta-rs | delta-spark; storage: the
-    config's `storage` section for object-store roots (features.storage)."""
+    config's `storage` section for object-store roots (features.storage). `spark` may be a function that
+    starts the session: delta-rs tables call it on their first Spark read or write, the others at once."""
     if backend not in ("auto", "delta-rs", "delta-spark"):
         raise ValueError(f"unknown delta backend {backend!r}: use auto, delta-rs or delta-spark")
+    if backend == "delta-rs":
+        return DeltaRsTables(spark, root, storage)
+    if not isinstance(spark, SparkSession):
+        spark = spark()
     if backend == "delta-spark" or (backend == "auto" and delta_spark_available(spark)):
         if not delta_spark_available(spark):
             raise RuntimeError(

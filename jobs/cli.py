@@ -8,6 +8,7 @@ the other exit codes are listed in features.errors and the README. Only a bug pr
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -336,8 +337,13 @@ def _check_directory(path: str, what: str, write: bool = False) -> None:
             raise PipelineInputError(f"{what} {path} is not writable ({locked[0]}: permission denied)")
 
 
-def _session(config, args, write: bool = False):
-    """The Spark session and the tables; `write`: the command writes tables, so the warehouse must be writable."""
+def _session(config, args, write: bool = False, lazy: bool = False):
+    """The Spark session and the tables; `write`: the command writes tables, so the warehouse must be writable.
+
+    `lazy`: the command may not need Spark at all (recpipe gbdt on samples that fit the driver); when the
+    tables are delta-rs ones, the session is then None and the tables start it on their first Spark read or
+    write. Under spark-submit the JVM runs anyway, and `auto` with the io.delta extension configured needs
+    the session to tell whether its jars are there."""
     from features.tables import open_tables
     from jobs.spark_session import build_session
 
@@ -345,8 +351,19 @@ def _session(config, args, write: bool = False):
     spark_config = config.spark
     if args.spark_submit and not args.master:
         spark_config = spark_config.model_copy(update={"master": None})  # spark-submit's --master wins
-    spark = build_session(spark_config, config.delta.backend)
-    return spark, open_tables(spark, config.paths.warehouse, config.delta.backend, config.storage)
+    backend = config.delta.backend
+    if lazy and not args.spark_submit and _delta_rs_without_session(backend, spark_config):
+        start = functools.partial(build_session, spark_config, backend)
+        return None, open_tables(start, config.paths.warehouse, "delta-rs", config.storage)
+    spark = build_session(spark_config, backend)
+    return spark, open_tables(spark, config.paths.warehouse, backend, config.storage)
+
+
+def _delta_rs_without_session(backend: str, spark_config) -> bool:
+    """The tables will be delta-rs ones, known without starting Spark (the config asks for delta-rs, or
+    for auto without the io.delta extension, which is what makes delta-spark available)."""
+    extensions = str(spark_config.conf.get("spark.sql.extensions", ""))
+    return backend == "delta-rs" or (backend == "auto" and "io.delta" not in extensions)
 
 
 def cmd_generate_logs(args) -> int:
@@ -380,13 +397,13 @@ def cmd_import_movielens(args) -> int:
     return 0
 
 
-def _stage(args, verb: str, work: Callable, formatter: Callable, dated: bool = True) -> int:
+def _stage(args, verb: str, work: Callable, formatter: Callable, dated: bool = True, lazy: bool = False) -> int:
     """The shape every stage command shares: config, dates, session, run, print what was written."""
     from jobs.config import load_config
 
     config = load_config(args.config, _overrides(args))
     dates = _dates(args, config) if dated else None
-    spark, tables = _session(config, args, write=True)
+    spark, tables = _session(config, args, write=True, lazy=lazy)
     started = time.time()
     result = work(spark, tables, config, dates)
     span = f" {dates[0]}..{dates[-1]}" if dates else ""
@@ -454,6 +471,7 @@ def cmd_gbdt(args) -> int:
         work,
         format_summary,
         dated=False,
+        lazy=True,
     )
 
 

@@ -45,8 +45,10 @@ SPLITS = ("train", "valid", "test")
 
 
 def train_gbdt(
-    spark: SparkSession, tables: Tables, config: Settings | dict, samples_version: int | None = None
+    spark: SparkSession | None, tables: Tables, config: Settings | dict, samples_version: int | None = None
 ) -> dict:
+    """spark None: the tables start the session if they need one (the Spark path does; the driver path on
+    delta-rs tables never does)."""
     spec = load_spec()
     version = artifacts.latest_samples_version(tables.root) if samples_version is None else samples_version
     source = artifacts.samples_dir(tables.root, version)
@@ -67,12 +69,16 @@ def train_gbdt(
     rows = sum(split["rows"] for split in manifest["splits"].values())
     run["trained_on"] = "driver" if 0 < rows <= params.local_max_rows else "spark"
     started = time.perf_counter()
-    if run["trained_on"] == "driver":  # fits the driver: no Spark job until the Delta write
-        booster, trees, scored, metrics = _on_the_driver(spark, source, features, params)
+    if run["trained_on"] == "driver":  # fits the driver: no Spark job (and, on delta-rs tables, no JVM)
+        threads = _driver_threads(spark, settings)
+        booster, trees, scored, metrics = _on_the_driver(source, features, params, threads)
+        trained = time.perf_counter()
+        leaves_version = tables.replace_partitions_from_arrow("gbdt_leaves", scored, "event_date", days, run)
     else:
+        spark = spark or tables.spark
         booster, trees, scored, metrics = _on_spark(spark, tables, version, days, features, params)
-    trained = time.perf_counter()
-    leaves_version = tables.replace_partitions("gbdt_leaves", scored, "event_date", days, run)
+        trained = time.perf_counter()
+        leaves_version = tables.replace_partitions("gbdt_leaves", scored, "event_date", days, run)
     _log.info(
         "%s rows trained and scored on the %s in %.1fs, gbdt_leaves written in %.1fs",
         rows,
@@ -123,15 +129,22 @@ def _on_spark(spark: SparkSession, tables: Tables, version: int, days: list, fea
     return booster, trees, scored, metrics
 
 
-def _on_the_driver(spark: SparkSession, source: Path, features: list, params):
+def _driver_threads(spark: SparkSession | None, settings: Settings) -> int:
+    """The driver's cores (Spark's default: 1), from the running session (spark-submit --driver-cores) or
+    else the config: on a machine shared with executors, more OpenMP threads than idle cores make xgboost
+    several times slower, not faster."""
+    cores = spark.conf.get("spark.driver.cores", "1") if spark is not None else settings.spark.conf.get(
+        "spark.driver.cores", "1"
+    )
+    return max(1, int(cores))
+
+
+def _on_the_driver(source: Path, features: list, params, threads: int):
     """The samples' Parquet shards (the rows of the samples version, by split) coded with pyarrow, xgboost
-    trained and scored in this process; Spark only takes the scored rows to the Delta write."""
+    trained and scored in this process; returns the scored rows as one Arrow table for the Delta write."""
     columns = ["sample_id", "event_date", "label", "weight", *[f.name for f in features]]
     splits = {split: read_shards(split_files(source / "parquet", split), columns) for split in SPLITS}
     inputs = {split: gbdt.training_arrays(table, features) for split, table in splits.items()}
-    # the driver's cores (Spark's default: 1): on a machine shared with executors, more OpenMP threads
-    # than idle cores make xgboost several times slower, not faster
-    threads = max(1, int(spark.conf.get("spark.driver.cores", "1")))
     started = time.perf_counter()
     booster = gbdt.fit_booster_locally(inputs["train"], inputs["valid"], params, threads)
     _log.info("xgboost on the driver (%d threads): %.1fs", threads, time.perf_counter() - started)
@@ -158,7 +171,7 @@ def _on_the_driver(spark: SparkSession, source: Path, features: list, params):
                 }
             )
         )
-    return booster, trees, spark.createDataFrame(pa.concat_tables(parts)), metrics
+    return booster, trees, pa.concat_tables(parts), metrics
 
 
 def format_summary(summary: dict) -> str:

@@ -133,3 +133,21 @@ def test_conf_flags_reach_spark_under_their_own_name_and_the_time_zone_stays_utc
         )
     )
     assert main(["tables", "--config", str(shifted)]) == 2
+
+
+@pytest.mark.parametrize(
+    "backend, conf, without_session",
+    [
+        ("delta-rs", {}, True),
+        ("auto", {}, True),
+        ("auto", {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension"}, False),
+        ("delta-spark", {}, False),
+    ],
+)
+def test_gbdt_starts_spark_only_when_the_tables_may_need_it(backend, conf, without_session):
+    """recpipe gbdt's lazy session: delta-rs tables are known without a JVM; auto with the io.delta
+    extension configured, or delta-spark, needs the session to find the jars."""
+    from jobs.cli import _delta_rs_without_session
+    from jobs.settings import SparkSettings
+
+    assert _delta_rs_without_session(backend, SparkSettings(master="local[1]", conf=conf)) is without_session

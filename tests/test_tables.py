@@ -138,3 +138,45 @@ def test_row_count_by_version_and_partition(spark, tables):
     assert tables.row_count("t") == 1
     assert tables.row_count("t", version=tables.version("t") - 1) == 3
     assert tables.row_count("t", version=tables.version("t") - 1, partitions=[D2, D3]) == 2
+
+
+def test_arrow_rows_replace_partitions_like_a_spark_frame(spark, tables):
+    """replace_partitions_from_arrow (the gbdt driver path) gives the table a Spark frame of the same rows
+    gives: same schema, rows and versions; the other partitions and the old version stay."""
+    import pyarrow as pa
+
+    rows = [(1, "a", 1.0, _utc(D1, 1), D1), (2, "b", None, None, D2), (3, "c", 3.0, _utc(D2, 5), D2)]
+    tables.replace_partitions("spark_side", _rows(spark, rows), "day", [D1, D2])
+    tables.replace_partitions("arrow_side", _rows(spark, rows[:1]), "day", [D1])
+    arrow = pa.table(
+        {
+            "id": pa.array([2, 3], pa.int64()),
+            "name": ["b", "c"],
+            "value": pa.array([None, 3.0], pa.float64()),
+            "event_time": pa.array([None, _utc(D2, 5)], pa.timestamp("us", tz="UTC")),
+            "day": pa.array([D2, D2], pa.date32()),
+        }
+    )
+    version = tables.replace_partitions_from_arrow("arrow_side", arrow, "day", [D2], {"job": "arrow"})
+    assert version == 1 and tables.history("arrow_side", 1)[0]["metadata"] == {"job": "arrow"}
+    assert_df_equality(_sorted(tables.read("arrow_side")), _sorted(tables.read("spark_side")), ignore_nullable=True)
+    assert [r.id for r in tables.read("arrow_side", version=0).collect()] == [1]
+    # a rerun replaces, never duplicates
+    tables.replace_partitions_from_arrow("arrow_side", arrow, "day", [D2])
+    assert sorted(r.id for r in tables.read("arrow_side").collect()) == [1, 2, 3]
+    with pytest.raises(Exception, match="outside|replaceWhere|match"):
+        tables.replace_partitions_from_arrow("arrow_side", arrow, "day", [D1])
+    assert sorted(r.id for r in tables.read("arrow_side").collect()) == [1, 2, 3]
+
+
+def test_arrow_rows_of_a_long_history_are_one_commit(spark, tmp_path):
+    """Years of daily partitions (more than pyarrow's default 1,024 per write) in one delta-rs commit."""
+    import pyarrow as pa
+
+    days = [D1 + dt.timedelta(days=i) for i in range(1_100)]
+    tables = DeltaRsTables(spark, str(tmp_path / "wh"))
+    arrow = pa.table({"id": pa.array(range(len(days)), pa.int64()), "day": pa.array(days, pa.date32())})
+    assert tables.replace_partitions_from_arrow("t", arrow, "day", days) == 0
+    assert tables.row_count("t") == 1_100 and len(tables.partitions("t")[1]) == 1_100
+    last = tables.read("t", partitions=[days[-1]]).collect()
+    assert [(r.id, r.day) for r in last] == [(1_099, days[-1])]
