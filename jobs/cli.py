@@ -53,6 +53,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _version(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a version number (0, 1, ...), got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a version number (0, 1, ...), got '{text}'")
+    return value
+
+
+def _add_samples_version(parser: argparse.ArgumentParser) -> None:
+    """The samples version a stage reads: the DAG always passes it; people may leave it to the latest."""
+    parser.add_argument("--samples-version", type=_version, help="samples Delta version (default: the latest built)")
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -139,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gbdt = commands.add_parser("gbdt", help="train XGBoost on the samples and write leaf features")
     _add_common(gbdt)
-    gbdt.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    _add_samples_version(gbdt)
     gbdt.add_argument(
         "--tuned", action="store_true", help="use the XGBoost parameters recpipe tune chose (gbdt.use_tuned)"
     )
@@ -149,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)"
     )
-    train.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    _add_samples_version(train)
     train.add_argument(
         "--tuned", action="store_true", help="use the parameters recpipe tune chose (training.use_tuned)"
     )
@@ -163,19 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-minutes", type=_positive_float, required=True, help="wall-clock budget (split evenly across models)"
     )
     tune.add_argument("--trials", type=_positive_int, help="at most this many trials per model (default: the budget)")
-    tune.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    _add_samples_version(tune)
     tune.add_argument("--seed", type=int, help="the search's seed (default: training.seed)")
 
     evaluate = commands.add_parser("evaluate", help="compare the trained models and baselines on the test split")
     _add_common(evaluate)
-    evaluate.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    _add_samples_version(evaluate)
 
     export = commands.add_parser("export", help="SavedModel for TF Serving, published behind the quality gate")
     _add_common(export)
     export.add_argument(
         "--model", default="all", help="lr, gbdt_lr, wide_deep, deepfm or all (default: training.models)"
     )
-    export.add_argument("--samples-version", type=int, help="samples Delta version (default: the latest built)")
+    _add_samples_version(export)
     export.add_argument("--force", action="store_true", help="publish even if the quality gate says no")
     export.add_argument("--export-root", help="root of the published SavedModels (overrides export.root)")
 
@@ -623,6 +638,10 @@ def cmd_predict(args) -> int:
 def cmd_replay(args) -> int:
     from jobs.replay import format_summary, replay
 
+    if args.train_days < 2:
+        raise PipelineInputError(
+            f"--train-days {args.train_days}: a replay window needs at least 2 days (the models stop early on its last)"
+        )
     models = None
     if args.models:
         models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -274,7 +274,9 @@ class ReplaySettings(Section):
     """recpipe replay (jobs/replay.py): per-day train-on-the-past, test-on-the-day evaluation."""
 
     models: list[ModelName] = ["lr", "wide_deep", "deepfm"]  # gbdt_lr needs a booster per day: not replayed
-    epochs: PositiveInt = 2  # cold: epochs on the N-day window (no early stopping: no valid day to spare)
+    # cold: at most this many epochs on the window's first N-1 days, stopping early on its last day
+    # (training.early_stopping_patience epochs without a better AUC; the best epoch's weights kept)
+    max_epochs: PositiveInt = 30
     warm_days: PositiveInt = 1  # warm start: the newest days a day's model trains on, from the day before's weights
     warm_epochs: PositiveInt = 1
     xgboost: bool = True  # the XGBoost baseline (a Spark XGBoost fit per day)

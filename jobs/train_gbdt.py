@@ -133,8 +133,10 @@ def _driver_threads(spark: SparkSession | None, settings: Settings) -> int:
     """The driver's cores (Spark's default: 1), from the running session (spark-submit --driver-cores) or
     else the config: on a machine shared with executors, more OpenMP threads than idle cores make xgboost
     several times slower, not faster."""
-    cores = spark.conf.get("spark.driver.cores", "1") if spark is not None else settings.spark.conf.get(
-        "spark.driver.cores", "1"
+    cores = (
+        spark.conf.get("spark.driver.cores", "1")
+        if spark is not None
+        else settings.spark.conf.get("spark.driver.cores", "1")
     )
     return max(1, int(cores))
 

@@ -35,6 +35,7 @@ def _config(tmp_path, **changes):
         ),
         (["ingest", "--date", "2026-01-01", "--start", "2026-01-01"], "give either --date or --start/--end"),
         (["ingest", "--conf", "novalue"], "--conf expects KEY=VALUE"),
+        (["gbdt", "--samples-version", "-1"], "expected a version number (0, 1, ...), got '-1'"),
         (["snapshot", "--date", "yesterday"], "invalid date 'yesterday': use YYYY-MM-DD"),
         (
             ["run", "--start", "2026-01-05", "--end", "2026-01-01"],

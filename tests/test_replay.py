@@ -5,6 +5,7 @@ samples table."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     config["dates"] = {"start": "2026-03-01", "end": "2026-03-06"}
     config["training"] = {"verbose": 0}
     config["gbdt"] = {"n_estimators": 5}
-    config["replay"] = {"epochs": 1, "warm_epochs": 1, "warm_days": 1}
+    config["replay"] = {"max_epochs": 3, "warm_epochs": 1, "warm_days": 1}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     assert (
@@ -88,6 +89,9 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     )
     out = capsys.readouterr().out
     assert "lr: warm - cold AUC" in out
+    # cold: fitted on the window's first day, stopped on its second, within replay.max_epochs (3)
+    cold_epochs = [int(n) for n in re.findall(r"lr/cold (\d+) epochs", out)]
+    assert len(cold_epochs) == 2 and all(1 <= n <= 3 for n in cold_epochs)
 
     tables = open_tables(spark, str(tmp_path / "warehouse"), "delta-rs")
     assert "replay_metrics" in tables.names()  # recpipe tables and sql see it
@@ -131,23 +135,14 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     assert (run_dir / "per_day_auc.png").stat().st_size > 0 and "warm - cold AUC" in (run_dir / "report.md").read_text()
 
 
-def test_replay_refuses_gbdt_lr(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "replay",
-                "--config",
-                str(REPO / "conf" / "demo.yaml"),
-                "--start",
-                "2026-01-05",
-                "--end",
-                "2026-01-06",
-                "--train-days",
-                "2",
-                "--models",
-                "gbdt_lr",
-            ]
-        )
-        == 2
-    )
-    assert "gbdt_lr needs a booster per day" in capsys.readouterr().err  # checked before any session starts
+@pytest.mark.parametrize(
+    "train_days, models, message",
+    [
+        ("2", "gbdt_lr", "gbdt_lr needs a booster per day"),
+        ("1", "lr", "a replay window needs at least 2 days (the models stop early on its last)"),
+    ],
+)
+def test_replay_refuses_what_it_cannot_replay(tmp_path, capsys, train_days, models, message):
+    argv = ["replay", "--config", str(REPO / "conf" / "demo.yaml"), "--start", "2026-01-05", "--end", "2026-01-06"]
+    assert main([*argv, "--train-days", train_days, "--models", models]) == 2
+    assert message in capsys.readouterr().err  # checked before any session starts
