@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--tuned", action="store_true", help="use the parameters recpipe tune chose (training.use_tuned)"
     )
+    train.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start each model from its newest model on an older samples version (training.warm_start)",
+    )
 
     tune = commands.add_parser("tune", help="seeded hyperparameter search on the valid split (never the test split)")
     _add_common(tune)
@@ -499,6 +504,8 @@ def cmd_train(args) -> int:
     models = resolve_models(config, args.model)
     if args.tuned:
         config = config.model_copy(update={"training": config.training.model_copy(update={"use_tuned": True})})
+    if args.warm_start:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"warm_start": True})})
     print(format_summary(train_models(config, models, args.samples_version)))
     return 0
 

@@ -198,6 +198,10 @@ class TrainingSettings(Section):
     # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
     # (<warehouse>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2
     use_tuned: bool = False
+    # true (or recpipe train --warm-start): each model starts from the weights and the preprocessing (the
+    # vocabularies, buckets and normalization of its samples' fit) of its newest model on an older samples
+    # version, and trains on the new samples with the same early stopping; no older model: trained cold
+    warm_start: bool = False
 
 
 class ModelParams(Section):

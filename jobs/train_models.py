@@ -24,6 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # started as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from features.errors import PipelineInputError
 from features.feature_spec import load_spec
 from jobs import artifacts
 from jobs.run_info import new_run, new_run_id
@@ -98,6 +99,44 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     return model, trained, train, valid
 
 
+def previous_model(warehouse: str, name: str, samples_version: int) -> int | None:
+    """The newest samples version below `samples_version` on which `name` was trained, or None."""
+    root = artifacts.model_dir(warehouse, name, 0).parent
+    versions = [int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit() and (p / "model.keras").exists()]
+    older = [v for v in versions if v < samples_version]
+    return max(older) if older else None
+
+
+def warm_start(name: str, model, warehouse: str, start: int) -> None:
+    """Loads into `model` (built on the inputs of samples version `start`) the weights of the model
+    trained on that version (Keras matches them by the model's structure), then checks every weight
+    arrived: Keras only warns, and keeps fresh weights, where a nested part does not match. A model built
+    with other parameters than the saved one is refused in one line."""
+    import warnings
+
+    import keras
+    import numpy as np
+
+    saved = artifacts.model_dir(warehouse, name, start) / "model.keras"
+    refusal = (
+        f"{name}: the model trained on samples v{start} ({saved}) does not fit what models.{name} builds now "
+        f"(changed parameters?): train without warm start"
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")  # not the model's
+        warnings.filterwarnings("ignore", message="Skipping nested container")  # found by the check below
+        try:
+            model.load_weights(saved)
+        except ValueError as error:
+            raise PipelineInputError(f"{refusal} ({str(error).strip().splitlines()[0][:200]})") from None
+        expected = keras.saving.load_model(saved).get_weights()
+    loaded = model.get_weights()
+    if len(loaded) != len(expected) or any(
+        a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(loaded, expected)
+    ):
+        raise PipelineInputError(refusal)
+
+
 def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     import keras
 
@@ -106,15 +145,25 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     settings = as_settings(config)
     run_id = new_run_id()
     spec, training = load_spec(), settings.training
+    warehouse = settings.paths.warehouse
     params = settings.models.params(name)
     if params.initial_bias is None:  # the logit of the train positive rate
         train_split = inputs["manifest"]["splits"]["train"]
         rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
         params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
     keras.utils.set_random_seed(training.seed)
-    model, trained, train, valid = build_for_training(name, spec, inputs, params, training)
+    start = previous_model(warehouse, name, inputs["version"]) if training.warm_start else None
+    if start is not None:  # the older model's preprocessing (and trees, for gbdt_lr) with the new rows
+        before = load_training_inputs(warehouse, start, needs_gbdt=name == "gbdt_lr")
+        built = {**inputs, "transforms": before["transforms"], "gbdt": before["gbdt"]}
+        model, trained, train, valid = build_for_training(name, spec, built, params, training)
+        warm_start(name, model, warehouse, start)
+        _log.info("%s: warm start from the model trained on samples v%s", name, start)
+    else:
+        if training.warm_start:
+            _log.info("%s: no model on a samples version before v%s: trained cold", name, inputs["version"])
+        model, trained, train, valid = build_for_training(name, spec, inputs, params, training)
 
-    warehouse = settings.paths.warehouse
     target = artifacts.model_dir(warehouse, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
@@ -139,6 +188,9 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     }
     if inputs.get("tuned"):
         summary["tuned_from"] = inputs["tuned"][name]
+    if training.warm_start:  # the samples version whose model and preprocessing it started from (None: cold)
+        summary["warm_started_from"] = start
+        summary["input_versions"]["preprocessing_samples"] = start if start is not None else inputs["version"]
     if inputs["gbdt"] is not None:
         summary["gbdt_run"] = inputs["gbdt"]["metrics"].get("run_id")
     artifacts.write_json_atomically(staged / "summary.json", summary)
