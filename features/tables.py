@@ -172,10 +172,6 @@ class _TablesBase:
             self._spark = self._spark()
         return self._spark
 
-    @property
-    def spark_started(self) -> bool:
-        return isinstance(self._spark, SparkSession)
-
     def path(self, name: str) -> str:
         """The table's URI as Spark reads and writes it (s3a://, abfss://, gs://, hdfs:// or a local path)."""
         return self.location.child(name).spark_uri

@@ -643,12 +643,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from jobs.replay import format_summary, replay
+    from jobs.replay import check_window, format_summary, replay
 
-    if args.train_days < 2:
-        raise PipelineInputError(
-            f"--train-days {args.train_days}: a replay window needs at least 2 days (the models stop early on its last)"
-        )
+    check_window(args.train_days)
     models = None
     if args.models:
         models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -86,12 +86,19 @@ def _labels_and_items(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(table.column("label"), dtype=float), np.asarray(table.column("item_id"))
 
 
+def check_window(train_days: int) -> None:
+    """A window has a day to fit on and a last day to stop early on."""
+    if train_days < 2:
+        raise PipelineInputError(
+            f"--train-days {train_days}: a replay window needs at least 2 days (the models stop early on its last)"
+        )
+
+
 def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop_on: list[Path] | None = None):
     """Trains `model` on `files` for `epochs` epochs, or, with `stop_on` (the files of a later day), until
     its AUC there stops improving (best epoch's weights kept); returns the seconds and the epochs run."""
-    import keras
-
     from training.dataset import make_dataset
+    from training.train import early_stopping
 
     training = settings.training
     dataset = make_dataset(
@@ -107,11 +114,7 @@ def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop
     options = {}
     if stop_on:
         options["validation_data"] = make_dataset(None, "valid", inputs, training.batch_size, files=stop_on)
-        options["callbacks"] = [
-            keras.callbacks.EarlyStopping(
-                monitor="val_auc", mode="max", patience=training.early_stopping_patience, restore_best_weights=True
-            )
-        ]
+        options["callbacks"] = [early_stopping(training.early_stopping_patience)]
     started = time.perf_counter()
     history = model.fit(dataset, epochs=epochs, verbose=0, **options)
     return time.perf_counter() - started, len(history.epoch)
@@ -187,10 +190,7 @@ def replay(
 
     settings = as_settings(config)
     models = list(models or settings.replay.models)
-    if train_days < 2:
-        raise PipelineInputError(
-            f"--train-days {train_days}: a replay window needs at least 2 days (the models stop early on its last)"
-        )
+    check_window(train_days)
     if "gbdt_lr" in models:
         raise PipelineInputError(
             "gbdt_lr is not replayed (it needs a booster per day): choose among lr, wide_deep, deepfm"

@@ -86,6 +86,11 @@ class _Throughput(keras.callbacks.Callback):
         }
 
 
+def early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
+    """Stop when valid AUC has not improved for `patience` epochs and keep the best epoch's weights."""
+    return keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True)
+
+
 def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoch: int | None = None) -> dict:
     """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput:
     train_examples_per_second over whole epochs (buffer fill and first batch included), the steady
@@ -95,7 +100,7 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoc
     patience = training.early_stopping_patience
     throughput = _Throughput(training.batch_size, rows_per_epoch)
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True),
+        early_stopping(patience),
         keras.callbacks.ModelCheckpoint(
             str(out_dir / "checkpoints" / "best.keras"), monitor="val_auc", mode="max", save_best_only=True
         ),
