@@ -23,6 +23,7 @@ demo: java $(INSTALLED)
 test: java redis-server $(INSTALLED) $(AIRFLOW_INSTALLED) $(MOTO_INSTALLED)
 	$(BIN)/ruff check jobs features training tests bench airflow_dags
 	$(BIN)/ruff format --check jobs features training tests bench airflow_dags
+	$(BIN)/mypy jobs features training
 	$(BIN)/pytest -p randomly --randomly-seed=$(TEST_ORDER_SEED)
 
 # Airflow in a virtualenv of its own: its pins never meet Spark's or TensorFlow's (and the Spark

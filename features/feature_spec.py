@@ -72,6 +72,13 @@ class Feature:
     counter: str | None = None
     source: str | None = None
 
+    @property
+    def column(self) -> str:
+        """The event column (event_column) or dimension column (attribute) that the feature copies."""
+        if self.source is None:
+            raise SpecError(f"feature {self.name} ({self.kind}) names no source column")
+        return self.source
+
 
 @dataclass(frozen=True)
 class Cross:

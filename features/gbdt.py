@@ -194,6 +194,7 @@ def binary_metrics(scored: DataFrame, probability: str = "gbdt_probability") -> 
         F.avg(-(F.col("label") * F.log(clipped) + (1 - F.col("label")) * F.log(1 - clipped))).alias("logloss"),
         F.avg(probability).alias("mean_prediction"),
     ).first()
+    assert row is not None  # an aggregate without groupBy has one row
     auc = BinaryClassificationEvaluator(rawPredictionCol=probability, labelCol="label").evaluate(
         scored.select(F.col(probability).cast("double"), F.col("label").cast("double"))
     )

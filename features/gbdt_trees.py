@@ -138,7 +138,7 @@ def leaf_values_from_booster(booster: Any) -> tuple[list[list[float]], float]:
     if hasattr(booster, "get_booster"):
         booster = booster.get_booster()
     model = json.loads(bytes(booster.save_raw("json")))
-    values = []
+    values: list[list[float]] = []
     for tree in _tree_list(model):
         left, conditions = np.asarray(tree["left_children"]), np.asarray(tree["split_conditions"], np.float64)
         tables = _parse_tree(tree, len(values), int(model["learner"]["learner_model_param"]["num_feature"]))

@@ -127,7 +127,9 @@ def _json_type(value: Any) -> str:
     return "object" if isinstance(value, dict) else "array"
 
 
-def _parse_line(text: str | None, fields: tuple[tuple[str, str], ...]):
+def _parse_line(
+    text: str | None, fields: tuple[tuple[str, str], ...]
+) -> tuple[str | None, dict[str, str | None] | None, dict[str, str] | None]:
     """One line -> (line problem, {field: raw text}, {field: problem}); the dicts are None for a bad line."""
     if text is None:
         return MALFORMED, None, None
@@ -144,7 +146,8 @@ def _parse_line(text: str | None, fields: tuple[tuple[str, str], ...]):
         return f"{MALFORMED} (not an object)", None, None
     if text[end:].strip(_JSON_WHITESPACE):
         return f"{MALFORMED} (trailing text after the object)", None, None
-    values, problems = {}, {}
+    values: dict[str, str | None] = {}
+    problems: dict[str, str] = {}
     for name, kind in fields:
         value = obj.get(name)
         if value is None:  # absent or JSON null
@@ -186,7 +189,7 @@ def _parse_udf(schema: TableSchema):
         ]
     )
 
-    @F.pandas_udf(return_type)
+    @F.pandas_udf(return_type)  # type: ignore[call-overload]  # pyspark stubs lack the type-hinted form
     def parse(lines: pd.Series) -> pd.DataFrame:
         return _parse_batch(lines, fields)
 

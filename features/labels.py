@@ -126,7 +126,8 @@ def item_weights_by_day(daily_interactions: DataFrame, days: list[dt.date], conf
         .groupBy("sample_date", "item_id")
         .agg(F.sum("interactions").alias("interactions"))
     )
-    rows = known.toPandas().sort_values(["sample_date", "item_id"], ignore_index=True)
+    # pyspark's stubs type toPandas() with pandas' DataFrame, which mypy cannot see (pandas ships no stubs)
+    rows = known.toPandas().sort_values(["sample_date", "item_id"], ignore_index=True)  # type: ignore[attr-defined]
     rows["weight"] = rows["interactions"].astype(float) ** 0.75 if config.negative_sampling == "popularity" else 1.0
     return rows[rows["weight"] > 0][["sample_date", "item_id", "weight"]].reset_index(drop=True)
 
@@ -183,7 +184,7 @@ def sample_negatives(
 
         return draw
 
-    chosen = None
+    chosen: DataFrame | None = None
     pending = positives.select("event_id", "user_id", "event_date")
     for round_index, factor in enumerate(oversample):
         candidates = pending.select("event_id", "event_date").mapInPandas(
@@ -209,6 +210,7 @@ def sample_negatives(
         )
         full = chosen.groupBy("event_id").count().where(F.col("count") >= k).select("event_id")
         pending = pending.join(full, "event_id", "left_anti")
+    assert chosen is not None, "oversample needs at least one round"
     return (
         positives.drop("item_id", "sample_id", "label", "weight", "is_sampled_negative")
         .join(chosen.select("event_id", "item_id", "_n"), "event_id")

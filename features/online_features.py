@@ -130,4 +130,5 @@ def default_values(tables: Tables, spec: FeatureSpec, day: dt.date, versions: di
     )
     entities = sorted({f.entity for f in spec.model_features()})
     row = nulls.select(*[_values(spec, entity).alias(entity) for entity in entities]).first()
+    assert row is not None  # one row: the day, left-joined with its one row of priors
     return {entity: json.loads(row[entity]) for entity in entities}

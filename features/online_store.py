@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import AbstractSet, Iterable, Iterator
 
 from features.errors import OnlineStoreUnreachable, PipelineInputError
 
@@ -96,7 +96,7 @@ def guarded(location: RedisLocation, call):
         ) from None
 
 
-def value_at(fields: dict, version: int, committed: set[int]) -> str | None:
+def value_at(fields: dict, version: int, committed: AbstractSet[int]) -> str | None:
     """The entity's JSON value at `version` from its hash fields (None: absent)."""
     best = None
     for name in fields:

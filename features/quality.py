@@ -294,12 +294,13 @@ def run_checks(
         )
 
     rows = {d: int(profile.get(d, {}).get("rows", 0)) for d in days}
-    spec = checks.row_count_change
-    if spec:
-        low, high, floor = float(spec.min_ratio), float(spec.max_ratio), spec.min_previous_rows
+    row_change = checks.row_count_change
+    if row_change:
+        min_ratio, max_ratio = float(row_change.min_ratio), float(row_change.max_ratio)
+        floor = row_change.min_previous_rows
         for i, day in enumerate(days):
             before = previous_rows if i == 0 else rows[days[i - 1]]
-            threshold = f"[{low}, {high}] x rows of the day before"
+            threshold = f"[{min_ratio}, {max_ratio}] x rows of the day before"
             if before is None or before < floor:
                 add(
                     day,
@@ -308,7 +309,7 @@ def run_checks(
                     None,
                     threshold,
                     None,
-                    spec.severity,
+                    row_change.severity,
                     f"{rows[day]} rows; the day before has {before if before is not None else 'no partition'} "
                     f"(< {floor}): not compared",
                 )
@@ -320,12 +321,12 @@ def run_checks(
                     "",
                     ratio,
                     threshold,
-                    low <= ratio <= high,
-                    spec.severity,
+                    min_ratio <= ratio <= max_ratio,
+                    row_change.severity,
                     f"{rows[day]} rows vs {before} the day before",
                 )
-    spec = checks.quarantine_rate
-    if spec and quarantined is not None:
+    quarantine = checks.quarantine_rate
+    if quarantine and quarantined is not None:
         for day in days:
             bad = int(quarantined.get(day, 0))
             total = bad + rows[day]
@@ -335,14 +336,14 @@ def run_checks(
                 "quarantine_rate",
                 "",
                 rate,
-                f"<= {spec.max}",
-                rate <= float(spec.max),
-                spec.severity,
+                f"<= {quarantine.max}",
+                rate <= float(quarantine.max),
+                quarantine.severity,
                 f"{bad} of {total} lines invalid (duplicates not counted)",
             )
-    spec = checks.null_rate
-    if spec:
-        for column, limit in spec.columns.items():
+    null_rate = checks.null_rate
+    if null_rate:
+        for column, limit in null_rate.columns.items():
             for day in days:
                 nulls = int(profile.get(day, {}).get(f"null:{column}", 0))
                 rate = nulls / rows[day] if rows[day] else 0.0
@@ -353,13 +354,13 @@ def run_checks(
                     rate,
                     f"<= {limit}",
                     rate <= float(limit),
-                    spec.severity,
+                    null_rate.severity,
                     f"{nulls} of {rows[day]} rows NULL",
                 )
-    spec = checks.range
-    if spec:
-        allowed = float(spec.max_violation_rate)
-        for column, (low, high) in spec.columns.items():
+    range_check = checks.range
+    if range_check:
+        allowed = float(range_check.max_violation_rate)
+        for column, (low, high) in range_check.columns.items():
             for day in days:
                 outside = int(profile.get(day, {}).get(f"range:{column}", 0))
                 rate = outside / rows[day] if rows[day] else 0.0
@@ -370,13 +371,13 @@ def run_checks(
                     rate,
                     f"share outside [{low}, {high}] <= {allowed}",
                     rate <= allowed,
-                    spec.severity,
+                    range_check.severity,
                     f"{outside} of {rows[day]} rows outside",
                 )
-    spec = checks.mean
-    if spec:
-        minimum = spec.min_rows
-        for column, (low, high) in spec.columns.items():
+    mean_check = checks.mean
+    if mean_check:
+        minimum = mean_check.min_rows
+        for column, (low, high) in mean_check.columns.items():
             for day in days:
                 mean = profile.get(day, {}).get(f"mean:{column}")
                 if rows[day] < minimum:
@@ -387,7 +388,7 @@ def run_checks(
                         mean,
                         f"in [{low}, {high}]",
                         None,
-                        spec.severity,
+                        mean_check.severity,
                         f"{rows[day]} rows (< {minimum}): not compared",
                     )
                     continue
@@ -399,18 +400,18 @@ def run_checks(
                     mean,
                     f"in [{low}, {high}]",
                     None if mean is None else inside,
-                    spec.severity,
+                    mean_check.severity,
                     f"mean of {rows[day]} rows",
                 )
-    spec = checks.psi
-    if spec:
-        limit, minimum = float(spec.max), spec.min_rows
+    psi_check = checks.psi
+    if psi_check:
+        limit, minimum = float(psi_check.max), psi_check.min_rows
         measured = {
             (r["day"], r["feature"]): r
-            for r in psi_by_day(frame, day_column, list(spec.features), spec.buckets).collect()
+            for r in psi_by_day(frame, day_column, list(psi_check.features), psi_check.buckets).collect()
             if r["day"] in wanted
         }
-        for feature in spec.features:
+        for feature in psi_check.features:
             window = int((windows or {}).get(feature) or 1)
             for day in days:
                 found = measured.get((day, feature))
@@ -422,7 +423,7 @@ def run_checks(
                         None,
                         f"<= {limit}",
                         None,
-                        spec.severity,
+                        psi_check.severity,
                         f"its {window}-day window is still filling (history starts {history_start}): not compared",
                     )
                 elif found is None or min(found["rows"], found["baseline_rows"]) < minimum:
@@ -434,7 +435,7 @@ def run_checks(
                         None,
                         f"<= {limit}",
                         None,
-                        spec.severity,
+                        psi_check.severity,
                         f"{have} (< {minimum}): not compared",
                     )
                 else:
@@ -446,7 +447,7 @@ def run_checks(
                         psi,
                         f"<= {limit}",
                         math.isfinite(psi) and psi <= limit,
-                        spec.severity,
+                        psi_check.severity,
                         f"vs {day - dt.timedelta(days=1)}, deciles of the day before",
                     )
     return results

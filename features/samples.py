@@ -34,7 +34,7 @@ SAMPLE_COLUMNS = [
 
 def _context_column(feature: Feature) -> Column:
     if feature.kind == "event_column":
-        return F.col(feature.source)
+        return F.col(feature.column)
     if feature.kind == "event_hour":
         return F.hour("event_time")
     if feature.kind == "event_weekday":

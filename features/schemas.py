@@ -239,12 +239,12 @@ def apply_range_overrides(
         return schema
     if not isinstance(overrides, Mapping):
         raise RangeOverrideError(f"{source} must be a mapping of category to [min, max], got {overrides!r}")
-    targets = [c for c in schema.columns if c.ranges_by is not None]
+    targets = [(c, c.ranges_by) for c in schema.columns if c.ranges_by is not None]
     if len(targets) != 1:
         raise RangeOverrideError(f"{source}: table {schema.name} has no column with per-category ranges (ranges_by)")
-    target = targets[0]
-    by = schema.column(target.ranges_by.column)
-    ranges = target.ranges_by.as_dict()
+    target, ranges_by = targets[0]
+    by = schema.column(ranges_by.column)
+    ranges = ranges_by.as_dict()
     for category, bounds in overrides.items():
         where = f"{source}.{category}"
         if by.allowed and str(category) not in by.allowed:
@@ -259,7 +259,7 @@ def apply_range_overrides(
         else:
             raise RangeOverrideError(f"{where} must be [min, max] or {{min: .., max: ..}}, got {bounds!r}")
         ranges[str(category)] = _range(low, high, where, RangeOverrideError)
-    new_target = replace(target, ranges_by=replace(target.ranges_by, ranges=tuple(ranges.items())))
+    new_target = replace(target, ranges_by=replace(ranges_by, ranges=tuple(ranges.items())))
     return replace(schema, columns=tuple(new_target if c.name == target.name else c for c in schema.columns))
 
 

@@ -18,7 +18,9 @@ jobs/build_snapshot.py reads and writes the tables.
 from __future__ import annotations
 
 import datetime as dt
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from collections.abc import Sequence
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window, WindowSpec
 from pyspark.sql import functions as F
 
 from features.feature_spec import Feature, FeatureSpec
@@ -39,7 +41,9 @@ def entity_windows(spec: FeatureSpec, entity: str) -> list[int]:
     """The windows an entity's features need (all spec windows for a feature expanded over them)."""
     windows = {f.window for f in spec.for_entity(entity) if f.window}
     if entity == "user":
-        windows.add(spec.feature("user_top_categories").window)  # computed from user×category sums
+        top_window = spec.feature("user_top_categories").window  # computed from user×category sums
+        assert top_window is not None, "user_top_categories has a window in the spec"
+        windows.add(top_window)
     return sorted(windows)
 
 
@@ -71,7 +75,7 @@ def window_sums(
 def ctr_priors(
     sums: DataFrame,
     spec: FeatureSpec,
-    windows: list[int] | None = None,
+    windows: Sequence[int] | None = None,
     measure: str = "{m}_{w}d",
     alias: str = "prior_{w}d",
 ) -> DataFrame:
@@ -114,7 +118,7 @@ def keep_rows_that_differ(frame: DataFrame, sums: DataFrame, keys: list[str]) ->
     )
 
 
-def _running(keys: list[str]) -> Window:
+def _running(keys: list[str]) -> WindowSpec:
     return Window.partitionBy(*keys).orderBy("snapshot_date").rowsBetween(Window.unboundedPreceding, Window.currentRow)
 
 
@@ -131,7 +135,7 @@ def attributes_as_of(
     today = dims.select(
         *keys,
         F.col("drop_date").alias("snapshot_date"),
-        F.struct(*[F.col(f.source).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"),
+        F.struct(*[F.col(f.column).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_today"),
     )
     previous = base.select(
         *keys, F.struct(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in features]).alias("_attrs_base")

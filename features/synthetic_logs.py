@@ -107,7 +107,8 @@ def generate_logs(
     item_table, catalog = _make_items(np.random.default_rng([seed, 0, STREAM_ITEMS]), items, start_date, days)
 
     pending: dict[int, list[dict]] = {}
-    scores, labels = [], []
+    score_parts: list[np.ndarray] = []
+    label_parts: list[np.ndarray] = []
     written = dict.fromkeys(EVENT_TYPES, 0)
     late_events = clicks_after_midnight = 0
     for day_index in range(days):
@@ -133,8 +134,8 @@ def generate_logs(
             item_table["price"].to_numpy(),
             impressions_per_user_day,
         )
-        scores.append(p)
-        labels.append(clicked)
+        score_parts.append(p)
+        label_parts.append(clicked)
         is_late = rng.random(len(events["type"])) < late_fraction
         target = (events["time_ms"] - start_ms) // MS_PER_DAY + is_late  # event day, or the next if late
         for drop_index in range(day_index, day_index + 3):  # events are at most ~7 h past their day, +1 if late
@@ -151,7 +152,7 @@ def generate_logs(
         write_drop(out, "users", day, users_drop)
         write_drop(out, "items", day, items_drop)
 
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    scores, labels = np.concatenate(score_parts), np.concatenate(label_parts)
     oracle_auc = roc_auc(scores, labels)
     summary = {
         "seed": seed,

@@ -124,7 +124,10 @@ class Tables(Protocol):
 
     root: str
 
+    @property
+    def spark(self) -> SparkSession: ...  # started on first use when open_tables was given a function
     def path(self, name: str) -> str: ...
+    def names(self) -> list[str]: ...
     def exists(self, name: str) -> bool: ...
     def version(self, name: str) -> int: ...
     def replace_partitions(
@@ -695,10 +698,12 @@ class DeltaSparkTables(_TablesBase):
 
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when the io.delta extension is configured and its classes are on the session classpath."""
-    if "io.delta" not in spark.conf.get("spark.sql.extensions", ""):
+    if "io.delta" not in (spark.conf.get("spark.sql.extensions", "") or ""):
         return False
     try:
-        spark.sparkContext._jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
+        jvm = spark.sparkContext._jvm
+        assert jvm is not None  # a classic session: its JVM gateway is up
+        jvm.java.lang.Class.forName("io.delta.sql.DeltaSparkSessionExtension")
         return True
     except Exception:
         return False

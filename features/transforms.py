@@ -52,7 +52,9 @@ def fit_transforms(train: DataFrame, spec: FeatureSpec, relative_error: float = 
                 F.stddev_pop(value).alias(f"{f.name}__std"),
                 F.count(value).alias(f"{f.name}__count"),
             ]
-        row = train.agg(*stats).first().asDict()
+        aggregated = train.agg(*stats).first()
+        assert aggregated is not None  # an aggregate without groupBy has one row
+        row = aggregated.asDict()
         for f in scaled:
             fitted[f.name] = {
                 "transform": f.transform,
@@ -82,12 +84,12 @@ def fit_transforms(train: DataFrame, spec: FeatureSpec, relative_error: float = 
             .collect()
         )
         for f in lookups:
-            values = sorted((r for r in ranked if r["feature"] == f.name), key=lambda r: r["rank"])
+            kept = sorted((r for r in ranked if r["feature"] == f.name), key=lambda r: r["rank"])
             typed = int if f.dtype.replace("array<", "").rstrip(">") in ("int", "long") else str
             fitted[f.name] = {
                 "transform": "vocabulary",
                 "dtype": f.dtype,
-                "values": [typed(r["value"]) for r in values],
+                "values": [typed(r["value"]) for r in kept],
                 "num_oov_buckets": 1,
             }
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from features.errors import SpecError
 
@@ -106,7 +106,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _message(error: dict, model: Any) -> tuple[list[Any], str]:
+def _message(error: ErrorDetails, model: Any) -> tuple[list[Any], str]:
     """(loc, message) of one pydantic error, in recpipe's words."""
     loc, kind, ctx = list(error["loc"]), error["type"], error.get("ctx") or {}
     if kind == AT_PATH:

@@ -131,6 +131,7 @@ def _quiet_query(spark: SparkSession):
     stack trace (local mode prints executor logs on the driver's stderr), and pyspark warns on several
     lines when toPandas fails; the error itself is raised and printed on one line."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a classic session: its JVM gateway is up
     level = str(jvm.org.apache.logging.log4j.LogManager.getRootLogger().getLevel())
     spark.sparkContext.setLogLevel("OFF")
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)  # pyspark's, also several lines

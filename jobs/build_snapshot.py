@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,7 +117,7 @@ def build_snapshots(
         for name in ("users", "items")
     }
     dates_frame = snapshot.date_frame(spark, days)
-    summary = []
+    summary: list[dict[str, Any]] = []
 
     def write(name: str, frame: DataFrame, column: str) -> None:
         version = tables.replace_partitions(name, frame, column, days, run)

@@ -566,7 +566,7 @@ def _context(text: str) -> dict:
     from features.feature_spec import load_spec
 
     known = sorted(
-        {f.source for f in load_spec().model_features() if f.kind == "event_column"} - {"user_id", "item_id"}
+        {f.column for f in load_spec().model_features() if f.kind == "event_column"} - {"user_id", "item_id"}
     )
     unknown = sorted(set(context) - set(known))
     if unknown:
@@ -753,7 +753,7 @@ def cmd_clean_orphans(args) -> int:
 
     config = load_config(args.config, _overrides(args))
     result = clean_orphans(
-        config.paths.warehouse,
+        config.paths.required("warehouse"),
         args.export_root or config.export.root,
         args.table,
         args.older_than_minutes,

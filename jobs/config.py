@@ -44,9 +44,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if key in ("dates.start", "dates.end"):  # a flag's date: the same message as --date's
             value = parse_date(value, f"{key.split('.')[1]} date")
         if key.startswith(SPARK_CONF_PREFIX):  # a Spark setting's own name holds dots: never split it
-            section = config.get("spark") if isinstance(config.get("spark"), dict) else config.setdefault("spark", {})
-            conf = section.get("conf") if isinstance(section.get("conf"), dict) else {}
-            section["conf"] = {**conf, key[len(SPARK_CONF_PREFIX) :]: value}
+            section = config.get("spark")
+            if not isinstance(section, dict):  # absent or empty (`spark:` alone is None): as set_key does
+                section = config["spark"] = {}
+            conf = section.get("conf")
+            section["conf"] = {**(conf if isinstance(conf, dict) else {}), key[len(SPARK_CONF_PREFIX) :]: value}
         else:
             set_key(config, key, value)
     settings = as_settings(config, f"config {config_path}")

@@ -46,7 +46,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
     from training.report import write_report
 
     settings = as_settings(config)
-    warehouse = settings.paths.warehouse
+    warehouse = settings.paths.required("warehouse")
     inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=True)
     version, shards = inputs["version"], inputs["source"] / "parquet"
     trained = [m for m in MODEL_NAMES if (artifacts.model_dir(warehouse, m, version) / "model.keras").exists()]

@@ -115,7 +115,7 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
     from training.inputs import model_inputs
 
     config = as_settings(config)
-    settings, warehouse = config.export, config.paths.warehouse
+    settings, warehouse = config.export, config.paths.required("warehouse")
     inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=False)
     version = inputs["version"]
     trained = artifacts.model_dir(warehouse, name, version)

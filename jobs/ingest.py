@@ -172,7 +172,7 @@ def ingest(spark: SparkSession, tables: Tables, config: Settings | dict, dates: 
     """Ingest the events (required each day unless allow_missing_drops) and users/items (optional)
     drops of the given dates. A day without a drop of a table keeps that table's partition as it is."""
     settings = as_settings(config)  # a bad value (e.g. of ingest.value_ranges) fails before anything runs
-    raw_root, allow_missing = settings.paths.raw, settings.ingest.allow_missing_drops
+    raw_root, allow_missing = settings.paths.required("raw"), settings.ingest.allow_missing_drops
     window = DropWindow(
         allowed_lateness_hours=settings.ingest.allowed_lateness_hours,
         allowed_clock_skew_minutes=settings.ingest.allowed_clock_skew_minutes,

@@ -215,7 +215,7 @@ def skew_check(
     picked = tables.read("samples", partitions=[day]).orderBy(F.xxhash64("sample_id"), "sample_id").limit(wanted)
     table = picked.toArrow()
     records = table.to_pylist()
-    context_sources = {f.source for f in spec.model_features() if f.kind == "event_column"} - {"user_id", "item_id"}
+    context_sources = {f.column for f in spec.model_features() if f.kind == "event_column"} - {"user_id", "item_id"}
     requests = []
     for record in records:
         moment = record["event_time"]
@@ -230,9 +230,10 @@ def skew_check(
     restated_tables, restated = _restated_rows(
         spark, tables, spec, dt.date.fromisoformat(before), published[0].metadata.get("snapshot_versions"), records
     )
-    mismatches, explained = [], set()
+    mismatches: list[str] = []
+    explained: set[int] = set()  # rows that differ because a snapshot row was restated since the publish
     for i in inputs:
-        differ = np.flatnonzero(~_same(served[i.name], trained[i.name]))
+        differ = np.flatnonzero(~_same(served[i.name], trained[i.name])).tolist()  # row positions
         explained.update(r for r in differ if r in restated)
         bad = [r for r in differ if r not in restated]
         if len(bad):
@@ -242,11 +243,11 @@ def skew_check(
                 f"online {served[i.name][r].tolist()!r}, samples {trained[i.name][r].tolist()!r})"
             )
     for name in INDICATORS.values():
-        differ = [
+        flipped = [
             r for r, (online_row, record) in enumerate(zip(indicators, records)) if online_row[name] != record[name]
         ]
-        explained.update(r for r in differ if r in restated)
-        bad = [r for r in differ if r not in restated]
+        explained.update(r for r in flipped if r in restated)
+        bad = [r for r in flipped if r not in restated]
         if bad:
             mismatches.append(
                 f"{name} differs on {len(bad)} of {len(records)} rows (sample {records[bad[0]]['sample_id']})"
@@ -257,11 +258,11 @@ def skew_check(
         if not (saved_model / "saved_model.pb").is_file():
             raise PipelineInputError(f"no SavedModel at {saved_model} (saved_model.pb missing)")
         online_scores, sample_scores = _score(saved_model, served), _score(saved_model, trained)
-        differ = np.flatnonzero(online_scores.view(np.uint32).ravel() != sample_scores.view(np.uint32).ravel())
-        differ = [r for r in differ if r not in restated]
-        if len(differ):
-            mismatches.append(f"scores of {saved_model} differ on {len(differ)} rows")
-        scores = {"model": str(saved_model), "rows": len(records), "equal": not len(differ)}
+        unequal = np.flatnonzero(online_scores.view(np.uint32).ravel() != sample_scores.view(np.uint32).ravel())
+        differ_scores = [r for r in unequal if r not in restated]
+        if len(differ_scores):
+            mismatches.append(f"scores of {saved_model} differ on {len(differ_scores)} rows")
+        scores = {"model": str(saved_model), "rows": len(records), "equal": not len(differ_scores)}
     result = {
         "date": day.isoformat(),
         "published_date": before,

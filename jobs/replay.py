@@ -32,6 +32,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # started as a script by spark-submit: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -215,7 +216,8 @@ def replay(
     )
     samples.write.mode("overwrite").partitionBy("event_date").parquet(str(shards))
 
-    rows, warm_models = [], {}
+    rows: list[dict] = []
+    warm_models: dict[str, Any] = {}  # model name -> the Keras model carried to the next day
     for index, day in enumerate(days):
         window = [day - dt.timedelta(days=n) for n in range(train_days, 0, -1)]
         train_files, test_files = day_files(shards, window), day_files(shards, [day])
@@ -316,10 +318,10 @@ def replay(
 
 
 def summarize(rows: list[dict], models: list[str], warm_start: bool) -> dict:
-    by = {}
+    by: dict[tuple[str, str], dict[dt.date, dict]] = {}  # (model, mode) -> replay day -> row
     for r in rows:
         by.setdefault((r["model"], r["mode"]), {})[r["replay_date"]] = r
-    summary = {
+    summary: dict[str, dict[str, Any]] = {
         "mean_auc": {f"{m}/{mode}": _mean([r["auc"] for r in days.values()]) for (m, mode), days in by.items()},
         "mean_train_seconds": {
             f"{m}/{mode}": _mean([r["train_seconds"] for r in days.values()]) for (m, mode), days in by.items()
@@ -373,7 +375,7 @@ def write_metrics(spark, tables, rows: list[dict], run: dict) -> int:
 def write_report(target: Path, rows: list[dict], summary: dict, run: dict) -> None:
     from training.report import plt
 
-    series = {}
+    series: dict[str, list[tuple]] = {}
     for r in rows:
         series.setdefault(f"{r['model']}/{r['mode']}", []).append((r["replay_date"], r["auc"]))
     figure, axis = plt.subplots(figsize=(9, 4.5))

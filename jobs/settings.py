@@ -58,6 +58,16 @@ class PathsSettings(Section):
     raw: str | None = None  # required in a config file (library calls may leave out what they do not use)
     warehouse: str | None = None
 
+    def required(self, key: Literal["raw", "warehouse"]) -> str:
+        """paths.<key> where a job needs it: always set in a loaded config file (jobs.config REQUIRED_KEYS);
+        a library call's settings that leave it out are a ConfigError."""
+        value = getattr(self, key)
+        if value is None:
+            from jobs.config import ConfigError
+
+            raise ConfigError(f"paths.{key} is not set")
+        return value
+
 
 class DatesSettings(Section):
     start: dt.date | None = None  # required in a config file
@@ -183,7 +193,7 @@ class GbdtSettings(Section):
 
 
 class TrainingSettings(Section):
-    models: list[ModelName] = list(MODEL_NAMES)
+    models: list[ModelName] = list(get_args(ModelName))  # every model (MODEL_NAMES)
     batch_size: PositiveInt = 1024
     shuffle_buffer: int = Field(65536, ge=0)  # 0: no shuffling
     chunk_rows: PositiveInt = 32768

@@ -97,7 +97,7 @@ def build_session(spark_config: SparkSettings | Mapping[str, Any], delta_backend
 
 
 def _is_local(session: SparkSession) -> bool:
-    return session.sparkContext.master.startswith("local")
+    return (session.sparkContext.master or "").startswith("local")  # set once the context runs
 
 
 def ship_code(session: SparkSession) -> str | None:

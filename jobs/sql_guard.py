@@ -161,6 +161,7 @@ def check_read_only(spark: SparkSession, query: str, warehouse: str) -> None:
     """Raises PipelineInputError (one line) when `query` would write or change anything, call Java
     methods, or read files outside `warehouse`."""
     jvm = spark.sparkContext._jvm
+    assert jvm is not None  # a classic session: its JVM gateway is up
     try:
         plan = spark._jsparkSession.sessionState().sqlParser().parsePlan(query)
     except Exception:  # a parse error: spark.sql reports it with its position
@@ -228,6 +229,7 @@ def _check_file_read(spark: SparkSession, parts: list[str], warehouse: str) -> N
 def _is_data_source(spark: SparkSession, name: str) -> bool:
     jvm = spark.sparkContext._jvm
     try:
+        assert jvm is not None  # a classic session: its JVM gateway is up
         jvm.org.apache.spark.sql.execution.datasources.DataSource.lookupDataSource(
             name, spark._jsparkSession.sessionState().conf()
         )

@@ -138,7 +138,7 @@ def _driver_threads(spark: SparkSession | None, settings: Settings) -> int:
         if spark is not None
         else settings.spark.conf.get("spark.driver.cores", "1")
     )
-    return max(1, int(cores))
+    return max(1, int(cores))  # type: ignore[arg-type]  # pyspark's stub: conf.get with a default is never None
 
 
 def _on_the_driver(source: Path, features: list, params, threads: int):

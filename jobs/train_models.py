@@ -130,7 +130,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     settings = as_settings(config)
     run_id = new_run_id()
     spec, training = load_spec(), settings.training
-    warehouse = settings.paths.warehouse
+    warehouse = settings.paths.required("warehouse")
     params = settings.models.params(name)
     if params.initial_bias is None:  # the logit of the train positive rate
         train_split = inputs["manifest"]["splits"]["train"]
@@ -186,7 +186,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
 
 def train_models(config: Settings | dict, models: list[str], samples_version: int | None = None) -> dict:
     settings = as_settings(config)
-    inputs = load_training_inputs(settings.paths.warehouse, samples_version, needs_gbdt="gbdt_lr" in models)
+    inputs = load_training_inputs(settings.paths.required("warehouse"), samples_version, needs_gbdt="gbdt_lr" in models)
     if settings.training.use_tuned:  # models.<m> replaced by what recpipe tune chose for these samples
         from jobs.tune import with_tuned_models
 

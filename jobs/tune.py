@@ -137,7 +137,7 @@ def tune_one(
     from jobs.train_models import load_training_inputs
 
     run = new_run("tune", model=model, samples_version=version, input_versions={"samples": version})
-    inputs = load_training_inputs(settings.paths.warehouse, version, needs_gbdt=model == "gbdt_lr")
+    inputs = load_training_inputs(settings.paths.required("warehouse"), version, needs_gbdt=model == "gbdt_lr")
     if model == XGBOOST:
         space = tuning.xgboost_space()
         configured = settings.gbdt.model_dump()
@@ -172,7 +172,7 @@ def tune_one(
     }
     if model != XGBOOST:
         document["training"] = settings.training.model_dump(include={"batch_size", "max_epochs", "seed"})
-    artifacts.write_json_atomically(tuning_file(settings.paths.warehouse, version, model), document)
+    artifacts.write_json_atomically(tuning_file(settings.paths.required("warehouse"), version, model), document)
     return document
 
 
@@ -187,7 +187,7 @@ def tune(
     settings = as_settings(config)
     if not (math.isfinite(budget_minutes) and budget_minutes > 0):
         raise PipelineInputError(f"--budget-minutes must be a positive number, not {budget_minutes}")
-    warehouse = settings.paths.warehouse
+    warehouse = settings.paths.required("warehouse")
     version = artifacts.latest_samples_version(warehouse) if samples_version is None else samples_version
     if not (artifacts.samples_dir(warehouse, version) / "manifest.json").exists():
         raise PipelineInputError(f"no samples version {version} under {artifacts.samples_dir(warehouse, version)}")
@@ -222,7 +222,9 @@ def with_tuned_models(settings: Settings, models: list[str], samples_version: in
     """settings with models.<m> replaced by the tuned parameters of every model in `models`, and the files."""
     sections, used = {}, {}
     for model in models:
-        chosen, path = tuned_params(settings.paths.warehouse, samples_version, model, "training.use_tuned/--tuned")
+        chosen, path = tuned_params(
+            settings.paths.required("warehouse"), samples_version, model, "training.use_tuned/--tuned"
+        )
         params = settings.models.params(model)
         sections[model] = type(params).model_validate({**params.model_dump(), **chosen})
         used[model] = str(path)
@@ -231,7 +233,9 @@ def with_tuned_models(settings: Settings, models: list[str], samples_version: in
 
 
 def with_tuned_gbdt(settings: Settings, samples_version: int) -> tuple[Settings, str]:
-    chosen, path = tuned_params(settings.paths.warehouse, samples_version, XGBOOST, "gbdt.use_tuned/--tuned")
+    chosen, path = tuned_params(
+        settings.paths.required("warehouse"), samples_version, XGBOOST, "gbdt.use_tuned/--tuned"
+    )
     gbdt = GbdtSettings.model_validate({**settings.gbdt.model_dump(), **chosen})
     return settings.model_copy(update={"gbdt": gbdt}), str(path)
 

@@ -79,7 +79,7 @@ def _signature(inputs: list[ModelInput], extra: dict[str, tf.DType]):
 
 
 def make_dataset(
-    parquet_root: str | Path,
+    parquet_root: str | Path | None,
     split: str,
     inputs: list[ModelInput],
     batch_size: int = 1024,
@@ -93,7 +93,11 @@ def make_dataset(
     """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0.
     encode: a Keras model (raw features dict -> encoded dict) applied to the features in a parallel map;
     `extra` columns are passed through beside its outputs."""
-    files = split_files(parquet_root, split) if files is None else list(files)
+    if files is None:
+        assert parquet_root is not None, "make_dataset reads a split of parquet_root, or the given files"
+        files = split_files(parquet_root, split)
+    else:
+        files = list(files)
     extra = extra or {}
     columns = [i.name for i in inputs] + list(extra) + ["label", "weight"]
     epochs = iter(range(1 << 30))  # the generator is re-entered once per epoch: a new shard order each time

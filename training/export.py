@@ -92,7 +92,8 @@ def parity_in_fresh_process(saved_model: Path, arrays: dict[str, np.ndarray], wo
     rows through `serving_default`, and return its probabilities."""
     inputs = work / "parity_inputs.npz"
     outputs = work / "parity_outputs.npy"
-    np.savez(inputs, **{k: (v.astype(bytes) if v.dtype == object else v) for k, v in arrays.items()})
+    # numpy's stubs match the ** mapping against savez's keyword allow_pickle (bool)
+    np.savez(inputs, **{k: (v.astype(bytes) if v.dtype == object else v) for k, v in arrays.items()})  # type: ignore[arg-type]
     result = subprocess.run(
         [sys.executable, "-I", str(PARITY_SCRIPT), str(saved_model), str(inputs), str(outputs)],
         capture_output=True,

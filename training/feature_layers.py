@@ -109,7 +109,7 @@ class FeatureEncoders:
         kind = fitted["transform"]
         if kind == "vocabulary":
             if spec_input.dtype == "string":
-                values = [str(v) for v in fitted["values"]]
+                values: list[str] | list[int] = [str(v) for v in fitted["values"]]
                 layer = keras.layers.StringLookup(
                     vocabulary=values or ["<none>"], num_oov_indices=1, name=f"{name}_lookup"
                 )

@@ -87,6 +87,7 @@ def _scalar_array(column: pa.Array, spec: ModelInput) -> np.ndarray:
 
 def _list_array(column: pa.Array, spec: ModelInput) -> np.ndarray:
     """list<...> -> [rows, length], truncated to the first `length` values and padded with the missing value."""
+    assert spec.length is not None, spec  # a list input (arrow_to_arrays)
     rows = len(column)
     out = np.full((rows, spec.length), spec.missing, dtype=spec.numpy_dtype)
     column = pc.fill_null(column, pa.scalar([], column.type)) if column.null_count else column

@@ -74,12 +74,12 @@ def build_rows(
     published, values = store.lookup([("user", u) for u in users] + [("item", i) for i in items], version)
     user_values = dict(zip(users, values[: len(users)]))
     item_values = dict(zip(items, values[len(users) :]))
+    item_categories = {i: v.get(ITEM_JOIN_CATEGORY) if v is not None else None for i, v in item_values.items()}
     pairs = list(
         dict.fromkeys(
-            f"{r['user_id']}:{item_values[str(r['item_id'])][ITEM_JOIN_CATEGORY]}"
+            f"{r['user_id']}:{item_categories[str(r['item_id'])]}"
             for r in requests
-            if item_values[str(r["item_id"])] is not None
-            and item_values[str(r["item_id"])].get(ITEM_JOIN_CATEGORY) is not None
+            if item_categories[str(r["item_id"])] is not None
         )
     )
     pair_values = (
@@ -102,7 +102,8 @@ def build_rows(
                     _cast(raw, feature.dtype) if raw is not None else defaults["context"].get(feature.name)
                 )
             else:
-                source = found[feature.entity] if found[feature.entity] is not None else defaults[feature.entity]
+                stored = found[feature.entity]
+                source = stored if stored is not None else defaults[feature.entity]
                 row[feature.name] = source.get(feature.name)
         rows.append(row)
         indicators.append({INDICATORS[e]: found[e] is not None for e in INDICATORS})

@@ -104,12 +104,13 @@ def judge_champion(model_root: Path, candidate, shards: Path, train_rate: float)
     if problem:
         return {**verdict, "problem": problem}
     names = sorted(serve.structured_input_signature[1])
-    labels, scores = [], {"candidate": [], "champion": []}
+    label_parts: list[np.ndarray] = []
+    scores: dict[str, list[np.ndarray]] = {"candidate": [], "champion": []}
     for features, label, _ in make_dataset(shards, "test", inputs, 4096):
-        labels.append(label.numpy())
+        label_parts.append(label.numpy())
         scores["candidate"].append(np.asarray(candidate(features, training=False)).reshape(-1))
         scores["champion"].append(serve(**{n: features[n] for n in names})["probability"].numpy().reshape(-1))
-    labels = np.concatenate(labels)
+    labels = np.concatenate(label_parts)
     auc = {who: binary_metrics(labels, np.concatenate(p), train_rate)["auc"] for who, p in scores.items()}
     return {
         "status": "compared",
