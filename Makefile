@@ -93,9 +93,11 @@ bench-sparse: java $(INSTALLED)
 	$(BIN)/python bench/sparse_snapshot_bench.py
 
 bench-feast: java $(INSTALLED)
-	test -x .venv-feast/bin/python || ($(PYTHON) -m venv .venv-feast && .venv-feast/bin/pip install --quiet 'feast==0.67.0' 'pandas<3')
+	test -x .venv-feast/bin/python || $(PYTHON) -m venv .venv-feast
+	.venv-feast/bin/pip install --quiet 'feast[spark]==0.67.0' 'pandas<3'
 	$(BIN)/python bench/pit_join_vs_feast.py prepare
 	.venv-feast/bin/python bench/pit_join_vs_feast.py feast
+	.venv-feast/bin/python bench/pit_join_vs_feast.py feast-spark
 	$(BIN)/python bench/pit_join_vs_feast.py compare
 
 # Training throughput per model vs tf.data alone, and SavedModel latency (issues 6 and 7). Need the

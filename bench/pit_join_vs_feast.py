@@ -3,8 +3,9 @@
     make bench-feast      # runs the three steps below, Feast in its own venv (.venv-feast)
 
     .venv/bin/python       bench/pit_join_vs_feast.py prepare [--rows 1000000]   # Spark side
-    .venv-feast/bin/python bench/pit_join_vs_feast.py feast                      # Feast side
-    .venv/bin/python       bench/pit_join_vs_feast.py compare                    # row-for-row check, ratio
+    .venv-feast/bin/python bench/pit_join_vs_feast.py feast                      # Feast, file offline store
+    .venv-feast/bin/python bench/pit_join_vs_feast.py feast-spark                # Feast, Spark offline store
+    .venv/bin/python       bench/pit_join_vs_feast.py compare                    # row-for-row check, ratios
 
 `prepare` needs a warehouse with snapshots (default: the one bench/snapshot_bench.py --source synthetic
 leaves in bench/out). It takes the first `--rows` click-labeled impressions, times
@@ -17,6 +18,10 @@ as "not found". At 1,000,000 rows Feast's file store was killed by the OOM kille
 machine (it merges every entity row with every feature row of its key before filtering by time), so
 --rows defaults to 250,000. Each side is warmed up once, then timed --repeats times (median); both
 sides' times include writing their result to Parquet.
+`feast-spark` runs the same two retrievals on Feast's Spark offline store (`feast[spark]`, its own
+pyspark in .venv-feast) on the same local[2] with the same driver memory and shuffle partitions as ours,
+keeps the result in Spark and writes it with Spark, as ours does; `compare` checks and times whichever
+Feast sides ran.
 Features compared: every scalar model feature of the user, item and user×category snapshots.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,6 +38,14 @@ from timing import median_seconds  # bench/timing.py, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out" / "pit-join"
+# the Spark settings of both Spark sides (ours and Feast's Spark offline store): the same local[2]
+SPARK_CONF = {
+    "spark.master": "local[2]",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.ui.enabled": "false",
+    "spark.driver.memory": "6g",
+    "spark.sql.session.timeZone": "UTC",
+}
 
 
 def _scalar_features() -> dict[str, list[tuple[str, str]]]:
@@ -64,13 +78,15 @@ def prepare(args) -> None:
         {
             "master": "local[2]",
             "app_name": "pit-bench",
-            "conf": {"spark.sql.shuffle.partitions": "8", "spark.ui.enabled": "false", "spark.driver.memory": "6g"},
+            "conf": {k: v for k, v in SPARK_CONF.items() if k not in ("spark.master", "spark.sql.session.timeZone")},
         }
     )
     tables = open_tables(spark, args.warehouse, "delta-rs")
     spec = load_spec()
     features = _scalar_features()
     OUT.mkdir(parents=True, exist_ok=True)
+    for stale in ("feast.json", "feast_spark.json"):  # results of an earlier prepare are not compared
+        (OUT / stale).unlink(missing_ok=True)
     days = sorted(as_of.built_days(tables, "user"))
     events = with_event_date(tables.read("events"))
     labeled = click_labels(events, days[1], days[-2], LabelConfig())
@@ -78,7 +94,7 @@ def prepare(args) -> None:
     rows = labeled.count()
     labeled.select(
         "sample_id", "user_id", "item_id", F.col("event_time").alias("event_timestamp")
-    ).toPandas().to_parquet(OUT / "entities.parquet")
+    ).toPandas().to_parquet(OUT / "entities.parquet", coerce_timestamps="us")  # Spark reads no nanoseconds
     # both sides get the snapshot days the rows need (the day before each event day), nothing more
     needed = sorted(r.day for r in labeled.select(F.date_sub("event_date", 1).alias("day")).distinct().collect())
     end_of_day = F.expr("cast(date_add(snapshot_date, 1) as timestamp) - interval 1 microsecond")
@@ -116,7 +132,8 @@ def prepare(args) -> None:
     )
 
 
-def run_feast(args) -> None:
+def _feast_store(offline_store: str):
+    """A Feast repo with the three feature views over the prepared snapshot Parquet, on `offline_store`."""
     import datetime as dt
 
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
@@ -125,13 +142,27 @@ def run_feast(args) -> None:
 
     features = json.loads((OUT / "features.json").read_text())
     types = {"long": Int64, "int": Int64, "double": Float64, "string": String}
-    repo = OUT / "feast_repo"
-    repo.mkdir(parents=True, exist_ok=True)
+    repo = OUT / f"feast_repo_{offline_store}"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir(parents=True)
+    if offline_store == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        offline = {"type": "spark", "spark_conf": SPARK_CONF}
+
+        def source(path):
+            return SparkSource(name=path.name, path=str(path), file_format="parquet", timestamp_field="feature_ts")
+    else:
+        offline = {"type": "file"}
+
+        def source(path):
+            return FileSource(name=path.name, path=str(path), timestamp_field="feature_ts")
+
     config = RepoConfig(
         project="recpipe_bench",
         registry=str(repo / "registry.db"),
         provider="local",
-        offline_store={"type": "file"},
+        offline_store=offline,
         online_store={"type": "sqlite", "path": str(repo / "online.db")},
         entity_key_serialization_version=3,
         repo_path=str(repo),
@@ -145,15 +176,24 @@ def run_feast(args) -> None:
     keys = {"user": ["user_id"], "item": ["item_id"], "user_category": ["user_id", "category"]}
     views = {}
     for entity, names in features.items():
-        source = FileSource(path=str(OUT / f"{entity}_snapshot"), timestamp_field="feature_ts")
         views[entity] = FeatureView(
             name=f"{entity}_features",
             entities=[entities[k] for k in keys[entity]],
             ttl=dt.timedelta(days=1),
             schema=[Field(name=n, dtype=types[t]) for n, t in names],
-            source=source,
+            source=source(OUT / f"{entity}_snapshot"),
         )
     store.apply([*entities.values(), *views.values()])
+    return store, features
+
+
+def _record(side: str, rows: int, seconds: float, repeats: int, what: str) -> None:
+    (OUT / f"{side}.json").write_text(json.dumps({"rows": rows, "seconds": seconds}))
+    print(f"{side}: {what} for {rows} rows (median of {repeats} after a warm-up): {seconds:.1f}s")
+
+
+def run_feast(args) -> None:
+    store, features = _feast_store("file")
     entity_rows = pd.read_parquet(OUT / "entities.parquet")
     entity_rows["event_timestamp"] = pd.to_datetime(entity_rows["event_timestamp"], utc=True)
 
@@ -175,18 +215,46 @@ def run_feast(args) -> None:
         return joined
 
     seconds = median_seconds(feast, args.repeats)
-    result = pd.read_parquet(OUT / "feast.parquet")
-    (OUT / "feast.json").write_text(json.dumps({"rows": len(result), "seconds": seconds}))
-    print(
-        f"feast: get_historical_features + Parquet write for {len(result)} rows (median of {args.repeats} "
-        f"after a warm-up): {seconds:.1f}s"
+    rows = len(pd.read_parquet(OUT / "feast.parquet"))
+    _record("feast", rows, seconds, args.repeats, "get_historical_features (file store) + Parquet write")
+
+
+def run_feast_spark(args) -> None:
+    store, features = _feast_store("spark")
+    from pyspark.sql import SparkSession
+    from pyspark.sql import functions as F
+
+    spark = SparkSession.builder.getOrCreate()  # the session Feast's Spark store created from SPARK_CONF
+    # pandas wrote the event times without a zone (UTC wall times): read them as UTC timestamps
+    entity_rows = spark.read.parquet(str(OUT / "entities.parquet"))
+    entity_rows = entity_rows.withColumn(
+        "event_timestamp", F.col("event_timestamp").cast("timestamp")
+    ).localCheckpoint()
+    entity_rows.count()
+    out = str(OUT / "feast_spark")
+
+    def feast_spark() -> None:  # two retrievals, the left join back, the Parquet write, all in Spark
+        first = store.get_historical_features(
+            entity_df=entity_rows, features=[f"{e}_features:{n}" for e in ("user", "item") for n, _ in features[e]]
+        ).to_spark_df()
+        # materialized: Feast's second retrieval redefines the temp view the first one's plan reads
+        # (a "recursive view" error otherwise)
+        first = first.withColumn("category", F.coalesce("item_category", F.lit("__missing__"))).localCheckpoint()
+        second = store.get_historical_features(
+            entity_df=first.select("sample_id", "user_id", "category", "event_timestamp"),
+            features=[f"user_category_features:{n}" for n, _ in features["user_category"]],
+        ).to_spark_df()
+        joined = first.join(second.drop("user_id", "category", "event_timestamp"), "sample_id", "left")
+        joined.write.mode("overwrite").parquet(out)
+
+    seconds = median_seconds(feast_spark, args.repeats)
+    rows = spark.read.parquet(out).count()
+    _record(
+        "feast_spark", rows, seconds, args.repeats, "get_historical_features (Spark store, local[2]) + Parquet write"
     )
 
 
-def compare(args) -> None:
-    features = _scalar_features()
-    ours = pd.read_parquet(OUT / "ours").set_index("sample_id")
-    theirs = pd.read_parquet(OUT / "feast.parquet").set_index("sample_id")
+def _check_identical(ours: pd.DataFrame, theirs: pd.DataFrame, features) -> int:
     assert len(ours) == len(theirs) == ours.index.nunique(), (len(ours), len(theirs))
     theirs = theirs.loc[ours.index]
     indicators = {"user": "user_in_snapshot", "item": "item_in_snapshot", "user_category": "user_category_in_snapshot"}
@@ -203,18 +271,34 @@ def compare(args) -> None:
             )
             assert theirs.loc[~found, name].isna().all(), f"{name}: Feast found rows our join did not"
             checked += 1
+    return checked
+
+
+def compare(args) -> None:
+    features = _scalar_features()
+    ours = pd.read_parquet(OUT / "ours").set_index("sample_id")
     ours_seconds = json.loads((OUT / "ours.json").read_text())["seconds"]
-    feast_seconds = json.loads((OUT / "feast.json").read_text())["seconds"]
-    print(f"identical: {len(ours)} rows x {checked} features")
-    print(
-        f"ours {ours_seconds:.1f}s, Feast {feast_seconds:.1f}s: ours is {feast_seconds / ours_seconds:.1f}x faster "
-        f"(target >= 3x)"
-    )
+    sides = {
+        "feast": ("Feast file store", OUT / "feast.parquet"),
+        "feast_spark": ("Feast Spark store", OUT / "feast_spark"),
+    }
+    ran = [side for side in sides if (OUT / f"{side}.json").exists()]
+    assert ran, f"no Feast side has run: run the feast or feast-spark step first ({OUT})"
+    for side in ran:
+        label, path = sides[side]
+        theirs = pd.read_parquet(path).set_index("sample_id")
+        checked = _check_identical(ours, theirs, features)
+        seconds = json.loads((OUT / f"{side}.json").read_text())["seconds"]
+        print(f"{label}: identical, {len(ours)} rows x {checked} features")
+        print(
+            f"ours {ours_seconds:.1f}s, {label} {seconds:.1f}s: ours is {seconds / ours_seconds:.1f}x faster "
+            f"(target >= 3x)"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["prepare", "feast", "compare"])
+    parser.add_argument("step", choices=["prepare", "feast", "feast-spark", "compare"])
     parser.add_argument("--rows", type=int, default=250_000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side after one warm-up (median)")
     parser.add_argument("--warehouse", default=str(REPO / "bench" / "out" / "snapshot-synthetic" / "warehouse"))
@@ -224,6 +308,8 @@ def main() -> int:
         (OUT / "features.json").write_text(json.dumps(_scalar_features()))
     elif args.step == "feast":
         run_feast(args)
+    elif args.step == "feast-spark":
+        run_feast_spark(args)
     else:
         compare(args)
     return 0

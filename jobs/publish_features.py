@@ -46,7 +46,25 @@ PUBLISH_DDL = (
     "user_category_snapshot_version long, user_snapshot_inactive_version long, "
     "item_snapshot_inactive_version long, seconds double, published_at timestamp, publish_date date"
 )
-FAULT_BEFORE_FLIP = "RECPIPE_FAULT_PUBLISH_BEFORE_FLIP"  # test hook: fail after the writes, before the flip
+FAULT_MID_WRITE = "RECPIPE_FAULT_PUBLISH_MID_WRITE"  # test hook, see _held_after_writing
+FAULT_MAX_WAIT_SECONDS = 600
+
+
+def _held_after_writing(writer, marker: str):
+    """Test hook for killing a publish midway, off unless RECPIPE_FAULT_PUBLISH_MID_WRITE names a file:
+    each executor task writes its partition as usual, then creates that file and waits while it exists
+    (at most 600 s) and fails, so the pointer never flips; a test kills the process group meanwhile."""
+
+    def run(frames):
+        yield from writer(frames)
+        with open(marker, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+        deadline = time.monotonic() + FAULT_MAX_WAIT_SECONDS
+        while os.path.exists(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError(f"{FAULT_MID_WRITE} is set: this publish stops before the pointer flip (test hook)")
+
+    return run
 
 
 def _previous_day(client, location: store.RedisLocation) -> dt.date | None:
@@ -78,15 +96,16 @@ def publish(spark, tables: Tables, config: Settings | dict, day: dt.date) -> dic
     rows = online_features.entity_rows(tables, spec, day, versions)
     rows = rows.unionByName(online_features.removed_rows(tables, spec, rows, previous))
     defaults = online_features.default_values(tables, spec, day, versions)
+    writer = store.write_partition(plan)
+    if os.environ.get(FAULT_MID_WRITE):
+        writer = _held_after_writing(writer, os.environ[FAULT_MID_WRITE])
     counts = {
         r["entity"]: r
-        for r in rows.mapInPandas(store.write_partition(plan), store.WRITE_COUNTS_SCHEMA)
+        for r in rows.mapInPandas(writer, store.WRITE_COUNTS_SCHEMA)
         .groupBy("entity")
         .agg(*[F.sum(c).alias(c) for c in ("rows", "rewritten", "unchanged", "removed")])
         .collect()
     }  # one row per entity type
-    if os.environ.get(FAULT_BEFORE_FLIP):
-        raise RuntimeError(f"{FAULT_BEFORE_FLIP} is set: stopping before the pointer flip (test hook)")
     totals = {c: sum(int(r[c] or 0) for r in counts.values()) for c in ("rows", "rewritten", "unchanged", "removed")}
     metadata = {
         "date": day.isoformat(),

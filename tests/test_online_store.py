@@ -20,7 +20,7 @@ from jobs.build_samples import build_samples
 from jobs.build_snapshot import build_snapshots
 from jobs.cli import main
 from jobs.ingest import ingest
-from jobs.publish_features import FAULT_BEFORE_FLIP, publish, skew_check
+from jobs.publish_features import FAULT_MID_WRITE, publish, skew_check
 from training.online_requests import build_request
 
 UTC = dt.timezone.utc
@@ -217,21 +217,53 @@ def test_incremental_publish_rewrites_exactly_the_changed_entities(spark, wareho
     assert _all_values(online, repaired["version"]) == after and online.pointer() == repaired["version"] > pointer
 
 
-def test_a_publish_killed_before_the_flip_leaves_the_previous_version_served(spark, warehouse, published, monkeypatch):
+def test_a_publish_process_killed_mid_write_leaves_the_previous_version_served(spark, warehouse, published, tmp_path):
+    """A real `recpipe publish-features` in its own process group, SIGKILLed (driver, JVM and Python
+    workers) while its executors hold after writing their partitions, before the pointer flip."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
     root, tables, _ = warehouse
     config, online, first, second = published
     served = online.pointer()
     values = _all_values(online, served)
-    monkeypatch.setenv(FAULT_BEFORE_FLIP, "1")
-    with pytest.raises(RuntimeError, match=FAULT_BEFORE_FLIP):
-        publish(spark, tables, config, DAYS[1])  # other values than the served day's: every user is written
-    monkeypatch.delenv(FAULT_BEFORE_FLIP)
+    before_next = int(online.client.get("shared:next"))
+    path = _config_file(tmp_path / "killed.json", config)
+    marker, log = tmp_path / "mid-write", tmp_path / "publish.log"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TZ": "UTC", FAULT_MID_WRITE: str(marker)}
+    env.pop("PYSPARK_SUBMIT_ARGS", None)
+    with open(log, "w") as out:  # DAYS[1]: other values than the served day's, so every user is written
+        child = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "publish-features", "--config", str(path), "--date", str(DAYS[1])],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert child.poll() is None, f"publish exited with {child.returncode}:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, "the publish did not reach its writes in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # the driver, its JVM and the workers of the group
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
     killed = str(int(online.client.get("shared:next")))
-    assert online.pointer() == served
+    assert int(killed) == before_next + 1
     assert any(killed in online.client.hkeys(k) for k in online.client.scan_iter("shared:user:*"))  # it did write
+    assert online.pointer() == served
     assert _all_values(online, served) == values
     assert _all_values(online, 10**6) == values  # uncommitted fields are never read, whatever the version
-    rerun = publish(spark, tables, config, DAYS[2])  # the next publish: nothing to rewrite, leftovers pruned
+    assert str(int(killed)) not in {str(v) for v in online.client.smembers("shared:committed")}
+    rerun = publish(spark, tables, config, DAYS[2])  # the next publish: leftovers pruned
     assert (rerun["rewritten"], rerun["removed"]) == (0, 0) and online.pointer() == rerun["version"] > int(killed)
     assert not any(killed in online.client.hkeys(k) for k in online.client.scan_iter("shared:user:*"))
     assert _all_values(online, rerun["version"]) == values
