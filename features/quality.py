@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pyarrow as pa
 from pydantic import BeforeValidator, Field, model_validator
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -27,10 +28,6 @@ from pyspark.sql import functions as F
 from features.validation import Section, error_at, read_schema_file, validate
 
 PASS, FAIL, SKIP = "pass", "fail", "skip"
-RESULT_DDL = (
-    "check_date date, table_name string, check string, column string, value double, "
-    "threshold string, status string, severity string, detail string"
-)
 PSI_FLOOR = 1e-4  # share given to an empty bucket, so that ln(p/q) stays finite
 
 
@@ -453,25 +450,42 @@ def run_checks(
     return results
 
 
-def results_frame(
-    spark, results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None
-) -> DataFrame:
-    """The results as rows of the `quality` table, with the version of the table each check read and
-    the job and run that checked."""
-    rows = [
-        (
-            r.check_date,
-            r.table_name,
-            r.check,
-            r.column,
-            r.value,
-            r.threshold,
-            r.status,
-            r.severity,
-            r.detail,
-            (versions or {}).get(r.table_name),
-        )
-        for r in results
+RESULT_SCHEMA = pa.schema(
+    [
+        ("check_date", pa.date32()),
+        ("table_name", pa.string()),
+        ("check", pa.string()),
+        ("column", pa.string()),
+        ("value", pa.float64()),
+        ("threshold", pa.string()),
+        ("status", pa.string()),
+        ("severity", pa.string()),
+        ("detail", pa.string()),
+        ("table_version", pa.int64()),
+        ("job", pa.string()),
+        ("run_id", pa.string()),
     ]
-    frame = spark.createDataFrame(rows, f"{RESULT_DDL}, table_version long")
-    return frame.withColumn("job", F.lit(run.get("job"))).withColumn("run_id", F.lit(run.get("run_id")))
+)  # the `quality` table's columns: a check's result, the version of the table it read, who checked
+
+
+def results_table(results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None) -> pa.Table:
+    """The results as rows of the `quality` table (an Arrow table the driver writes without Spark), with
+    the version of the table each check read and the job and run that checked."""
+    columns: dict[str, list] = {name: [] for name in RESULT_SCHEMA.names}
+    for r in results:
+        for name, value in (
+            ("check_date", r.check_date),
+            ("table_name", r.table_name),
+            ("check", r.check),
+            ("column", r.column),
+            ("value", r.value),
+            ("threshold", r.threshold),
+            ("status", r.status),
+            ("severity", r.severity),
+            ("detail", r.detail),
+            ("table_version", (versions or {}).get(r.table_name)),
+            ("job", run.get("job")),
+            ("run_id", run.get("run_id")),
+        ):
+            columns[name].append(value)
+    return pa.table(columns, schema=RESULT_SCHEMA)

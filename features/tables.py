@@ -140,8 +140,15 @@ class Tables(Protocol):
         precondition: Callable[[], None] | None = None,
     ) -> int: ...
     def replace_partitions_from_arrow(
-        self, name: str, table: pa.Table, partition_column: str, partitions: Iterable[Any], metadata: dict | None = None
+        self,
+        name: str,
+        table: pa.Table,
+        partition_column: str,
+        partitions: Iterable[Any],
+        metadata: dict | None = None,
+        reads_table: bool = False,
     ) -> int: ...
+    def read_arrow(self, name: str, *, partitions: Iterable[Any]) -> pa.Table: ...
     def append(self, name: str, frame: DataFrame, partition_column: str, metadata: dict | None = None) -> int: ...
     def read(
         self,
@@ -266,9 +273,13 @@ class DeltaRsTables(_TablesBase):
             raise ValueError(f"replace_partitions({name}) needs at least one partition value")
         return self._write(name, frame, partition_column, "overwrite", values, metadata, precondition)
 
-    def replace_partitions_from_arrow(self, name, table, partition_column, partitions, metadata=None) -> int:
+    def replace_partitions_from_arrow(
+        self, name, table, partition_column, partitions, metadata=None, reads_table=False
+    ) -> int:
         """replace_partitions for rows the driver holds as an Arrow table: pyarrow writes the files (one per
-        partition, or more above MAX_RECORDS_PER_FILE rows) and delta-rs commits them; no Spark session."""
+        partition, or more above MAX_RECORDS_PER_FILE rows) and delta-rs commits them; no Spark session.
+        `reads_table`: the rows include rows read from this table (a read-modify-write), so a commit that
+        loses a race fails with ConcurrentWriteError instead of being committed again."""
         values = _partition_strings(partitions)
         if not values:
             raise ValueError(f"replace_partitions_from_arrow({name}) needs at least one partition value")
@@ -305,8 +316,19 @@ class DeltaRsTables(_TablesBase):
             None,
             self._snapshot(name),
             write_files=write_files,
-            retry=lambda: True,  # the rows do not come from this table
+            retry=lambda: not reads_table,
         )
+
+    def read_arrow(self, name, *, partitions) -> pa.Table:
+        """The newest version's rows of `partitions` as an Arrow table read by delta-rs (no Spark session),
+        in the table's column order and types."""
+        table = self._delta(name)
+        partition_column = table.metadata().partition_columns[0]
+        values = _partition_strings(partitions)
+        schema = table.schema().to_arrow()
+        if not values:
+            return pa.Table.from_batches([], schema=pa.schema(schema))
+        return table.to_pyarrow_table(partitions=[(partition_column, "in", values)])
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
         return self._write(name, frame, partition_column, "append", None, metadata)
@@ -626,8 +648,14 @@ class DeltaSparkTables(_TablesBase):
         )
         return self.version(name)
 
-    def replace_partitions_from_arrow(self, name, table, partition_column, partitions, metadata=None) -> int:
+    def replace_partitions_from_arrow(
+        self, name, table, partition_column, partitions, metadata=None, reads_table=False
+    ) -> int:
+        # Delta's own optimistic concurrency checks the commit (it sees the rows as new ones either way)
         return self.replace_partitions(name, self.spark.createDataFrame(table), partition_column, partitions, metadata)
+
+    def read_arrow(self, name, *, partitions) -> pa.Table:
+        return self.read(name, partitions=partitions).toArrow()
 
     def append(self, name, frame, partition_column, metadata=None) -> int:
         (

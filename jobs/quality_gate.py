@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from features.errors import QualityCheckFailed
 from features.feature_spec import load_spec
-from features.quality import CheckResult, results_frame, run_checks, table_checks
+from features.quality import RESULT_SCHEMA, CheckResult, results_table, run_checks, table_checks
 from features.tables import PartitionVersions, Tables, partition_dates
 from jobs.settings import Settings, as_settings
 
@@ -66,12 +68,19 @@ def record(tables: Tables, results: list[CheckResult], run: dict, versions: dict
         return None
     days = sorted({r.check_date for r in results})
     checked = sorted({r.table_name for r in results})
-    fresh = results_frame(tables.spark, results, run, versions or {})
-    if tables.exists(QUALITY_TABLE):
-        kept = tables.read(QUALITY_TABLE, partitions=days).where(~F.col("table_name").isin(checked))
-        fresh = kept.unionByName(fresh.select(*kept.columns))
+    fresh = results_table(results, run, versions or {})
+    read_back = tables.exists(QUALITY_TABLE)
+    if read_back:  # the other tables' rows of those days stay
+        kept = tables.read_arrow(QUALITY_TABLE, partitions=days)
+        kept = kept.filter(pc.invert(pc.is_in(kept["table_name"], value_set=pa.array(checked))))
+        fresh = pa.concat_tables([kept.select(RESULT_SCHEMA.names).cast(RESULT_SCHEMA), fresh])
     metadata = {**run, "checked_tables": checked, "partitions": [d.isoformat() for d in days]}
-    return tables.replace_partitions(QUALITY_TABLE, fresh, "check_date", days, metadata)
+    # a few rows the driver holds: written by pyarrow and committed by delta-rs (no Spark job, so it works
+    # on an object-store warehouse without Spark's Hadoop jars); with rows read back, a concurrent commit
+    # to those days fails it in one line instead of dropping the other writer's rows
+    return tables.replace_partitions_from_arrow(
+        QUALITY_TABLE, fresh, "check_date", days, metadata, reads_table=read_back
+    )
 
 
 def record_and_enforce(

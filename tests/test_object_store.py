@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -218,6 +219,53 @@ def test_recpipe_tables_and_history_read_an_s3a_warehouse(s3, spark, tmp_path, c
     assert listed[-1] == "(ingest)"
     assert main(["history", "events", "--config", str(tmp_path / "c.yaml"), "--master", "local[2]"]) == 0
     assert "ingest" in capsys.readouterr().out
+
+
+def test_quality_rows_are_recorded_on_s3_without_spark(s3):
+    """The `quality` table of an s3a:// warehouse: recording check results is pyarrow + delta-rs only (the
+    tables have no Spark session), keeps the other checked tables' rows of the day, and a rerun of a
+    table's checks replaces exactly its own rows."""
+    import datetime as dt
+
+    from deltalake import DeltaTable
+
+    from features.quality import CheckResult
+    from features.tables import DeltaRsTables
+    from jobs.quality_gate import QUALITY_TABLE, record
+
+    tables = DeltaRsTables(None, f"s3a://{BUCKET}/quality/warehouse", s3)
+    d1, d2 = dt.date(2026, 1, 1), dt.date(2026, 1, 2)
+
+    def result(day, table, status, value):
+        return CheckResult(day, table, "row_count", "", value, ">= 1", status, "error", f"{value} rows")
+
+    events = [result(d1, "events", "pass", 10.0), result(d2, "events", "pass", 12.0)]
+    assert record(tables, events, {"job": "ingest", "run_id": "r1"}, {"events": 3}) == 0
+    assert record(tables, [result(d2, "user_snapshot", "fail", 0.0)], {"job": "snapshot", "run_id": "r2"}) == 1
+    assert record(tables, [result(d2, "events", "fail", 0.0)], {"job": "ingest", "run_id": "r3"}, {"events": 4}) == 2
+
+    uri, options = f"s3://{BUCKET}/quality/warehouse/{QUALITY_TABLE}", tables.location.storage_options
+    rows = DeltaTable(uri, storage_options=options).to_pandas()
+    got = sorted(
+        (
+            str(r.check_date),
+            r.table_name,
+            r.status,
+            r.value,
+            r.run_id,
+            None if pd.isna(r.table_version) else r.table_version,
+        )
+        for r in rows.itertuples()
+    )
+    assert got == [
+        ("2026-01-01", "events", "pass", 10.0, "r1", 3),  # not rechecked: stays
+        ("2026-01-02", "events", "fail", 0.0, "r3", 4),  # the rerun's row replaced r1's
+        ("2026-01-02", "user_snapshot", "fail", 0.0, "r2", None),  # another table's row of the day stays
+    ]
+    assert [h["metadata"]["run_id"] for h in tables.history(QUALITY_TABLE)] == ["r3", "r2", "r1"]
+    assert tables.partitions(QUALITY_TABLE) == ("check_date", ["2026-01-01", "2026-01-02"])
+    first = DeltaTable(uri, version=0, storage_options=options).to_pandas()
+    assert sorted(first["run_id"]) == ["r1", "r1"]  # time travel to the first record
 
 
 def _fake_saved_model(root: Path, tag: str) -> dict[str, int]:
