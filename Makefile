@@ -15,7 +15,7 @@ AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 MOTO_VENV := .venv-moto
 MOTO_INSTALLED := $(MOTO_VENV)/.installed
 
-.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-training bench-serving bench-soak bench-ingest bench-online bench-peers bench-gbdt-stage
+.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-online-feast bench-training bench-serving bench-soak bench-ingest bench-online bench-peers bench-gbdt-stage
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -94,11 +94,17 @@ bench-sparse: java $(INSTALLED)
 
 bench-feast: java $(INSTALLED)
 	test -x .venv-feast/bin/python || $(PYTHON) -m venv .venv-feast
-	.venv-feast/bin/pip install --quiet 'feast[spark]==0.67.0' 'pandas<3'
+	.venv-feast/bin/pip install --quiet 'feast[redis,spark]==0.67.0' 'pandas<3'
 	$(BIN)/python bench/pit_join_vs_feast.py prepare
 	.venv-feast/bin/python bench/pit_join_vs_feast.py feast
 	.venv-feast/bin/python bench/pit_join_vs_feast.py feast-spark
 	$(BIN)/python bench/pit_join_vs_feast.py compare
+
+# Our request build vs Feast's online read from Redis (issue 20), on the synthetic warehouse above
+bench-online-feast: java redis-server $(INSTALLED)
+	test -x .venv-feast/bin/python || $(PYTHON) -m venv .venv-feast
+	.venv-feast/bin/pip install --quiet 'feast[redis,spark]==0.67.0' 'pandas<3'
+	$(BIN)/python bench/online_vs_feast.py
 
 # Training throughput per model vs tf.data alone, and SavedModel latency (issues 6 and 7). Need the
 # MovieLens warehouse and exports: .venv/bin/recpipe run --config conf/movielens.yaml
