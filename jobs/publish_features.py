@@ -52,11 +52,17 @@ FAULT_MAX_WAIT_SECONDS = 600
 
 def _held_after_writing(writer, marker: str):
     """Test hook for killing a publish midway, off unless RECPIPE_FAULT_PUBLISH_MID_WRITE names a file:
-    each executor task writes its partition as usual, then creates that file and waits while it exists
-    (at most 600 s) and fails, so the pointer never flips; a test kills the process group meanwhile."""
+    each executor task writes its partition as usual; one that wrote a field then creates that file and
+    waits while it exists (at most 600 s) and fails, so the pointer never flips; a test kills the
+    process group meanwhile. (Tasks that wrote nothing finish, so a held task always left a field.)"""
 
     def run(frames):
-        yield from writer(frames)
+        wrote = 0
+        for counts in writer(frames):
+            wrote += int(counts["rewritten"].sum() + counts["removed"].sum())
+            yield counts
+        if not wrote:
+            return
         with open(marker, "w") as handle:
             handle.write(f"{os.getpid()}\n")
         deadline = time.monotonic() + FAULT_MAX_WAIT_SECONDS
