@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -471,21 +471,13 @@ RESULT_SCHEMA = pa.schema(
 def results_table(results: list[CheckResult], run: dict[str, Any], versions: dict[str, int] | None = None) -> pa.Table:
     """The results as rows of the `quality` table (an Arrow table the driver writes without Spark), with
     the version of the table each check read and the job and run that checked."""
-    columns: dict[str, list] = {name: [] for name in RESULT_SCHEMA.names}
-    for r in results:
-        for name, value in (
-            ("check_date", r.check_date),
-            ("table_name", r.table_name),
-            ("check", r.check),
-            ("column", r.column),
-            ("value", r.value),
-            ("threshold", r.threshold),
-            ("status", r.status),
-            ("severity", r.severity),
-            ("detail", r.detail),
-            ("table_version", (versions or {}).get(r.table_name)),
-            ("job", run.get("job")),
-            ("run_id", run.get("run_id")),
-        ):
-            columns[name].append(value)
-    return pa.table(columns, schema=RESULT_SCHEMA)
+    rows = [
+        {
+            **asdict(r),
+            "table_version": (versions or {}).get(r.table_name),
+            "job": run.get("job"),
+            "run_id": run.get("run_id"),
+        }
+        for r in results
+    ]
+    return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)

@@ -64,8 +64,14 @@ def _fault_point(table: str) -> None:
     marker = os.environ.get(FAULT_BEFORE_COMMIT)
     if not marker or os.environ.get(FAULT_TABLE, table) != table:
         return
+    hold_at_marker(marker, table)
+
+
+def hold_at_marker(marker: str, what: str) -> None:
+    """Fault-injection hooks' pause: create `marker` (this process's id and `what`) and wait while it
+    exists, at most FAULT_MAX_WAIT_SECONDS, so a test can kill the process here or release it."""
     with open(marker, "w") as handle:
-        handle.write(f"{os.getpid()} {table}\n")
+        handle.write(f"{os.getpid()} {what}\n")
     deadline = time.monotonic() + FAULT_MAX_WAIT_SECONDS
     while os.path.exists(marker) and time.monotonic() < deadline:
         time.sleep(0.05)

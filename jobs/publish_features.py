@@ -35,7 +35,7 @@ from features import online_store as store
 from features.errors import PipelineInputError, QualityCheckFailed
 from features.feature_spec import load_spec
 from features.samples import INDICATORS
-from features.tables import Tables, partition_dates
+from features.tables import Tables, hold_at_marker, partition_dates
 from jobs.run_info import new_run
 from jobs.settings import Settings, as_settings
 
@@ -47,14 +47,13 @@ PUBLISH_DDL = (
     "item_snapshot_inactive_version long, seconds double, published_at timestamp, publish_date date"
 )
 FAULT_MID_WRITE = "RECPIPE_FAULT_PUBLISH_MID_WRITE"  # test hook, see _held_after_writing
-FAULT_MAX_WAIT_SECONDS = 600
 
 
 def _held_after_writing(writer, marker: str):
     """Test hook for killing a publish midway, off unless RECPIPE_FAULT_PUBLISH_MID_WRITE names a file:
-    each executor task writes its partition as usual; one that wrote a field then creates that file and
-    waits while it exists (at most 600 s) and fails, so the pointer never flips; a test kills the
-    process group meanwhile. (Tasks that wrote nothing finish, so a held task always left a field.)"""
+    each executor task writes its partition as usual; one that wrote a field then holds at that file
+    (features.tables.hold_at_marker) and fails, so the pointer never flips; a test kills the process
+    group meanwhile. (Tasks that wrote nothing finish, so a held task always left a field.)"""
 
     def run(frames):
         wrote = 0
@@ -63,11 +62,7 @@ def _held_after_writing(writer, marker: str):
             yield counts
         if not wrote:
             return
-        with open(marker, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        deadline = time.monotonic() + FAULT_MAX_WAIT_SECONDS
-        while os.path.exists(marker) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        hold_at_marker(marker, "publish-features")
         raise RuntimeError(f"{FAULT_MID_WRITE} is set: this publish stops before the pointer flip (test hook)")
 
     return run
