@@ -39,7 +39,7 @@ INACTIVE = {  # features.snapshot_as_of.INACTIVE_RULES in words
 
 
 def _inactive(feature: Feature) -> str:
-    from features.snapshot_as_of import INACTIVE_RULES
+    from features.day_free import INACTIVE_RULES
 
     return INACTIVE[INACTIVE_RULES[feature.kind]].format(entity=feature.entity)
 

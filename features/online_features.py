@@ -5,7 +5,9 @@ The values go through features.samples.with_default, the expression the point-in
 defaults of an unknown entity are that same expression over a row of nulls, so the request builder never
 re-implements a default. Users and items are resolved with snapshot_as_of.read_as_of (inactive ones
 included), user x category rows are the stored partition of D (as samples join them), priors are
-ctr_priors of the stored item partition of D.
+ctr_priors of the stored item partition of D. The store keeps them day-free (features.day_free: the
+days-since, smoothed CTR and tail-rank parts rebuilt by the request builder from the version's
+metadata, day_parts), so an entity whose facts did not change is not rewritten the next day.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features import day_free
 from features import snapshot_as_of as as_of
 from features.feature_spec import FeatureSpec
 from features.online_store import ITEM_JOIN_CATEGORY
@@ -37,6 +40,74 @@ def _values(spec: FeatureSpec, entity: str, extra: list[F.Column] | None = None)
     return F.to_json(F.struct(*[with_default(f, spec) for f in features], *(extra or [])))
 
 
+def _day_free_values(
+    spec: FeatureSpec, entity: str, day: dt.date, tails: dict[str, int], extra: list[F.Column] | None = None
+) -> F.Column:
+    """The stored value of features.day_free: the samples' values of the features that do not move with
+    the day, and under `_day` what the request builder rebuilds the others from (over the resolved
+    snapshot row, before defaults)."""
+    main, since, ctr, tail = [], [], [], []
+    for f in (f for f in spec.model_features() if f.entity == entity):
+        if day_free.shifted(f):
+            since.append((F.col(f.name) - F.lit(day_free.epoch_day(day))).alias(f.name))
+        elif f.kind == "smoothed_ctr":
+            clicks, impressions = day_free.ctr_counts(spec, f)
+            ctr.append(F.array(F.col(clicks).cast("long"), F.col(impressions).cast("long")).alias(f.name))
+        elif f.kind == "popularity_rank" and f.name in tails:
+            is_tail = F.coalesce(F.col(f.name) == F.lit(tails[f.name]), F.lit(False))
+            tail.append(F.when(is_tail, F.lit(True)).alias(f.name))
+            main.append(F.when(~is_tail, with_default(f, spec)).alias(f.name))
+        else:
+            main.append(with_default(f, spec))
+    parts = [F.struct(*cols).alias(name) for name, cols in (("since", since), ("ctr", ctr), ("tail", tail)) if cols]
+    day_part = [F.struct(*parts).alias(day_free.DAY_KEY)] if parts else []
+    return F.to_json(F.struct(*main, *(extra or []), *day_part))
+
+
+def day_parts(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int]) -> dict:
+    """What a version's metadata holds for day_free.materialize: per entity the CTR prior of each
+    smoothed CTR's window (clicks / impressions summed over the stored partition of `day`, which holds
+    every entity with activity in the windows: the sums of features.snapshot.ctr_priors) and the tail
+    popularity ranks (the inactive row of `day`). One small aggregate per table."""
+    priors: dict[str, dict[str, float]] = {}
+    tails: dict[str, dict[str, int]] = {}
+    for entity in PUBLISHED_ENTITIES:
+        features = [f for f in spec.model_features() if f.entity == entity]
+        smoothed = [f for f in features if f.kind == "smoothed_ctr"]
+        if smoothed:
+            name = spec.entities[entity]["table"]
+            stored = tables.read(
+                name,
+                version=versions[name],
+                partitions=[d for d in partition_dates(tables, name) if d == day],
+            )
+            sums = []
+            for f in smoothed:  # the expression of features.snapshot.ctr_priors
+                clicks, impressions = (F.sum(c) for c in day_free.ctr_counts(spec, f))
+                sums.append(
+                    F.when(impressions > 0, clicks / impressions)
+                    .otherwise(F.lit(spec.ctr_prior_fallback))
+                    .alias(str(f.window))
+                )
+            row = stored.agg(*sums).first()
+            assert row is not None  # an aggregate without grouping has one row
+            priors[entity] = row.asDict()
+        ranked = [f for f in features if f.kind == "popularity_rank"]
+        if ranked and tables.exists(as_of.inactive_table(entity)):
+            inactive = tables.read(
+                as_of.inactive_table(entity), version=versions[as_of.inactive_table(entity)], partitions=[day]
+            )
+            row = inactive.select(*[F.col(f.name).cast(f.dtype).alias(f.name) for f in ranked]).first()
+            if row is not None:
+                tails[entity] = {f.name: row[f.name] for f in ranked if row[f.name] is not None}
+    return {
+        "value_format": day_free.VALUE_FORMAT,
+        "ctr_prior_strength": spec.ctr_prior_strength,
+        "priors": priors,
+        "tails": tails,
+    }
+
+
 def snapshot_versions(tables: Tables) -> dict[str, int]:
     return {
         name: tables.version(name)
@@ -50,8 +121,17 @@ def snapshot_versions(tables: Tables) -> dict[str, int]:
     }
 
 
-def entity_rows(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int]) -> DataFrame:
-    """(entity, key, value JSON) for every user, item and user x category known as of `day`."""
+def entity_rows(
+    tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int], tails: dict | None = None
+) -> DataFrame:
+    """(entity, key, value JSON) for every user, item and user x category known as of `day`: the values
+    the samples join, or with `tails` (day_parts' tails) the day-free values the online store keeps."""
+
+    def value(entity: str, extra: list[F.Column] | None = None) -> F.Column:
+        if tails is None:
+            return _values(spec, entity, extra)
+        return _day_free_values(spec, entity, day, tails.get(entity, {}), extra)
+
     priors = F.broadcast(
         ctr_priors(tables.read("item_snapshot", version=versions["item_snapshot"], partitions=[day]), spec)
     )
@@ -70,7 +150,7 @@ def entity_rows(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[
         extra = [F.col("item_category").alias(ITEM_JOIN_CATEGORY)] if entity == "item" else []
         parts.append(
             resolved.join(priors, "snapshot_date", "left").select(
-                F.lit(entity).alias("entity"), _key(entity).alias("key"), _values(spec, entity, extra).alias("value")
+                F.lit(entity).alias("entity"), _key(entity).alias("key"), value(entity, extra).alias("value")
             )
         )
     categories = tables.read(
@@ -82,7 +162,7 @@ def entity_rows(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[
         categories.join(priors, "snapshot_date", "left").select(
             F.lit("user_category").alias("entity"),
             _key("user_category").alias("key"),
-            _values(spec, "user_category").alias("value"),
+            value("user_category").alias("value"),
         )
     )
     rows = parts[0]

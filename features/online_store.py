@@ -8,7 +8,8 @@ Layout under a namespace NS (config `online_store.namespace`):
     NS:next                  counter: each publish takes the next version number when it starts
     NS:version:V             hash: date, defaults (per entity, JSON), features, published_at, rows
     NS:<entity>:<key>        hash per entity, field = version V, value = the entity's model features as
-                             JSON (what samples carry, defaults applied), "" = absent from version V on
+                             JSON (what samples carry, defaults applied, kept day-free: features.day_free),
+                             "" = absent from version V on
 
 An entity's value at version V is the field with the largest committed version <= V. A publish writes a
 field only for entities whose value changed (incremental), so an unchanged entity costs one HGETALL and

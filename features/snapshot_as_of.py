@@ -23,25 +23,9 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from features.day_free import INACTIVE_RULES
 from features.feature_spec import Feature, FeatureSpec
 from features.tables import Tables, partition_dates
-
-INACTIVE_RULES = {
-    "window_count": "zero",
-    "rating_mean": "null",
-    "rating_std": "null",
-    "top_categories": "empty",
-    "top_category_shares": "empty",
-    "first_date": "carried",
-    "last_date": "carried",
-    "last_items": "carried",
-    "attribute": "carried",
-    "days_since_first": "shifted",
-    "days_since_last": "shifted",
-    "days_since_release": "shifted",
-    "smoothed_ctr": "day",
-    "popularity_rank": "day",
-}
 
 
 def inactive_table(entity: str) -> str:

@@ -94,7 +94,8 @@ def publish(spark, tables: Tables, config: Settings | dict, day: dt.date) -> dic
     run = new_run("publish-features", partitions=[day.isoformat()], input_versions=versions)
     previous = store.guarded(location, lambda: _previous_day(client, location))
     plan = store.begin(location, client)
-    rows = online_features.entity_rows(tables, spec, day, versions)
+    day_parts = online_features.day_parts(tables, spec, day, versions)
+    rows = online_features.entity_rows(tables, spec, day, versions, tails=day_parts["tails"])
     rows = rows.unionByName(online_features.removed_rows(tables, spec, rows, previous))
     defaults = online_features.default_values(tables, spec, day, versions)
     writer = store.write_partition(plan)
@@ -115,6 +116,7 @@ def publish(spark, tables: Tables, config: Settings | dict, day: dt.date) -> dic
         "published_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "run_id": run["run_id"],
         "snapshot_versions": versions,
+        **day_parts,
         **totals,
     }
     dropped = store.commit(plan, client, metadata, settings.online_store.keep_versions)

@@ -7,10 +7,12 @@ online store, with the values, defaults and missing-entity indicators the sample
     built.arrays      # {input name: numpy array}: the same values, as the SavedModel takes them
     built.indicators  # user_in_snapshot, item_in_snapshot, user_category_in_snapshot per row
 
-Nothing here computes a feature or a default: published values and the defaults of unknown entities come
-from the store (features.online_features, through the samples' with_default); a row becomes model
-inputs through training.inputs.arrow_to_arrays, the function the training data goes through. Only the
-context's hour and weekday are computed here, by features.samples.context_value.
+Nothing here computes a default: published values and the defaults of unknown entities come from the
+store (features.online_features, through the samples' with_default); the store keeps values day-free, and
+features.day_free.materialize rebuilds days-since, smoothed CTRs and tail ranks with the snapshot's
+expressions and the version's metadata. A row becomes model inputs through training.inputs.arrow_to_arrays,
+the function the training data goes through. The context's hour and weekday are computed by
+features.samples.context_value.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from features.day_free import materialize
 from features.feature_spec import FeatureSpec, load_spec
 from features.online_store import ITEM_JOIN_CATEGORY, OnlineStore, Published
 from features.samples import INDICATORS, context_value
@@ -72,8 +75,12 @@ def build_rows(
     users = list(dict.fromkeys(str(r["user_id"]) for r in requests))
     items = list(dict.fromkeys(str(r["item_id"]) for r in requests))
     published, values = store.lookup([("user", u) for u in users] + [("item", i) for i in items], version)
-    user_values = dict(zip(users, values[: len(users)]))
-    item_values = dict(zip(items, values[len(users) :]))
+
+    def rebuilt(entity: str, value: dict | None) -> dict | None:
+        return materialize(value, entity, spec, published.metadata) if value is not None else None
+
+    user_values = {u: rebuilt("user", v) for u, v in zip(users, values[: len(users)])}
+    item_values = {i: rebuilt("item", v) for i, v in zip(items, values[len(users) :])}
     item_categories = {i: v.get(ITEM_JOIN_CATEGORY) if v is not None else None for i, v in item_values.items()}
     pairs = list(
         dict.fromkeys(
@@ -83,7 +90,12 @@ def build_rows(
         )
     )
     pair_values = (
-        dict(zip(pairs, store.lookup([("user_category", p) for p in pairs], published.version)[1])) if pairs else {}
+        {
+            p: rebuilt("user_category", v)
+            for p, v in zip(pairs, store.lookup([("user_category", p) for p in pairs], published.version)[1])
+        }
+        if pairs
+        else {}
     )
     defaults = published.defaults
     features = spec.model_features()

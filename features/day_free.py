@@ -1,0 +1,94 @@
+"""Day-free online values: what the online store keeps per entity so that an entity whose facts did not
+change keeps the same stored value from one published day to the next (incremental publish).
+
+Three kinds of model feature move with the day alone, and every entity has them:
+
+  * days-since features (days_since_first/last/release) grow by one a day: stored as an anchor,
+    value - epoch day of D, and rebuilt as anchor + epoch day of the published date;
+  * smoothed CTRs move with the day's prior: stored as the window's [clicks, impressions], rebuilt as
+    (clicks + s * prior) / (impressions + s), the snapshot's expression in the same operation order
+    (IEEE doubles in the JVM and in Python: the same bits), with the version's priors;
+  * a popularity rank without engagements in its window is 1 + the number of items with engagements:
+    stored as a flag, rebuilt from the version's tail rank.
+
+The version's date, priors, tail ranks and prior strength are in its metadata (features.online_store),
+written by jobs/publish_features from the snapshot of D. Everything else is stored as the samples carry
+it. This module imports no Spark: the request builder uses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from features.feature_spec import Feature, FeatureSpec, SpecError
+
+VALUE_FORMAT = 2  # 1: values as the samples carry them (no day part)
+DAY_KEY = "_day"  # {"since": {feature: anchor}, "ctr": {feature: [clicks, impressions]}, "tail": {feature: true}}
+EPOCH = dt.date(1970, 1, 1)
+
+# How each feature kind of an entity without activity in its windows follows from the day
+# (features.snapshot_as_of resolves sparse snapshots with these rules).
+INACTIVE_RULES = {
+    "window_count": "zero",
+    "rating_mean": "null",
+    "rating_std": "null",
+    "top_categories": "empty",
+    "top_category_shares": "empty",
+    "first_date": "carried",
+    "last_date": "carried",
+    "last_items": "carried",
+    "attribute": "carried",
+    "days_since_first": "shifted",
+    "days_since_last": "shifted",
+    "days_since_release": "shifted",
+    "smoothed_ctr": "day",
+    "popularity_rank": "day",
+}
+
+
+def epoch_day(day: dt.date) -> int:
+    return (day - EPOCH).days
+
+
+def shifted(feature: Feature) -> bool:
+    return INACTIVE_RULES.get(feature.kind) == "shifted"
+
+
+def ctr_counts(spec: FeatureSpec, feature: Feature) -> tuple[str, str]:
+    """The entity's window_count features holding the clicks and impressions a smoothed CTR is made of."""
+    names = {
+        f.counter: f.name
+        for f in spec.for_entity(feature.entity)
+        if f.kind == "window_count" and f.window == feature.window and f.counter in ("clicks", "impressions")
+    }
+    if len(names) != 2:
+        raise SpecError(
+            f"feature {feature.name}: the online store needs {feature.entity} clicks and impressions counts "
+            f"over {feature.window} days (window_count features) to rebuild the smoothed CTR"
+        )
+    return names["clicks"], names["impressions"]
+
+
+def materialize(value: dict, entity: str, spec: FeatureSpec, metadata: dict) -> dict:
+    """A stored value -> the values the samples of the day after the version's date carry."""
+    day = value.get(DAY_KEY)
+    if day is None:  # format 1, or an entity type with no day-dependent feature
+        return value
+    out = {k: v for k, v in value.items() if k != DAY_KEY}
+    epoch = epoch_day(dt.date.fromisoformat(metadata["date"]))
+    defaults = metadata["defaults"][entity]
+    since, ctr, tail = day.get("since", {}), day.get("ctr", {}), day.get("tail", {})
+    strength = metadata["ctr_prior_strength"]
+    for feature in spec.model_features():
+        if feature.entity != entity:
+            continue
+        if shifted(feature):
+            anchor = since.get(feature.name)
+            out[feature.name] = anchor + epoch if anchor is not None else defaults.get(feature.name)
+        elif feature.kind == "smoothed_ctr":
+            clicks, impressions = ctr[feature.name]
+            prior = metadata["priors"][entity][str(feature.window)]
+            out[feature.name] = (clicks + strength * prior) / (impressions + strength)
+        elif feature.kind == "popularity_rank" and tail.get(feature.name):
+            out[feature.name] = metadata["tails"][entity][feature.name]
+    return out
