@@ -85,7 +85,7 @@ def materialize(value: dict, entity: str, spec: FeatureSpec, metadata: dict) -> 
         if shifted(feature):
             anchor = since.get(feature.name)
             out[feature.name] = anchor + epoch if anchor is not None else defaults.get(feature.name)
-        elif feature.kind == "smoothed_ctr":
+        elif feature.kind == "smoothed_ctr" and feature.name in ctr:
             clicks, impressions = ctr[feature.name]
             prior = metadata["priors"][entity][str(feature.window)]
             out[feature.name] = (clicks + strength * prior) / (impressions + strength)

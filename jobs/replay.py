@@ -102,11 +102,12 @@ def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop
     from training.train import early_stopping
 
     training = settings.training
+    batch_size = settings.replay.batch_size or training.batch_size
     dataset = make_dataset(
         None,
         "train",
         inputs,
-        training.batch_size,
+        batch_size,
         training.shuffle_buffer,
         training.seed,
         training.chunk_rows,
@@ -114,7 +115,7 @@ def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop
     )
     options = {}
     if stop_on:
-        options["validation_data"] = make_dataset(None, "valid", inputs, training.batch_size, files=stop_on)
+        options["validation_data"] = make_dataset(None, "valid", inputs, batch_size, files=stop_on)
         options["callbacks"] = [early_stopping(training.early_stopping_patience)]
     started = time.perf_counter()
     history = model.fit(dataset, epochs=epochs, verbose=0, **options)

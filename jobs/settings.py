@@ -293,6 +293,10 @@ class ReplaySettings(Section):
     max_epochs: PositiveInt = 30
     warm_days: PositiveInt = 1  # warm start: the newest days a day's model trains on, from the day before's weights
     warm_epochs: PositiveInt = 1
+    # rows per training step in replay (default training.batch_size): a day's window is a few batches of
+    # the full-history size, so each epoch would be a few steps (cold fits ran into max_epochs, a warm
+    # day's epoch was one step)
+    batch_size: PositiveInt | None = None
     xgboost: bool = True  # the XGBoost baseline (a Spark XGBoost fit per day)
 
     @model_validator(mode="after")

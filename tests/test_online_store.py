@@ -216,6 +216,35 @@ def test_incremental_publish_rewrites_exactly_the_changed_entities(spark, wareho
     assert _all_values(online, repaired["version"]) == after and online.pointer() == repaired["version"] > pointer
 
 
+def test_day_free_values_are_rebuilt_as_the_hand_computed_day_values():
+    """features.day_free.materialize on a hand example: anchors + the epoch day of the version's date,
+    smoothed CTRs from [clicks, impressions] and the version's prior, a tail rank from the metadata."""
+    from features.day_free import materialize
+
+    metadata = {
+        "date": "2026-05-03",  # 20,576 days after 1970-01-01
+        "ctr_prior_strength": 20.0,
+        "priors": {"user": {"1": 0.1, "7": 0.05, "30": 0.25}, "item": {"1": 0.1, "7": 0.05, "30": 0.25}},
+        "tails": {"item": {"item_popularity_rank_7d": 31}},
+        "defaults": {"user": {"user_days_since_last_active": -1}, "item": {}},
+    }
+    user = {
+        "user_clicks_7d": 3,
+        "_day": {
+            "since": {"user_days_since_first_active": -20_570},
+            "ctr": {"user_ctr_1d": [1, 4], "user_ctr_7d": [3, 10], "user_ctr_30d": [0, 0]},
+        },
+    }
+    rebuilt = materialize(user, "user", SPEC, metadata)
+    assert rebuilt["user_days_since_first_active"] == 6 and rebuilt["user_days_since_last_active"] == -1
+    assert rebuilt["user_ctr_1d"] == 0.125  # (1 + 20 * 0.1) / (4 + 20) = 3 / 24
+    assert rebuilt["user_ctr_7d"] == 4 / 30 and rebuilt["user_ctr_30d"] == 0.25
+    assert rebuilt["user_clicks_7d"] == 3 and "_day" not in rebuilt
+    item = {"_day": {"tail": {"item_popularity_rank_7d": True}, "ctr": {}}}
+    assert materialize(item, "item", SPEC, metadata)["item_popularity_rank_7d"] == 31
+    assert materialize({"user_clicks_7d": 3}, "user", SPEC, metadata) == {"user_clicks_7d": 3}  # format 1
+
+
 def test_entities_without_new_facts_are_not_rewritten_the_next_day(warehouse, published):
     """Day-free values: from D-1 to D a user without events on D-1 and D and without an attribute change
     on D keeps its stored value although its days-since features grew and the CTR prior moved; a user

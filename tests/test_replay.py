@@ -35,6 +35,26 @@ def _auc_by_pairs(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((below + 0.5 * ties).sum() / (len(positives) * len(negatives)))
 
 
+def test_replay_batch_size_replaces_the_training_one_for_fits_and_stopping(monkeypatch):
+    """replay.batch_size (default: training.batch_size) is the batch of a day's fit and of its stopping day."""
+    import training.dataset
+    from jobs import replay
+    from jobs.settings import as_settings
+
+    seen: list[int] = []
+    monkeypatch.setattr(training.dataset, "make_dataset", lambda *args, **kwargs: seen.append(args[3]) or [])
+
+    class Model:
+        def fit(self, dataset, epochs, verbose, **options):
+            return type("History", (), {"epoch": [0]})()
+
+    for section, expected in (({}, 1024), ({"batch_size": 128}, 128)):
+        settings = as_settings({"training": {"batch_size": 1024}, "replay": section})
+        replay._fit(Model(), [], settings, 1, [], stop_on=[Path("day.parquet")])
+        assert seen == [expected, expected]
+        seen.clear()
+
+
 def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, capsys):
     config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
     config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
