@@ -1,9 +1,14 @@
 """Where the pipeline's file artifacts live, beside the Delta tables, and how they are written.
 
-    <warehouse>/_artifacts/samples/v<samples version>/      manifest, fitted transforms, Parquet shards
-    <warehouse>/_artifacts/gbdt/v<samples version>/         booster, trees, features, metrics
-    <warehouse>/_artifacts/models/<model>/v<samples version>/   model.keras, summary, history, logs
-    <warehouse>/_artifacts/evaluation/v<samples version>/   metrics.json, report.md, plots
+    <home>/_artifacts/samples/v<samples version>/      manifest, fitted transforms, Parquet shards
+    <home>/_artifacts/gbdt/v<samples version>/         booster, trees, features, metrics
+    <home>/_artifacts/models/<model>/v<samples version>/   model.keras, summary, history, logs
+    <home>/_artifacts/evaluation/v<samples version>/   metrics.json, report.md, plots
+
+<home> is `paths.artifacts`, by default the warehouse (jobs.settings.PathsSettings.artifacts_home): a local
+or mounted directory, as the files are read and written with local file APIs (an object-store warehouse
+keeps its Delta tables there and its artefacts on a mounted volume). Spark writes shards here through
+spark_uri (file://), so a cluster whose default file system is HDFS writes them to the same directory.
 
 Everything is keyed by the Delta version of the samples it was built from; files and directories are
 replaced atomically (write beside, then rename), so a reader never sees half of an artifact.
@@ -20,28 +25,34 @@ from pathlib import Path
 from features.errors import PipelineInputError
 
 
-def artifacts_root(warehouse: str | Path) -> Path:
-    return Path(warehouse) / "_artifacts"
+def artifacts_root(home: str | Path) -> Path:
+    return Path(home) / "_artifacts"
 
 
-def samples_dir(warehouse: str | Path, version: int) -> Path:
-    return artifacts_root(warehouse) / "samples" / f"v{version}"
+def spark_uri(path: Path) -> str:
+    """A local artefact path as Spark must be given it: file:// (a bare path is relative to fs.defaultFS,
+    HDFS on YARN)."""
+    return Path(path).resolve().as_uri()
 
 
-def gbdt_dir(warehouse: str | Path, samples_version: int) -> Path:
-    return artifacts_root(warehouse) / "gbdt" / f"v{samples_version}"
+def samples_dir(home: str | Path, version: int) -> Path:
+    return artifacts_root(home) / "samples" / f"v{version}"
 
 
-def model_dir(warehouse: str | Path, model: str, samples_version: int) -> Path:
-    return artifacts_root(warehouse) / "models" / model / f"v{samples_version}"
+def gbdt_dir(home: str | Path, samples_version: int) -> Path:
+    return artifacts_root(home) / "gbdt" / f"v{samples_version}"
 
 
-def evaluation_dir(warehouse: str | Path, samples_version: int) -> Path:
-    return artifacts_root(warehouse) / "evaluation" / f"v{samples_version}"
+def model_dir(home: str | Path, model: str, samples_version: int) -> Path:
+    return artifacts_root(home) / "models" / model / f"v{samples_version}"
 
 
-def latest_samples_version(warehouse: str | Path) -> int:
-    root = artifacts_root(warehouse) / "samples"
+def evaluation_dir(home: str | Path, samples_version: int) -> Path:
+    return artifacts_root(home) / "evaluation" / f"v{samples_version}"
+
+
+def latest_samples_version(home: str | Path) -> int:
+    root = artifacts_root(home) / "samples"
     versions = (
         sorted(int(p.name[1:]) for p in root.glob("v*") if (p / "manifest.json").exists()) if root.exists() else []
     )

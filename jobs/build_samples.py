@@ -5,7 +5,7 @@ event check, quantile time split, fitted transforms, Parquet shards for TensorFl
     recpipe samples --config conf/demo.yaml --start 2026-01-02 --end 2026-01-13
 
 Writes the Delta table `samples` (partitions event_date S..E replaced in one commit, with a `split`
-column) and, beside it, <warehouse>/_artifacts/samples/v<samples version>/:
+column) and, beside it, <paths.artifacts or the warehouse>/_artifacts/samples/v<samples version>/:
     manifest.json     input Delta versions, range, label config, cut points, row counts per split
     transforms.json   transforms fitted on the train split (consumed by the TensorFlow models)
     parquet/split=train|valid|test/*.parquet   shards for tf.data
@@ -33,7 +33,7 @@ from features.samples import check_one_row_per_event, ctr_priors, point_in_time_
 from features.split import SPLITS, assign_split, quantile_cut_points
 from features.tables import Tables, partition_dates
 from features.transforms import fit_transforms
-from jobs.artifacts import samples_dir, write_json_atomically
+from jobs.artifacts import samples_dir, spark_uri, write_json_atomically
 from jobs import quality_gate
 from jobs.config import date_range
 from jobs.run_info import new_run
@@ -84,6 +84,7 @@ def build_samples(
     ignore_quality_failures: bool = False,
 ) -> dict:
     settings = as_settings(config)
+    home = settings.paths.artifacts_home(tables.root)  # before any work: a ConfigError if it cannot be
     spec = load_spec()
     label_config = labeling.LabelConfig(**settings.samples.label_fields())
     quantiles = list(settings.samples.split_quantiles)
@@ -190,8 +191,8 @@ def build_samples(
         .collect()
     }
     transforms = fit_transforms(samples.where(F.col("split") == "train"), spec, relative_error)
-    target = samples_dir(tables.root, version)
-    samples.write.mode("overwrite").partitionBy("split").parquet(str(target / "parquet"))
+    target = samples_dir(home, version)
+    samples.write.mode("overwrite").partitionBy("split").parquet(spark_uri(target / "parquet"))
     manifest = {
         **run,
         "samples_version": version,

@@ -2,9 +2,9 @@
 
     recpipe evaluate --config conf/demo.yaml [--samples-version N]
 
-Scores the test shards with every trained model (<warehouse>/_artifacts/models/<model>/v<N>/model.keras)
+Scores the test shards with every trained model (<home>/_artifacts/models/<model>/v<N>/model.keras)
 and three baselines — the global train rate, item popularity (the item's positives in train) and
-XGBoost alone (the GBDT booster) — then writes <warehouse>/_artifacts/evaluation/v<N>/:
+XGBoost alone (the GBDT booster) — then writes <home>/_artifacts/evaluation/v<N>/:
     metrics.json        every metric of every model and baseline, the quality bars and the data versions
     report.md           comparison table, quality bars, ROC / PR / calibration / learning-curve plots (PNG)
     predictions.parquet test rows (sample_id, user_id, item_id, label) with each model's probability
@@ -46,10 +46,10 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
     from training.report import write_report
 
     settings = as_settings(config)
-    warehouse = settings.paths.required("warehouse")
-    inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=True)
+    home = settings.paths.artifacts_home()
+    inputs = load_training_inputs(home, samples_version, needs_gbdt=True)
     version, shards = inputs["version"], inputs["source"] / "parquet"
-    trained = [m for m in MODEL_NAMES if (artifacts.model_dir(warehouse, m, version) / "model.keras").exists()]
+    trained = [m for m in MODEL_NAMES if (artifacts.model_dir(home, m, version) / "model.keras").exists()]
     if not trained:
         raise PipelineInputError(f"no trained models for samples v{version}: run recpipe train first")
     train_split = inputs["manifest"]["splits"]["train"]
@@ -57,7 +57,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
 
     scores, histories = {}, {}
     for name in trained:
-        directory = artifacts.model_dir(warehouse, name, version)
+        directory = artifacts.model_dir(home, name, version)
         scored = score_test(keras.saving.load_model(directory / "model.keras"), shards)
         scores[name] = scored["prediction"]
         histories[name] = json.loads((directory / "history.json").read_text())
@@ -68,7 +68,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
     scores["baseline: global rate"] = np.full(len(rows["label"]), train_rate)
     scores["baseline: item popularity"] = np.array([popularity.get(int(i), 0.0) for i in rows["item_id"]], float)
     scores["baseline: xgboost"] = xgboost_probability(
-        artifacts.gbdt_dir(warehouse, version), inputs["gbdt"]["features"], inputs["transforms"], shards
+        artifacts.gbdt_dir(home, version), inputs["gbdt"]["features"], inputs["transforms"], shards
     )
 
     results = {}
@@ -81,9 +81,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
             metrics.update(logloss=None, normalized_entropy=None, calibration=None, mean_prediction=None)
         results[name] = metrics
     bars = quality_bars(results, settings.evaluation.min_auc_lift_over_popularity, MODEL_NAMES)
-    summaries = {
-        m: json.loads((artifacts.model_dir(warehouse, m, version) / "summary.json").read_text()) for m in trained
-    }
+    summaries = {m: json.loads((artifacts.model_dir(home, m, version) / "summary.json").read_text()) for m in trained}
     for bar in bars:
         if not bar["met"] and bar["value"] is not None and bar["target"] is not None:
             bar["why"] = explain_miss(bar, rows["label"], summaries, inputs["gbdt"]["metrics"]["metrics"])
@@ -97,7 +95,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
         f"train positive rate {train_rate:.4f}; cut points {', '.join(inputs['manifest']['cut_points'])}"
     )
 
-    target = artifacts.evaluation_dir(warehouse, version)
+    target = artifacts.evaluation_dir(home, version)
     staged = artifacts.staging_dir(target)
     curves = {
         n: {"labels": rows["label"], "predictions": p} for n, p in scores.items() if n in trained or "xgboost" in n

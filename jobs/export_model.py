@@ -116,12 +116,13 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
 
     config = as_settings(config)
     settings, warehouse = config.export, config.paths.required("warehouse")
-    inputs = load_training_inputs(warehouse, samples_version, needs_gbdt=False)
+    home = config.paths.artifacts_home()
+    inputs = load_training_inputs(home, samples_version, needs_gbdt=False)
     version = inputs["version"]
-    trained = artifacts.model_dir(warehouse, name, version)
+    trained = artifacts.model_dir(home, name, version)
     summary = artifacts.read_json(trained / "summary.json", f"run recpipe train --model {name} first")
     evaluation = artifacts.read_json(
-        artifacts.evaluation_dir(warehouse, version) / "metrics.json", "run recpipe evaluate first"
+        artifacts.evaluation_dir(home, version) / "metrics.json", "run recpipe evaluate first"
     )
     if name not in evaluation["results"]:
         raise PipelineInputError(f"the evaluation of samples v{version} has no {name}: run recpipe evaluate again")

@@ -10,7 +10,8 @@ written beside the run as Parquet partitioned by event_date; each day then reads
   on D-1 (valid AUC, `training.early_stopping_patience`, at most `replay.max_epochs` epochs, the best
   epoch's weights kept), as the XGBoost baseline does. A fixed small number of epochs is not enough: a
   14-day ml-100k window is ~5 batches, and 2 epochs left an LR at its random initialisation (per-day
-  AUC below 0.5 with the same seed every day).
+  AUC below 0.5 with the same seed every day). Fits use batches of replay.batch_size rows (default
+  training.batch_size; ml-100k's 14-day windows train better at 128 than at the full history's 1,024).
 - warm (--warm-start): the first day's model is the cold one; day D's model starts from day D-1's
   weights and trains `replay.warm_epochs` epochs on the newest `replay.warm_days` days only. Its
   preprocessing is the first window's fit, kept for the whole replay: ids first seen later map to the
@@ -20,7 +21,7 @@ written beside the run as Parquet partitioned by event_date; each day then reads
   Spark XGBoost fit on the window, early stopping on its last day), both cold.
 
 Writes one row per day, model and mode to the Delta table `replay_metrics` (partition replay_date, with
-the replay's run_id) and <warehouse>/_artifacts/replay/<run_id>/: metrics.json, report.md and
+the replay's run_id) and <paths.artifacts or the warehouse>/_artifacts/replay/<run_id>/: metrics.json, report.md and
 per_day_auc.png. The report compares warm with cold: the mean per-day AUC difference (warm - cold) with
 its standard error over days, and the mean training seconds per day.
 """
@@ -51,8 +52,8 @@ POPULARITY = "baseline: item popularity"
 XGBOOST = "baseline: xgboost"
 
 
-def replay_dir(warehouse: str | Path, run_id: str) -> Path:
-    return artifacts.artifacts_root(warehouse) / "replay" / run_id
+def replay_dir(home: str | Path, run_id: str) -> Path:
+    return artifacts.artifacts_root(home) / "replay" / run_id
 
 
 def day_files(shards: Path, days: list[dt.date]) -> list[Path]:
@@ -191,6 +192,7 @@ def replay(
     from training.train import compile_model
 
     settings = as_settings(config)
+    home = settings.paths.artifacts_home(tables.root)
     models = list(models or settings.replay.models)
     check_window(train_days)
     if "gbdt_lr" in models:
@@ -210,12 +212,12 @@ def replay(
         warm_start=warm_start,
         models=models,
     )
-    target = replay_dir(tables.root, run["run_id"])
+    target = replay_dir(home, run["run_id"])
     shards = target / "parquet"
     samples = tables.read("samples", version=version, partitions=sample_days).withColumn(
         "event_date", F.col("event_date").cast("string")
     )
-    samples.write.mode("overwrite").partitionBy("event_date").parquet(str(shards))
+    samples.write.mode("overwrite").partitionBy("event_date").parquet(artifacts.spark_uri(shards))
 
     rows: list[dict] = []
     warm_models: dict[str, Any] = {}  # model name -> the Keras model carried to the next day

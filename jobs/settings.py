@@ -57,6 +57,33 @@ class SourceSettings(Section):
 class PathsSettings(Section):
     raw: str | None = None  # required in a config file (library calls may leave out what they do not use)
     warehouse: str | None = None
+    # the directory holding `_artifacts/` (samples shards, boosters, models, reports; jobs/artifacts.py),
+    # default the warehouse; a local or mounted path, required when the warehouse is an object store
+    artifacts: str | None = None
+
+    def artifacts_home(self, warehouse: str | None = None) -> str:
+        """The directory whose `_artifacts/` the stages from samples on read and write with local file
+        APIs: paths.artifacts, else the warehouse (`warehouse`: the root of the tables a job opened,
+        default paths.warehouse) when it is a local (or mounted) path. An object-store URI in either
+        place is a ConfigError naming the key and what to set."""
+        from jobs.config import ConfigError
+
+        if self.artifacts is not None:
+            if _object_store(self.artifacts):
+                raise ConfigError(
+                    f"paths.artifacts: {self.artifacts} is an object store; it must be a local or mounted "
+                    "directory (file artefacts are read and written with local file APIs)"
+                )
+            return self.artifacts.removeprefix("file://")
+        warehouse = warehouse if warehouse is not None else self.required("warehouse")
+        if _object_store(warehouse):
+            raise ConfigError(
+                f"paths.artifacts is not set and the warehouse {warehouse} is an object store: the stages from "
+                "samples on keep file artefacts (Parquet shards, boosters, Keras models, reports) under "
+                "<paths.artifacts>/_artifacts with local file APIs; set paths.artifacts to a directory the "
+                "driver and the executors share (a mounted volume, e.g. /mnt/recpipe)"
+            )
+        return warehouse.removeprefix("file://")
 
     def required(self, key: Literal["raw", "warehouse"]) -> str:
         """paths.<key> where a job needs it: always set in a loaded config file (jobs.config REQUIRED_KEYS);
@@ -67,6 +94,10 @@ class PathsSettings(Section):
 
             raise ConfigError(f"paths.{key} is not set")
         return value
+
+
+def _object_store(uri: str) -> bool:
+    return "://" in uri and not uri.lower().startswith("file://")
 
 
 class DatesSettings(Section):
@@ -188,7 +219,7 @@ class GbdtSettings(Section):
     colsample_bytree: float = Field(1.0, gt=0, le=1)
     reg_lambda: float = Field(1.0, ge=0)
     # true (or recpipe gbdt --tuned): the parameters `recpipe tune --model xgboost` chose for these samples
-    # (<warehouse>/_artifacts/tuning/v<samples version>/xgboost.json) replace the ones above; absent: exit 2
+    # (<home>/_artifacts/tuning/v<samples version>/xgboost.json) replace the ones above; absent: exit 2
     use_tuned: bool = False
 
 
@@ -206,7 +237,7 @@ class TrainingSettings(Section):
     # false: the whole raw-feature model runs in every train step (the path before issue 17)
     encode_in_input_pipeline: bool = True
     # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
-    # (<warehouse>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2
+    # (<home>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2
     use_tuned: bool = False
     # true (or recpipe train --warm-start): each model starts from the weights and the preprocessing (the
     # vocabularies, buckets and normalization of its samples' fit) of its newest model on an older samples

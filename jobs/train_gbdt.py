@@ -4,7 +4,7 @@
     recpipe gbdt --config conf/demo.yaml [--samples-version N]
 
 Writes the Delta table `gbdt_leaves` (sample_id, event_date, split, label, gbdt_leaves array<int>,
-gbdt_probability; partitions of the samples replaced) and <warehouse>/_artifacts/gbdt/v<samples version>/:
+gbdt_probability; partitions of the samples replaced) and <paths.artifacts or the warehouse>/_artifacts/gbdt/v<samples version>/:
     booster.json     the XGBoost model          trees.json     compact leaf vocabularies (in-graph encoder)
     features.json    ordered inputs and codes   importance.json  gain per feature
     metrics.json     XGBoost-alone AUC/logloss per split (the baseline the model comparison reads)
@@ -50,8 +50,9 @@ def train_gbdt(
     """spark None: the tables start the session if they need one (the Spark path does; the driver path on
     delta-rs tables never does)."""
     spec = load_spec()
-    version = artifacts.latest_samples_version(tables.root) if samples_version is None else samples_version
-    source = artifacts.samples_dir(tables.root, version)
+    home = as_settings(config).paths.artifacts_home(tables.root)
+    version = artifacts.latest_samples_version(home) if samples_version is None else samples_version
+    source = artifacts.samples_dir(home, version)
     if not (source / "manifest.json").exists():
         raise PipelineInputError(f"samples version {version} has no manifest at {source}")
     manifest = json.loads((source / "manifest.json").read_text())
@@ -87,7 +88,7 @@ def train_gbdt(
         time.perf_counter() - trained,
     )
 
-    target = artifacts.gbdt_dir(tables.root, version)
+    target = artifacts.gbdt_dir(home, version)
     target.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(target / "booster.json"))
     write_json_atomically(target / "trees.json", trees)

@@ -3,8 +3,8 @@
     recpipe train --config conf/demo.yaml --model deepfm      (or lr, gbdt_lr, wide_deep, all)
     python jobs/train_models.py --config conf/demo.yaml --model all
 
-Reads <warehouse>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.json) and, for gbdt_lr,
-<warehouse>/_artifacts/gbdt/v<N>/; writes <warehouse>/_artifacts/models/<model>/v<N>/:
+Reads <home>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.json) and, for gbdt_lr,
+<home>/_artifacts/gbdt/v<N>/; writes <home>/_artifacts/models/<model>/v<N>/:
     model.keras      the trained model (raw features in, probability out; preprocessing in the graph)
     summary.json     parameters, data versions, epochs, best valid AUC, examples/s
     history.json     per-epoch loss/AUC on train and valid (learning curves)
@@ -33,9 +33,9 @@ from jobs.settings import Settings, as_settings
 _log = logging.getLogger(__name__)
 
 
-def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt: bool) -> dict:
-    version = artifacts.latest_samples_version(warehouse) if samples_version is None else samples_version
-    source = artifacts.samples_dir(warehouse, version)
+def load_training_inputs(home: str, samples_version: int | None, needs_gbdt: bool) -> dict:
+    version = artifacts.latest_samples_version(home) if samples_version is None else samples_version
+    source = artifacts.samples_dir(home, version)
     hint = "run recpipe samples first"
     loaded = {
         "version": version,
@@ -45,7 +45,7 @@ def load_training_inputs(warehouse: str, samples_version: int | None, needs_gbdt
         "gbdt": None,
     }
     if needs_gbdt:
-        trees = artifacts.gbdt_dir(warehouse, version)
+        trees = artifacts.gbdt_dir(home, version)
         hint = f"run recpipe gbdt --samples-version {version} first"
         loaded["gbdt"] = {
             "trees": artifacts.read_json(trees / "trees.json", hint),
@@ -99,20 +99,20 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     return model, trained, train, valid
 
 
-def previous_model(warehouse: str, name: str, samples_version: int) -> int | None:
+def previous_model(home: str, name: str, samples_version: int) -> int | None:
     """The newest samples version below `samples_version` on which `name` was trained, or None."""
-    root = artifacts.model_dir(warehouse, name, 0).parent
+    root = artifacts.model_dir(home, name, 0).parent
     versions = [int(p.name[1:]) for p in root.glob("v*") if p.name[1:].isdigit() and (p / "model.keras").exists()]
     older = [v for v in versions if v < samples_version]
     return max(older) if older else None
 
 
-def warm_start(name: str, model, warehouse: str, start: int) -> None:
+def warm_start(name: str, model, home: str, start: int) -> None:
     """Sets `model` (built on the inputs of samples version `start`) to the weights of the model trained
     on that version; a model built with other parameters than the saved one is refused in one line."""
     import keras
 
-    saved = artifacts.model_dir(warehouse, name, start) / "model.keras"
+    saved = artifacts.model_dir(home, name, start) / "model.keras"
     try:
         model.set_weights(keras.saving.load_model(saved).get_weights())  # checks count and shapes
     except ValueError as error:
@@ -130,26 +130,26 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     settings = as_settings(config)
     run_id = new_run_id()
     spec, training = load_spec(), settings.training
-    warehouse = settings.paths.required("warehouse")
+    home = settings.paths.artifacts_home()
     params = settings.models.params(name)
     if params.initial_bias is None:  # the logit of the train positive rate
         train_split = inputs["manifest"]["splits"]["train"]
         rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
         params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
     keras.utils.set_random_seed(training.seed)
-    start = previous_model(warehouse, name, inputs["version"]) if training.warm_start else None
+    start = previous_model(home, name, inputs["version"]) if training.warm_start else None
     built = inputs
     if start is not None:  # the older model's preprocessing (and trees, for gbdt_lr) with the new rows
-        before = load_training_inputs(warehouse, start, needs_gbdt=name == "gbdt_lr")
+        before = load_training_inputs(home, start, needs_gbdt=name == "gbdt_lr")
         built = {**inputs, "transforms": before["transforms"], "gbdt": before["gbdt"]}
     model, trained, train, valid = build_for_training(name, spec, built, params, training)
     if start is not None:
-        warm_start(name, model, warehouse, start)
+        warm_start(name, model, home, start)
         _log.info("%s: warm start from the model trained on samples v%s", name, start)
     elif training.warm_start:
         _log.info("%s: no model on a samples version before v%s: trained cold", name, inputs["version"])
 
-    target = artifacts.model_dir(warehouse, name, inputs["version"])
+    target = artifacts.model_dir(home, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
     result = fit(trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
@@ -186,7 +186,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
 
 def train_models(config: Settings | dict, models: list[str], samples_version: int | None = None) -> dict:
     settings = as_settings(config)
-    inputs = load_training_inputs(settings.paths.required("warehouse"), samples_version, needs_gbdt="gbdt_lr" in models)
+    inputs = load_training_inputs(settings.paths.artifacts_home(), samples_version, needs_gbdt="gbdt_lr" in models)
     if settings.training.use_tuned:  # models.<m> replaced by what recpipe tune chose for these samples
         from jobs.tune import with_tuned_models
 

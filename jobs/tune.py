@@ -3,9 +3,9 @@
     recpipe tune --config conf/movielens.yaml --model deepfm --budget-minutes 15 [--trials 20] [--seed 7]
     recpipe tune --config C --model all --budget-minutes 15      (training.models and xgboost; budget split evenly)
 
-Reads the samples' Parquet shards of the train and valid splits only (<warehouse>/_artifacts/samples/v<N>/
+Reads the samples' Parquet shards of the train and valid splits only (<home>/_artifacts/samples/v<N>/
 parquet/split=train|valid; the test split is never opened) and, for gbdt_lr, the gbdt artefact. Writes
-<warehouse>/_artifacts/tuning/v<N>/<model>.json atomically: every trial's parameters and valid AUC, the
+<home>/_artifacts/tuning/v<N>/<model>.json atomically: every trial's parameters and valid AUC, the
 chosen parameters, the defaults' valid AUC, the samples version, seed, trials and budget.
 """
 
@@ -29,8 +29,8 @@ from training.tuning import XGBOOST
 TUNABLE = (*MODEL_NAMES, XGBOOST)
 
 
-def tuning_file(warehouse: str | Path, samples_version: int, model: str) -> Path:
-    return artifacts.artifacts_root(warehouse) / "tuning" / f"v{samples_version}" / f"{model}.json"
+def tuning_file(home: str | Path, samples_version: int, model: str) -> Path:
+    return artifacts.artifacts_root(home) / "tuning" / f"v{samples_version}" / f"{model}.json"
 
 
 def resolve_tunable(config: Settings, requested: str) -> list[str]:
@@ -137,7 +137,7 @@ def tune_one(
     from jobs.train_models import load_training_inputs
 
     run = new_run("tune", model=model, samples_version=version, input_versions={"samples": version})
-    inputs = load_training_inputs(settings.paths.required("warehouse"), version, needs_gbdt=model == "gbdt_lr")
+    inputs = load_training_inputs(settings.paths.artifacts_home(), version, needs_gbdt=model == "gbdt_lr")
     if model == XGBOOST:
         space = tuning.xgboost_space()
         configured = settings.gbdt.model_dump()
@@ -172,7 +172,7 @@ def tune_one(
     }
     if model != XGBOOST:
         document["training"] = settings.training.model_dump(include={"batch_size", "max_epochs", "seed"})
-    artifacts.write_json_atomically(tuning_file(settings.paths.required("warehouse"), version, model), document)
+    artifacts.write_json_atomically(tuning_file(settings.paths.artifacts_home(), version, model), document)
     return document
 
 
@@ -187,24 +187,24 @@ def tune(
     settings = as_settings(config)
     if not (math.isfinite(budget_minutes) and budget_minutes > 0):
         raise PipelineInputError(f"--budget-minutes must be a positive number, not {budget_minutes}")
-    warehouse = settings.paths.required("warehouse")
-    version = artifacts.latest_samples_version(warehouse) if samples_version is None else samples_version
-    if not (artifacts.samples_dir(warehouse, version) / "manifest.json").exists():
-        raise PipelineInputError(f"no samples version {version} under {artifacts.samples_dir(warehouse, version)}")
-    if "gbdt_lr" in models and not (artifacts.gbdt_dir(warehouse, version) / "trees.json").exists():
+    home = settings.paths.artifacts_home()
+    version = artifacts.latest_samples_version(home) if samples_version is None else samples_version
+    if not (artifacts.samples_dir(home, version) / "manifest.json").exists():
+        raise PipelineInputError(f"no samples version {version} under {artifacts.samples_dir(home, version)}")
+    if "gbdt_lr" in models and not (artifacts.gbdt_dir(home, version) / "trees.json").exists():
         raise PipelineInputError(f"gbdt_lr needs the gbdt stage: run recpipe gbdt --samples-version {version} first")
     seed = settings.training.seed if seed is None else seed
     share = budget_minutes / len(models)
     return {
         "samples_version": version,
         "models": {m: tune_one(m, settings, version, share, trials, seed) for m in models},
-        "files": {m: str(tuning_file(warehouse, version, m)) for m in models},
+        "files": {m: str(tuning_file(home, version, m)) for m in models},
     }
 
 
-def tuned_params(warehouse: str | Path, samples_version: int, model: str, flag: str) -> tuple[dict, Path]:
+def tuned_params(home: str | Path, samples_version: int, model: str, flag: str) -> tuple[dict, Path]:
     """The parameters `recpipe tune` chose for `model` on these samples; absent: a one-line error (exit 2)."""
-    path = tuning_file(warehouse, samples_version, model)
+    path = tuning_file(home, samples_version, model)
     if not path.exists():
         raise PipelineInputError(
             f"{flag}: no tuned parameters for {model} on samples v{samples_version} ({path} missing): run "
@@ -223,7 +223,7 @@ def with_tuned_models(settings: Settings, models: list[str], samples_version: in
     sections, used = {}, {}
     for model in models:
         chosen, path = tuned_params(
-            settings.paths.required("warehouse"), samples_version, model, "training.use_tuned/--tuned"
+            settings.paths.artifacts_home(), samples_version, model, "training.use_tuned/--tuned"
         )
         params = settings.models.params(model)
         sections[model] = type(params).model_validate({**params.model_dump(), **chosen})
@@ -233,9 +233,7 @@ def with_tuned_models(settings: Settings, models: list[str], samples_version: in
 
 
 def with_tuned_gbdt(settings: Settings, samples_version: int) -> tuple[Settings, str]:
-    chosen, path = tuned_params(
-        settings.paths.required("warehouse"), samples_version, XGBOOST, "gbdt.use_tuned/--tuned"
-    )
+    chosen, path = tuned_params(settings.paths.artifacts_home(), samples_version, XGBOOST, "gbdt.use_tuned/--tuned")
     gbdt = GbdtSettings.model_validate({**settings.gbdt.model_dump(), **chosen})
     return settings.model_copy(update={"gbdt": gbdt}), str(path)
 

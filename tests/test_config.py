@@ -241,6 +241,21 @@ def test_derived_defaults_follow_the_lateness():
     assert as_settings({"ingest": {"redelivery_check": False}}).redelivery_horizon_days is None
 
 
+def test_file_artefacts_live_in_paths_artifacts_or_a_local_warehouse():
+    paths = as_settings({"paths": {"warehouse": "/data/wh"}}).paths
+    assert paths.artifacts_home() == "/data/wh" and paths.artifacts_home("file:///other") == "/other"
+    mounted = as_settings({"paths": {"warehouse": "s3a://bucket/wh", "artifacts": "/mnt/recpipe"}}).paths
+    assert mounted.artifacts_home() == "/mnt/recpipe" and mounted.artifacts_home("s3://bucket/wh") == "/mnt/recpipe"
+    bare = as_settings({"paths": {"warehouse": "s3a://bucket/wh"}}).paths
+    with pytest.raises(
+        ConfigError, match=r"^paths.artifacts is not set and the warehouse s3a://bucket/wh is an object"
+    ):
+        bare.artifacts_home()
+    remote = as_settings({"paths": {"warehouse": "/data/wh", "artifacts": "gs://bucket/a"}}).paths
+    with pytest.raises(ConfigError, match=r"^paths.artifacts: gs://bucket/a is an object store"):
+        remote.artifacts_home()
+
+
 def test_no_call_site_reads_the_config_with_its_own_default():
     offenders = []
     for folder in ("jobs", "features", "training", "airflow_dags", "bench"):

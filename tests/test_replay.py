@@ -57,7 +57,12 @@ def test_replay_batch_size_replaces_the_training_one_for_fits_and_stopping(monke
 
 def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, capsys):
     config = yaml.safe_load((REPO / "conf" / "demo.yaml").read_text())
-    config["paths"] = {"raw": str(tmp_path / "raw"), "warehouse": str(tmp_path / "warehouse")}
+    # file artefacts in their own directory (paths.artifacts, as a cluster's mounted volume would be)
+    config["paths"] = {
+        "raw": str(tmp_path / "raw"),
+        "warehouse": str(tmp_path / "warehouse"),
+        "artifacts": str(tmp_path / "shared"),
+    }
     config["dates"] = {"start": "2026-03-01", "end": "2026-03-06"}
     config["training"] = {"verbose": 0}
     config["gbdt"] = {"n_estimators": 5}
@@ -147,12 +152,17 @@ def test_replay_trains_on_the_days_before_and_tests_on_the_day(spark, tmp_path, 
     second = metrics[(metrics["replay_date"].astype(str) == "2026-03-05") & (metrics["model"] == "lr")]
     assert second["auc"].nunique() == 2  # then it trains on 03-04 only, from 03-04's weights
 
-    run_dir = tmp_path / "warehouse" / "_artifacts" / "replay" / metrics["run_id"].iloc[0]
+    run_dir = tmp_path / "shared" / "_artifacts" / "replay" / metrics["run_id"].iloc[0]
     report = json.loads((run_dir / "metrics.json").read_text())
     difference = report["summary"]["warm_minus_cold_auc"]["lr"]
     warm, cold = (second[second["mode"] == m]["auc"].iloc[0] for m in ("warm", "cold"))
     assert difference["days"] == 1 and difference["mean"] == pytest.approx(warm - cold)
     assert (run_dir / "per_day_auc.png").stat().st_size > 0 and "warm - cold AUC" in (run_dir / "report.md").read_text()
+    # the samples' shards and manifest went to paths.artifacts too, and the gbdt stage finds them there
+    assert list((tmp_path / "shared" / "_artifacts" / "samples" / f"v{version}" / "parquet").rglob("*.parquet"))
+    assert main(["gbdt", "--config", str(path), "--samples-version", str(version)]) == 0
+    assert (tmp_path / "shared" / "_artifacts" / "gbdt" / f"v{version}" / "booster.json").is_file()
+    assert not (tmp_path / "warehouse" / "_artifacts").exists()
 
 
 @pytest.mark.parametrize(
