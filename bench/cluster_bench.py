@@ -2,7 +2,7 @@
 executors without recpipe installed: the jobs ship it) vs local[2]: wall time of each stage (a `recpipe`
 CLI process each, JVM start included on both sides), its ratio, and whether every table is the same.
 
-    .venv/bin/python bench/cluster_bench.py [--users 2000 --items 500 --days 14]   # make bench-cluster
+    .venv/bin/python bench/cluster_bench.py [--users 2000 --items 500 --days 14] [--gbdt-on-spark]   # make bench-cluster
 
 Prints one line per stage and a table check; run it on an otherwise idle machine for meaningful seconds.
 """
@@ -40,6 +40,8 @@ def config(root: Path, args, master: str) -> Path:
     text["spark"]["master"] = master
     text["spark"]["conf"].update({"spark.executor.memory": "1g", "spark.driver.memory": "2g", "spark.cores.max": "2"})
     text["training"]["models"] = []
+    if args.gbdt_on_spark:  # the Spark path (the demo's samples are below gbdt.local_max_rows: the driver's)
+        text["gbdt"]["local_max_rows"] = 0
     path = root / "config.yaml"
     root.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(text))
@@ -82,6 +84,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--days", type=int, default=14)
+    parser.add_argument("--gbdt-on-spark", action="store_true", help="gbdt.local_max_rows: 0 on both sides")
     args = parser.parse_args()
     import datetime as dt
 

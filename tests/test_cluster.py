@@ -97,7 +97,9 @@ def _config(root: Path) -> dict:
     config["dates"] = {"start": "2026-01-01", "end": "2026-01-04"}  # samples of days 2 and 3
     config["spark"]["conf"] = dict(CLUSTER_CONF)
     config["training"]["models"] = []  # the Spark stages: source, ingest, snapshot, samples, gbdt
-    config["gbdt"].update({"n_estimators": 10, "max_depth": 3})
+    # local_max_rows 0: the Spark path, XGBoost's barrier task and the leaves' mapInPandas on the executors
+    # (below the threshold the booster and leaves are computed on the driver, and the cluster sits idle)
+    config["gbdt"].update({"n_estimators": 10, "max_depth": 3, "local_max_rows": 0})
     config["export"]["root"] = str(root / "export")
     return config
 
