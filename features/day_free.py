@@ -69,26 +69,48 @@ def ctr_counts(spec: FeatureSpec, feature: Feature) -> tuple[str, str]:
     return names["clicks"], names["impressions"]
 
 
+class Rebuilder:
+    """materialize for one version: the day-dependent features of each entity type listed once, so a
+    request's hundred values cost a dictionary pass each."""
+
+    def __init__(self, spec: FeatureSpec, metadata: dict):
+        self.metadata = metadata
+        self.plans: dict[str, tuple[list[str], list[tuple[str, str]], list[str]]] = {}
+        for feature in spec.model_features():
+            since, ctr, ranks = self.plans.setdefault(feature.entity, ([], [], []))
+            if shifted(feature):
+                since.append(feature.name)
+            elif feature.kind == "smoothed_ctr":
+                ctr.append((feature.name, str(feature.window)))
+            elif feature.kind == "popularity_rank":
+                ranks.append(feature.name)
+        self.epoch = epoch_day(dt.date.fromisoformat(metadata["date"])) if "date" in metadata else None
+
+    def __call__(self, value: dict, entity: str) -> dict:
+        """A stored value -> the values the samples of the day after the version's date carry."""
+        day = value.get(DAY_KEY)
+        if day is None:  # format 1, or an entity type with no day-dependent feature
+            return value
+        metadata, (since_names, ctr_features, rank_names) = self.metadata, self.plans.get(entity, ([], [], []))
+        out = {k: v for k, v in value.items() if k != DAY_KEY}
+        since, ctr, tail = day.get("since", {}), day.get("ctr", {}), day.get("tail", {})
+        defaults = metadata["defaults"][entity]
+        for name in since_names:
+            anchor = since.get(name)
+            out[name] = anchor + self.epoch if anchor is not None else defaults.get(name)
+        if ctr:
+            strength, priors = metadata["ctr_prior_strength"], metadata["priors"][entity]
+            for name, window in ctr_features:
+                if name in ctr:
+                    clicks, impressions = ctr[name]
+                    out[name] = (clicks + strength * priors[window]) / (impressions + strength)
+        for name in rank_names:
+            if tail.get(name):
+                out[name] = metadata["tails"][entity][name]
+        return out
+
+
 def materialize(value: dict, entity: str, spec: FeatureSpec, metadata: dict) -> dict:
-    """A stored value -> the values the samples of the day after the version's date carry."""
-    day = value.get(DAY_KEY)
-    if day is None:  # format 1, or an entity type with no day-dependent feature
-        return value
-    out = {k: v for k, v in value.items() if k != DAY_KEY}
-    epoch = epoch_day(dt.date.fromisoformat(metadata["date"]))
-    defaults = metadata["defaults"][entity]
-    since, ctr, tail = day.get("since", {}), day.get("ctr", {}), day.get("tail", {})
-    strength = metadata["ctr_prior_strength"]
-    for feature in spec.model_features():
-        if feature.entity != entity:
-            continue
-        if shifted(feature):
-            anchor = since.get(feature.name)
-            out[feature.name] = anchor + epoch if anchor is not None else defaults.get(feature.name)
-        elif feature.kind == "smoothed_ctr" and feature.name in ctr:
-            clicks, impressions = ctr[feature.name]
-            prior = metadata["priors"][entity][str(feature.window)]
-            out[feature.name] = (clicks + strength * prior) / (impressions + strength)
-        elif feature.kind == "popularity_rank" and tail.get(feature.name):
-            out[feature.name] = metadata["tails"][entity][feature.name]
-    return out
+    """A stored value -> the values the samples of the day after the version's date carry (one value;
+    Rebuilder for many of one version)."""
+    return Rebuilder(spec, metadata)(value, entity)

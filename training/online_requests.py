@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from features.day_free import materialize
+from features.day_free import Rebuilder
 from features.feature_spec import FeatureSpec, load_spec
 from features.online_store import ITEM_JOIN_CATEGORY, OnlineStore, Published
 from features.samples import INDICATORS, context_value
@@ -76,8 +76,10 @@ def build_rows(
     items = list(dict.fromkeys(str(r["item_id"]) for r in requests))
     published, values = store.lookup([("user", u) for u in users] + [("item", i) for i in items], version)
 
+    rebuild = Rebuilder(spec, published.metadata)
+
     def rebuilt(entity: str, value: dict | None) -> dict | None:
-        return materialize(value, entity, spec, published.metadata) if value is not None else None
+        return rebuild(value, entity) if value is not None else None
 
     user_values = {u: rebuilt("user", v) for u, v in zip(users, values[: len(users)])}
     item_values = {i: rebuilt("item", v) for i, v in zip(items, values[len(users) :])}
