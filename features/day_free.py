@@ -50,8 +50,13 @@ def epoch_day(day: dt.date) -> int:
     return (day - EPOCH).days
 
 
-def shifted(feature: Feature) -> bool:
-    return INACTIVE_RULES.get(feature.kind) == "shifted"
+def day_part(feature: Feature) -> str | None:
+    """Where a feature's value goes under DAY_KEY: "since" (an anchor), "ctr" ([clicks, impressions]),
+    "tail" (a popularity rank's flag), or None (stored as the samples carry it). The one classification
+    the publish (features.online_features) and the Rebuilder share."""
+    if INACTIVE_RULES.get(feature.kind) == "shifted":
+        return "since"
+    return {"smoothed_ctr": "ctr", "popularity_rank": "tail"}.get(feature.kind)
 
 
 def ctr_counts(spec: FeatureSpec, feature: Feature) -> tuple[str, str]:
@@ -78,13 +83,14 @@ class Rebuilder:
         self.plans: dict[str, tuple[list[str], list[tuple[str, str]], list[str]]] = {}
         for feature in spec.model_features():
             since, ctr, ranks = self.plans.setdefault(feature.entity, ([], [], []))
-            if shifted(feature):
+            part = day_part(feature)
+            if part == "since":
                 since.append(feature.name)
-            elif feature.kind == "smoothed_ctr":
+            elif part == "ctr":
                 ctr.append((feature.name, str(feature.window)))
-            elif feature.kind == "popularity_rank":
+            elif part == "tail":
                 ranks.append(feature.name)
-        self.epoch = epoch_day(dt.date.fromisoformat(metadata["date"])) if "date" in metadata else None
+        self.epoch = epoch_day(dt.date.fromisoformat(metadata["date"]))
 
     def __call__(self, value: dict, entity: str) -> dict:
         """A stored value -> the values the samples of the day after the version's date carry."""

@@ -18,7 +18,7 @@ import json
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from features import day_free
+from features import day_free, snapshot
 from features import snapshot_as_of as as_of
 from features.feature_spec import FeatureSpec
 from features.online_store import ITEM_JOIN_CATEGORY
@@ -48,12 +48,13 @@ def _day_free_values(
     snapshot row, before defaults)."""
     main, since, ctr, tail = [], [], [], []
     for f in (f for f in spec.model_features() if f.entity == entity):
-        if day_free.shifted(f):
+        part = day_free.day_part(f)
+        if part == "since":
             since.append((F.col(f.name) - F.lit(day_free.epoch_day(day))).alias(f.name))
-        elif f.kind == "smoothed_ctr":
+        elif part == "ctr":
             clicks, impressions = day_free.ctr_counts(spec, f)
             ctr.append(F.array(F.col(clicks).cast("long"), F.col(impressions).cast("long")).alias(f.name))
-        elif f.kind == "popularity_rank" and f.name in tails:
+        elif part == "tail" and f.name in tails:
             is_tail = F.coalesce(F.col(f.name) == F.lit(tails[f.name]), F.lit(False))
             tail.append(F.when(is_tail, F.lit(True)).alias(f.name))
             main.append(F.when(~is_tail, with_default(f, spec)).alias(f.name))
@@ -66,33 +67,21 @@ def _day_free_values(
 
 def day_parts(tables: Tables, spec: FeatureSpec, day: dt.date, versions: dict[str, int]) -> dict:
     """What a version's metadata holds for day_free.materialize: per entity the CTR prior of each
-    smoothed CTR's window (clicks / impressions summed over the stored partition of `day`, which holds
-    every entity with activity in the windows: the sums of features.snapshot.ctr_priors) and the tail
-    popularity ranks (the inactive row of `day`). One small aggregate per table."""
+    smoothed CTR's window (features.snapshot.ctr_priors over the stored partition of `day`, which holds
+    every entity with activity in the windows: the same sums as the snapshot's) and the tail popularity
+    ranks (the inactive row of `day`). One small aggregate per table."""
     priors: dict[str, dict[str, float]] = {}
     tails: dict[str, dict[str, int]] = {}
     for entity in PUBLISHED_ENTITIES:
         features = [f for f in spec.model_features() if f.entity == entity]
-        smoothed = [f for f in features if f.kind == "smoothed_ctr"]
-        if smoothed:
+        windows = sorted({int(f.window) for f in features if day_free.day_part(f) == "ctr" and f.window})
+        if windows:
             name = spec.entities[entity]["table"]
-            stored = tables.read(
-                name,
-                version=versions[name],
-                partitions=[d for d in partition_dates(tables, name) if d == day],
-            )
-            sums = []
-            for f in smoothed:  # the expression of features.snapshot.ctr_priors
-                clicks, impressions = (F.sum(c) for c in day_free.ctr_counts(spec, f))
-                sums.append(
-                    F.when(impressions > 0, clicks / impressions)
-                    .otherwise(F.lit(spec.ctr_prior_fallback))
-                    .alias(str(f.window))
-                )
-            row = stored.agg(*sums).first()
-            assert row is not None  # an aggregate without grouping has one row
-            priors[entity] = row.asDict()
-        ranked = [f for f in features if f.kind == "popularity_rank"]
+            stored = tables.read(name, version=versions[name], partitions=[day])
+            # the day's one row (none when nobody was active: the snapshot's fallback then)
+            row = snapshot.ctr_priors(stored, spec, windows, measure=f"{entity}_{{m}}_{{w}}d", alias="{w}").first()
+            priors[entity] = {str(w): row[str(w)] if row is not None else spec.ctr_prior_fallback for w in windows}
+        ranked = [f for f in features if day_free.day_part(f) == "tail"]
         if ranked and tables.exists(as_of.inactive_table(entity)):
             inactive = tables.read(
                 as_of.inactive_table(entity), version=versions[as_of.inactive_table(entity)], partitions=[day]

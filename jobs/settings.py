@@ -66,17 +66,18 @@ class PathsSettings(Section):
         APIs: paths.artifacts, else the warehouse (`warehouse`: the root of the tables a job opened,
         default paths.warehouse) when it is a local (or mounted) path. An object-store URI in either
         place is a ConfigError naming the key and what to set."""
+        from features.storage import resolve
         from jobs.config import ConfigError
 
         if self.artifacts is not None:
-            if _object_store(self.artifacts):
+            if not resolve(self.artifacts).is_local:
                 raise ConfigError(
                     f"paths.artifacts: {self.artifacts} is an object store; it must be a local or mounted "
                     "directory (file artefacts are read and written with local file APIs)"
                 )
             return self.artifacts.removeprefix("file://")
         warehouse = warehouse if warehouse is not None else self.required("warehouse")
-        if _object_store(warehouse):
+        if not resolve(warehouse).is_local:
             raise ConfigError(
                 f"paths.artifacts is not set and the warehouse {warehouse} is an object store: the stages from "
                 "samples on keep file artefacts (Parquet shards, boosters, Keras models, reports) under "
@@ -94,10 +95,6 @@ class PathsSettings(Section):
 
             raise ConfigError(f"paths.{key} is not set")
         return value
-
-
-def _object_store(uri: str) -> bool:
-    return "://" in uri and not uri.lower().startswith("file://")
 
 
 class DatesSettings(Section):
