@@ -88,6 +88,7 @@ def generate_logs(
     impressions_per_user_day: float = 4.0,
     late_fraction: float = 0.005,
     unseen_items: int = 0,
+    ctr_drift: float = 0.0,
 ) -> dict:
     """Write `days` daily drops of events, users and items under `out`; return (and save) a summary.
 
@@ -95,6 +96,9 @@ def generate_logs(
     Events that would land after the last drop (late, or clicks after the last midnight) are not written.
     `unseen_items` more items (ids after the others) are in the first items drop and never shown or
     changed: a long-tail catalogue; the rest of the logs is identical with or without them.
+    `ctr_drift` shifts every impression's click logit by `ctr_drift * day_index / (days - 1)`: 0 on the first
+    day, `ctr_drift` on the last (negative: the click rate falls over time), so a time split's train, valid
+    and test rows have different positive rates; 0 leaves the logs as they were.
     """
     if days < 1 or users < 1 or items < 1:
         raise ValueError("days, users and items must be positive")
@@ -102,6 +106,8 @@ def generate_logs(
         raise ValueError(f"impressions_per_user_day must be a positive number, not {impressions_per_user_day}")
     if not (math.isfinite(late_fraction) and 0 <= late_fraction <= 1):
         raise ValueError(f"late_fraction must be between 0 and 1, not {late_fraction}")
+    if not (math.isfinite(ctr_drift) and abs(ctr_drift) <= 5):
+        raise ValueError(f"ctr_drift must be a logit shift between -5 and 5, not {ctr_drift}")
     start_ms = (start_date - EPOCH).days * MS_PER_DAY
     user_table, taste = _make_users(np.random.default_rng([seed, 0, STREAM_USERS]), users)
     item_table, catalog = _make_items(np.random.default_rng([seed, 0, STREAM_ITEMS]), items, start_date, days)
@@ -133,6 +139,7 @@ def generate_logs(
             catalog,
             item_table["price"].to_numpy(),
             impressions_per_user_day,
+            ctr_drift * day_index / max(days - 1, 1),
         )
         score_parts.append(p)
         label_parts.append(clicked)
@@ -171,6 +178,8 @@ def generate_logs(
         "oracle_auc": None if np.isnan(oracle_auc) else round(oracle_auc, 6),  # None: no clicks or no misses
         "impressions_per_user_day": impressions_per_user_day,
         "late_fraction": late_fraction,
+        "ctr_drift": ctr_drift,
+        "daily_ctr": [round(float(labels.mean()), 6) if len(labels) else None for labels in label_parts],
     }
     Path(out, "_generator_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -280,7 +289,7 @@ def _zip_codes(numbers):
     return pd.Series(numbers).astype(str).str.zfill(5).to_numpy()
 
 
-def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, impressions_per_user_day):
+def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, impressions_per_user_day, shift=0.0):
     """One day of traffic: event columns, plus true click probability and label of each impression."""
     n_users = len(taste["activity"])
     day_factor = (WEEKEND_BOOST if weekday >= 5 else 1.0) * 7 / (5 + 2 * WEEKEND_BOOST)
@@ -327,6 +336,7 @@ def _simulate_day(rng, day_index, day_start_ms, weekday, taste, catalog, price, 
         + POSITION_EFFECT[position]
         + DEVICE_EFFECT[device]
         + PAGE_EFFECT[page]
+        + shift
     )
     p = 1.0 / (1.0 + np.exp(-logit))
     clicked = rng.random(len(p)) < p

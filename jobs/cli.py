@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--items", type=int, default=2000)
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--impressions-per-user-day", type=float, default=4.0)
+    generate.add_argument(
+        "--ctr-drift", type=float, default=0.0, help="click logit shift on the last day (0 on the first), -5..5"
+    )
 
     movielens = commands.add_parser("import-movielens", help="turn a MovieLens directory into daily drops")
     movielens.add_argument("path", help="ml-100k (u.data, u.item, u.user) or CSV layout (ratings.csv, movies.csv)")
@@ -395,6 +398,8 @@ def cmd_generate_logs(args) -> int:
     rate = args.impressions_per_user_day
     if not (math.isfinite(rate) and rate > 0):
         raise PipelineInputError(f"--impressions-per-user-day must be a positive number, not {rate}")
+    if not (math.isfinite(args.ctr_drift) and abs(args.ctr_drift) <= 5):
+        raise PipelineInputError(f"--ctr-drift must be a logit shift between -5 and 5, not {args.ctr_drift}")
     _check_directory(args.out, "--out", write=True)
     summary = generate_logs(
         args.out,
@@ -404,6 +409,7 @@ def cmd_generate_logs(args) -> int:
         items=args.items,
         seed=args.seed,
         impressions_per_user_day=args.impressions_per_user_day,
+        ctr_drift=args.ctr_drift,
     )
     print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -94,6 +94,8 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
         f"test split: {len(rows['label'])} rows, positive rate {rows['label'].mean():.4f}; "
         f"train positive rate {train_rate:.4f}; cut points {', '.join(inputs['manifest']['cut_points'])}"
     )
+    drift = drift_note(inputs["manifest"]["splits"], float(rows["label"].mean()), summaries)
+    notes.append(drift)
 
     target = artifacts.evaluation_dir(home, version)
     staged = artifacts.staging_dir(target)
@@ -109,10 +111,30 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
         samples_version=version,
         input_versions={"samples": version, **inputs["manifest"].get("input_versions", {})},
     )
-    summary = {**run, "results": results, "quality_bars": bars, "models": trained, "train_positive_rate": train_rate}
+    summary = {
+        **run,
+        "results": results,
+        "quality_bars": bars,
+        "models": trained,
+        "train_positive_rate": train_rate,
+        "drift": drift,
+    }
     artifacts.write_json_atomically(staged / "metrics.json", summary)
     artifacts.replace_dir(staged, target)
     return {**summary, "report": str(target / "report.md")}
+
+
+def drift_note(splits: dict, test_rate: float, summaries: dict) -> str:
+    """The positive rate of each split, how far test's moved from train's, and which models were
+    recalibrated on valid (training.recalibrate): a model keeps the rate it learned, so its calibration on
+    test is about train rate / test rate unless its bias was moved."""
+    train, valid = (splits[s]["positives"] / max(splits[s]["rows"], 1) for s in ("train", "valid"))
+    recalibrated = sorted(m for m, summary in summaries.items() if summary.get("recalibration"))
+    return (
+        f"positive rate by split: train {train:.4f}, valid {valid:.4f}, test {test_rate:.4f} "
+        f"(test / train {test_rate / train if train else float('nan'):.2f}); recalibrated on valid "
+        f"(training.recalibrate): {', '.join(recalibrated) or 'none'}"
+    )
 
 
 def _fmt(value) -> str:
@@ -128,6 +150,7 @@ def format_summary(summary: dict) -> str:
         + (f"\n       why: {b['why']}" if b.get("why") else "")
         for b in summary["quality_bars"]
     ]
+    lines.append(summary["drift"])
     lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
 

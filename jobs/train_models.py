@@ -153,6 +153,11 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
     result = fit(trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
+    if training.recalibrate == "valid":  # the global bias is shared by the core and the saved model
+        from training.calibration import recalibrate
+
+        result["recalibration"] = recalibrate(trained, valid)
+        _log.info("%s: recalibrated on valid: %s", name, result["recalibration"])
     model.save(staged / "model.keras")
     manifest = inputs["manifest"]
     run = new_run(

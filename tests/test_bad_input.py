@@ -325,6 +325,12 @@ CASES = [
         id="generate-nan-rate",
     ),
     pytest.param(
+        ["generate-logs", "--out", "{root}/g", "--ctr-drift", "9"],
+        2,
+        "--ctr-drift must be a logit shift between -5 and 5, not 9.0",
+        id="generate-drift-out-of-range",
+    ),
+    pytest.param(
         ["generate-logs", "--out", "{file}", "--days", "1"],
         2,
         "--out {file}: {file} is a file, not a directory",

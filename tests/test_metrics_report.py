@@ -288,3 +288,17 @@ def test_spark_gbdt_metrics_agree_with_the_numpy_ones_and_sklearn(spark):
     assert local["logloss"] == pytest.approx(log_loss(labels, predictions), rel=1e-12)
     assert distributed["auc"] == pytest.approx(roc_auc_score(labels, predictions), abs=1e-9)
     assert local["auc"] == pytest.approx(roc_auc_score(labels, predictions), abs=1e-9)
+
+
+def test_drift_note_gives_each_splits_positive_rate_and_the_recalibrated_models():
+    from jobs.evaluate_models import drift_note
+
+    splits = {"train": {"rows": 1000, "positives": 40}, "valid": {"rows": 200, "positives": 5}}
+    summaries = {"lr": {"recalibration": {"logit_shift": -0.4}}, "deepfm": {}}
+    assert drift_note(splits, 0.02, summaries) == (
+        "positive rate by split: train 0.0400, valid 0.0250, test 0.0200 (test / train 0.50); "
+        "recalibrated on valid (training.recalibrate): lr"
+    )
+    assert drift_note(splits, 0.04, {"deepfm": {}}).endswith(
+        "(test / train 1.00); recalibrated on valid (training.recalibrate): none"
+    )

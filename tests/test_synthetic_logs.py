@@ -187,3 +187,40 @@ def test_roc_auc_matches_pairwise_counting_with_ties():
     pos, neg = scores[labels], scores[~labels]
     wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     assert roc_auc(scores, labels) == pytest.approx(wins / (len(pos) * len(neg)))
+
+
+def _daily_click_rates(root: Path, days: list[dt.date]) -> tuple[dict, dict]:
+    """Impressions and clicks per event date, counted from every drop (late events included)."""
+    events = pd.concat([pd.DataFrame(read_drop(root, "events", day)) for day in days], ignore_index=True)
+    date = events["event_time"].str[:10]
+    shown = events[events["event_type"] == "impression"].groupby(date).size().to_dict()
+    clicked = events[events["event_type"] == "click"].groupby(date).size().to_dict()
+    return shown, clicked
+
+
+def test_ctr_drift_shifts_the_click_rate_of_later_days_only(tmp_path):
+    days = [START + dt.timedelta(days=d) for d in range(5)]
+    config = dict(start_date=START, days=len(days), users=1500, items=100, seed=3)
+    generate_logs(tmp_path / "plain", **config)
+    generate_logs(tmp_path / "zero", ctr_drift=0.0, **config)
+    summary = generate_logs(tmp_path / "drift", ctr_drift=-1.5, **config)
+    assert all_files(tmp_path / "plain") == all_files(tmp_path / "zero")  # no drift: the logs as before
+    plain, drift = (all_files(tmp_path / name) for name in ("plain", "drift"))
+    first_drop = "events/dt=2026-03-01/part-00000.jsonl"
+    assert drift[first_drop] == plain[first_drop]  # no shift on the first day
+    assert summary["ctr_drift"] == -1.5 and len(summary["daily_ctr"]) == len(days)
+    (plain_shown, plain_clicks), (drift_shown, drift_clicks) = (
+        _daily_click_rates(tmp_path / name, days) for name in ("plain", "drift")
+    )
+    first, last = days[0].isoformat(), days[-1].isoformat()
+    # the same impressions every day, only the clicks move (the last day's late ones are not delivered,
+    # and which events are late is drawn after the clicks)
+    assert {d: n for d, n in drift_shown.items() if d != last} == {d: n for d, n in plain_shown.items() if d != last}
+    assert drift_shown[last] == pytest.approx(plain_shown[last], rel=0.02)
+    plain_ratio = (plain_clicks[last] / plain_shown[last]) / (plain_clicks[first] / plain_shown[first])
+    drift_ratio = (drift_clicks[last] / drift_shown[last]) / (drift_clicks[first] / drift_shown[first])
+    # a logit shift of -1.5 on ~5% click probabilities multiplies them by about e^-1.5 = 0.22
+    assert 0.7 < plain_ratio < 1.4
+    assert 0.12 < drift_ratio < 0.35
+    with pytest.raises(ValueError, match="ctr_drift"):
+        generate_logs(tmp_path / "bad", ctr_drift=float("nan"), **config)
