@@ -40,6 +40,9 @@ class SyntheticSettings(Section):
     seed: int = 7
     impressions_per_user_day: float = Field(4.0, gt=0)
     late_fraction: Fraction | None = None  # None: generate_logs' own
+    # the click logit shifts linearly from 0 on the first day to this on the last (a positive rate drifting
+    # between the time split's train and test; conf/drift.yaml)
+    ctr_drift: float = Field(0.0, ge=-5, le=5)
 
 
 class SourceSettings(Section):
@@ -240,6 +243,10 @@ class TrainingSettings(Section):
     # vocabularies, buckets and normalization of its samples' fit) of its newest model on an older samples
     # version, and trains on the new samples with the same early stopping; no older model: trained cold
     warm_start: bool = False
+    # valid: after training, the model's global bias moves so that its mean prediction on the valid split
+    # equals valid's positive rate (the newest labelled rows: a positive rate drifting since the train rows
+    # leaves the ranking alone but the probabilities miscalibrated); none: the trained bias is kept
+    recalibrate: Literal["none", "valid"] = "none"
 
 
 class ModelParams(Section):
@@ -293,9 +300,16 @@ class WideDeepParams(WideParams):
 
 class DeepFMParams(ModelParams):
     learning_rate: float = Field(0.001, gt=0)
+    l2: float = Field(1e-5, ge=0)  # as DeepCTR's (valid AUC +0.005 with numeric_fm false: bench/deepfm_variants.py)
     embedding_dim: PositiveInt = 8
     hidden_units: list[PositiveInt] = [256, 128, 64]
     dropout: float = Field(0.5, ge=0, lt=1)
+    # true: each numeric field scales a learned k-dim vector that joins the FM's pairwise term; false
+    # (DeepCTR's DeepFM): numerics enter the first-order term and the MLP as values only
+    numeric_fm: bool = False
+    # None: field vectors start uniform(-0.05, 0.05) (keras.layers.Embedding's default); a value: N(0, it)
+    # (DeepCTR starts them at N(0, 1e-4))
+    embedding_init_stddev: float | None = Field(None, gt=0)
 
 
 class ModelsSettings(Section):

@@ -61,7 +61,9 @@ def _covering(space: list, defaults: dict) -> list:
     return widened
 
 
-def _keras_objective(name: str, settings: Settings, inputs: dict):
+def keras_objective(name: str, settings: Settings, inputs: dict):
+    """objective(values, clock): models.<name> with `values` replacing its keys, trained on train and scored
+    on valid (training/tuning.py keras_fit_valid_auc); also bench/deepfm_variants.py's runs."""
     import keras
 
     from features.feature_spec import load_spec
@@ -145,7 +147,7 @@ def tune_one(
     else:
         space = tuning.keras_space(model)
         configured = settings.models.params(model).model_dump()
-        objective = _keras_objective(model, settings, inputs)
+        objective = keras_objective(model, settings, inputs)
     defaults = tuning.search_values(space, configured)
     space = _covering(space, defaults)
     started = time.perf_counter()

@@ -244,23 +244,26 @@ def test_missing_split_names_the_path(tmp_path):
         make_dataset(tmp_path, "test", model_inputs(SPEC))
 
 
-def _params(name: str):
+def _params(name: str, **update):
     from jobs.settings import as_settings
 
     params = as_settings({}).models.params(name)
-    return params.model_copy(update={"crosses": True}) if name != "deepfm" else params
+    return params.model_copy(update={"crosses": True, **update} if name != "deepfm" else update)
 
 
 def _raw_tensors(rows=ROWS):
     return {k: tf.constant(v) for k, v in arrow_to_arrays(rows, model_inputs(SPEC)).items()}
 
 
-@pytest.mark.parametrize("name", ["lr", "wide_deep", "deepfm"])
-def test_split_model_is_the_single_graph_model(name):
+@pytest.mark.parametrize(
+    "name, update",
+    [("lr", {}), ("wide_deep", {}), ("deepfm", {"numeric_fm": True}), ("deepfm", {"numeric_fm": False})],
+)
+def test_split_model_is_the_single_graph_model(name, update):
     keras.utils.set_random_seed(5)
-    single = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name))
+    single = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, **update))
     keras.utils.set_random_seed(5)
-    split = build_split(name, SPEC, TRANSFORMS, _params(name))
+    split = build_split(name, SPEC, TRANSFORMS, _params(name, **update))
     assert not split.preprocessing.trainable_weights  # every trainable weight is in the core
     assert [w.shape for w in split.core.trainable_weights] == [w.shape for w in single.trainable_weights]
     for a, b in zip(split.full.trainable_weights, single.trainable_weights):
@@ -303,3 +306,44 @@ def test_encoded_dataset_trains_the_core_of_the_saved_model(shards, tmp_path):
     after = np.asarray(split.full(_raw_tensors()))
     assert np.abs(after - before).max() > 1e-4  # training the core moved the raw-feature model
     np.testing.assert_allclose(after, np.asarray(core(split.preprocessing(_raw_tensors()))), atol=1e-6)
+
+
+def _deepfm_without_deep_numerics(numeric_fm: bool) -> keras.Model:
+    """A DeepFM whose only path from the numeric field `rating` to the logit is its FM vector, if it has one:
+    its first-order weights and the MLP are zeroed, the other fields' vectors are random."""
+    keras.utils.set_random_seed(3)
+    model = build_model("deepfm", FeatureEncoders(SPEC, TRANSFORMS), _params("deepfm", numeric_fm=numeric_fm))
+    for layer in model.layers:
+        if layer.name.startswith(("first_order_", "deep_")):
+            for w in layer.weights:
+                w.assign(np.zeros(w.shape, "float32"))
+        elif layer.name.startswith("field_"):
+            for w in layer.weights:
+                w.assign(np.random.default_rng(len(layer.name)).normal(0, 0.5, w.shape).astype("float32"))
+    return model
+
+
+def test_deepfm_numerics_join_the_fm_only_with_numeric_fm():
+    fm_fields = ["device", "age", "rating", "top_categories"]  # SPEC's `fm` role; rating is the numeric one
+    k = _params("deepfm").embedding_dim
+    for numeric_fm in (True, False):
+        model = _deepfm_without_deep_numerics(numeric_fm)
+        names = {layer.name for layer in model.layers}
+        assert ("field_rating" in names) is numeric_fm
+        # the MLP reads every field's vector, plus the numeric's [value, missing] when it has no vector
+        width = len(fm_fields) * k if numeric_fm else (len(fm_fields) - 1) * k + 2
+        assert model.get_layer("deep_dense_0").kernel.shape[0] == width
+        rows = ROWS.slice(0, 1)
+        low = np.asarray(model(_raw_tensors(rows)))
+        high = np.asarray(model(_raw_tensors(rows.set_column(4, "rating", pa.array([1.0])))))
+        assert bool(np.abs(high - low).max() > 1e-3) == numeric_fm  # only the FM vector carries the rating
+
+
+def test_deepfm_field_vectors_start_at_the_configured_scale():
+    for stddev, low, high in ((None, 1e-3, 0.05), (1e-4, 1e-6, 6e-4)):
+        keras.utils.set_random_seed(4)
+        params = _params("deepfm", embedding_init_stddev=stddev, numeric_fm=True)
+        model = build_model("deepfm", FeatureEncoders(SPEC, TRANSFORMS), params)
+        for name in ("field_device", "field_age", "field_rating"):
+            weights = np.asarray(model.get_layer(name).weights[0])
+            assert low < np.abs(weights).max() <= high, (name, stddev)

@@ -34,10 +34,12 @@ def linear_logit(
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 
 
-def embed(c: Categorical, dim: int, name: str, l2: float = 0.0):
+def embed(c: Categorical, dim: int, name: str, l2: float = 0.0, initializer="uniform"):
     """[batch, dim] embedding of one field; list features take the mean over their unmasked values."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    vectors = keras.layers.Embedding(c.cardinality, dim, embeddings_regularizer=regularizer, name=name)(c.index)
+    vectors = keras.layers.Embedding(
+        c.cardinality, dim, embeddings_initializer=initializer, embeddings_regularizer=regularizer, name=name
+    )(c.index)
     if c.mask is None:
         return vectors
     count = ops.maximum(ops.sum(ops.cast(c.mask, "float32"), axis=1, keepdims=True), 1.0)

@@ -55,6 +55,11 @@ def keras_space(model: str) -> list[Choice]:
             Choice("dropout", 0.0, 0.6),
             Choice("hidden_units", values=tuple(HIDDEN_UNITS)),
         ]
+    if model == "deepfm":  # DeepCTR's choices among them (bench/deepfm_variants.py)
+        space += [
+            Choice("numeric_fm", values=(True, False)),
+            Choice("embedding_init_stddev", values=(None, 1e-4, 1e-2)),
+        ]
     if model == "gbdt_lr":
         space.append(Choice("leaf_l2", values=(0.0, 0.001, 0.01, 0.1)))
     return space
@@ -242,4 +247,10 @@ def keras_fit_valid_auc(model, train, valid, max_epochs: int, patience: int, clo
     )
     scores = [float(v) for v in history.history["val_auc"]]
     best = max(range(len(scores)), key=lambda i: scores[i])
-    return {"valid_auc": scores[best], "best_epoch": best + 1, "epochs": len(scores), "cut_by_budget": budget.cut}
+    return {
+        "valid_auc": scores[best],
+        "best_epoch": best + 1,
+        "epochs": len(scores),
+        "cut_by_budget": budget.cut,
+        "valid_auc_per_epoch": scores,
+    }

@@ -2,7 +2,8 @@
 
 Every `fm` feature is a field. Categorical fields (vocabularies, hash bins, quantile buckets) look up a
 k-dim vector; numeric fields (normalize/log1p) scale a learned vector by the value (missing has its own
-vector). logit = bias + first-order terms + pairwise FM interactions + MLP(concatenated fields).
+vector), or with `numeric_fm: false` (DeepCTR's way) skip the FM and enter the MLP as values.
+logit = bias + first-order terms + pairwise FM interactions + MLP(concatenated fields [, numeric values]).
 """
 
 from __future__ import annotations
@@ -19,27 +20,36 @@ FIELD_INITIALIZER = keras.initializers.RandomUniform(-0.05, 0.05)  # keras.layer
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
     k, l2 = params.embedding_dim, params.l2
     regularizer = keras.regularizers.L2(l2) if l2 else None
+    initializer = (
+        FIELD_INITIALIZER
+        if params.embedding_init_stddev is None
+        else keras.initializers.RandomNormal(0.0, params.embedding_init_stddev)
+    )
     vectors, categoricals, numerics = [], {}, {}
     for field in encoders.names("fm"):
         if encoders.is_categorical(field):
             c = categoricals[field] = encoders.categorical(field)
-            vectors.append(embed(c, k, f"field_{field}", l2))  # list fields: mean of their values' vectors
-        else:
-            numerics[field] = encoders.numeric(field)
+            vectors.append(embed(c, k, f"field_{field}", l2, initializer))  # list fields: mean of their values' vectors
+            continue
+        numerics[field] = encoders.numeric(field)
+        if params.numeric_fm:
             # initialized like an embedding row: glorot-sized vectors would make the random FM products of
             # the numeric fields swamp the logit before training starts
             vectors.append(
                 keras.layers.Dense(
                     k,
                     use_bias=False,
-                    kernel_initializer=FIELD_INITIALIZER,
+                    kernel_initializer=initializer,
                     kernel_regularizer=regularizer,
                     name=f"field_{field}",
                 )(numerics[field])
             )
     fields = ops.stack(vectors, axis=1)  # [batch, fields, k], shared by the FM and the deep part
     first_order = linear_logit(categoricals, numerics, "first_order", l2=l2)
-    deep = mlp(ops.reshape(fields, (-1, len(vectors) * k)), list(params.hidden_units), params.dropout, "deep")
+    deep_input = ops.reshape(fields, (-1, len(vectors) * k))
+    if numerics and not params.numeric_fm:
+        deep_input = ops.concatenate([deep_input, *numerics.values()], axis=-1)
+    deep = mlp(deep_input, list(params.hidden_units), params.dropout, "deep")
     logits = [first_order, fm_interaction(fields), deep]
     bias = 0.0 if params.initial_bias is None else params.initial_bias
     return keras.Model(encoders.graph_inputs, probability(logits, bias), name="deepfm")

@@ -1,0 +1,98 @@
+"""Why DeepCTR's DeepFM scores higher after 2 epochs (issue 17): its three differences from ours, each alone
+and together, scored on the valid split only.
+
+    .venv/bin/python bench/deepfm_variants.py --config conf/movielens.yaml [--seeds 7,8] [--epochs 10]
+
+Needs samples in the config's warehouse (`recpipe run --config conf/movielens.yaml`). Each run is the
+objective `recpipe tune` scores a trial with (jobs/tune.py keras_objective: train from the samples'
+Parquet shards, early stopping on valid AUC with the config's patience, `--epochs` at most; the test
+split is never opened), so nothing is written to the warehouse. The differences (read in DeepCTR 0.9.4's
+deepctr/models/deepfm.py and feature_column.py):
+
+- numerics: DeepCTR feeds dense features to the linear part and the MLP as values; ours gave each
+  numeric field an FM vector (`numeric_fm`);
+- initialization: DeepCTR's embeddings start at N(0, 1e-4); ours at uniform(-0.05, 0.05)
+  (`embedding_init_stddev`);
+- regularization: DeepCTR puts L2 1e-5 on the embeddings and the linear part; ours had none (`l2`).
+
+"configured" is the config's `models.deepfm` (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
+"numerics_in_fm_no_l2" is the model before that change. Prints, per variant, the valid AUC at epoch 2 (the
+peers bench's comparison point) and at the best epoch, each the mean over the seeds, and the difference
+from the configured model. Keras training is not bit-reproducible across runs (thread scheduling moves a
+seed's valid AUC by up to ~0.005), so compare over several seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {  # name: what replaces models.deepfm's values
+    "configured": {},
+    "numerics_in_fm_no_l2": {"numeric_fm": True, "embedding_init_stddev": None, "l2": 0.0},  # before issue 17's change
+    "numerics_as_values": {"numeric_fm": False},
+    "init_normal_1e-4": {"embedding_init_stddev": 1e-4},
+    "l2_1e-5": {"l2": 1e-5},
+    "deepctr_all_three": {"numeric_fm": False, "embedding_init_stddev": 1e-4, "l2": 1e-5},
+    "values_and_init": {"numeric_fm": False, "embedding_init_stddev": 1e-4},
+    "values_and_l2": {"numeric_fm": False, "l2": 1e-5},
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="conf/movielens.yaml")
+    parser.add_argument("--seeds", default="7,8")
+    parser.add_argument("--epochs", type=int, default=10, help="at most, with the config's early stopping")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--json", help="also write the runs here")
+    args = parser.parse_args()
+
+    from jobs.config import load_config
+    from jobs.train_models import load_training_inputs
+    from jobs.tune import keras_objective
+    from training.tuning import BudgetClock
+
+    config = load_config(args.config)
+    inputs = load_training_inputs(config.paths.artifacts_home(), None, needs_gbdt=False)
+    configured = config.models.deepfm.model_dump()
+    runs = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        training = config.training.model_copy(update={"seed": seed, "max_epochs": args.epochs})
+        settings = config.model_copy(update={"training": training})
+        objective = keras_objective("deepfm", settings, inputs)
+        for name in args.variants.split(","):
+            started = time.perf_counter()
+            outcome = objective(VARIANTS[name], BudgetClock(24 * 3600))
+            runs.append({"variant": name, "seed": seed, **outcome, "seconds": time.perf_counter() - started})
+            history = outcome["valid_auc_per_epoch"]
+            print(
+                f"seed {seed} {name:<20} epoch-2 {history[min(1, len(history) - 1)]:.4f} "
+                f"best {outcome['valid_auc']:.4f} (epoch {outcome['best_epoch']}) {runs[-1]['seconds']:.0f} s",
+                flush=True,
+            )
+    print(f"\nDeepFM on samples v{inputs['version']}, valid AUC, mean of seeds {args.seeds}; configured: {configured}")
+    print(f"{'variant':<22} {'epoch 2':>8} {'vs conf':>8} {'best':>8} {'vs conf':>8} {'best epochs':>12}")
+    names = args.variants.split(",")
+    means = {}
+    for name in names:
+        mine = [r for r in runs if r["variant"] == name]
+        at2 = statistics.mean(r["valid_auc_per_epoch"][min(1, len(r["valid_auc_per_epoch"]) - 1)] for r in mine)
+        means[name] = (at2, statistics.mean(r["valid_auc"] for r in mine), ",".join(str(r["best_epoch"]) for r in mine))
+    base = means.get("configured", means[names[0]])
+    for name, (at2, best, epochs) in means.items():
+        print(f"{name:<22} {at2:>8.4f} {at2 - base[0]:>+8.4f} {best:>8.4f} {best - base[1]:>+8.4f} {epochs:>12}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(runs, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
