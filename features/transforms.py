@@ -7,6 +7,8 @@ Each model feature with a `transform` in schemas/features.yaml gets fitted param
     hashing           number of bins                                            → Hashing
     normalize         mean and standard deviation                               → Normalization
     log1p             log1p, then mean and standard deviation of log1p(x)       → log1p + Normalization
+                      both also get `boundaries` (the raw value's equal-frequency quantiles, as for
+                      quantile_buckets): the wide part's bucketized view (`numeric_buckets`)
 The artifact is saved beside the samples and baked into the TensorFlow graph later, so training and
 serving use the same numbers.
 """
@@ -32,14 +34,16 @@ def fit_transforms(train: DataFrame, spec: FeatureSpec, relative_error: float = 
     features = [f for f in spec.model_features() if f.transform]
     fitted: dict[str, dict] = {}
 
-    quantiled = [f for f in features if f.transform == "quantile_buckets"]
+    # equal-frequency boundaries in one approxQuantile pass: the buckets of quantile_buckets features
+    # and the bucketized view of normalize / log1p ones (training/feature_layers.py bucketized)
+    quantiled = [f for f in features if f.transform in ("quantile_buckets", "normalize", "log1p")]
     if quantiled:
         buckets = int(spec.transforms["quantile_buckets"]["num_buckets"])
         probabilities = [i / buckets for i in range(1, buckets)]
         columns = [F.col(f.name).cast("double").alias(f.name) for f in quantiled]
         quantiles = train.select(*columns).approxQuantile([f.name for f in quantiled], probabilities, relative_error)
         for feature, values in zip(quantiled, quantiles):
-            fitted[feature.name] = {"transform": "quantile_buckets", "boundaries": sorted(set(values))}
+            fitted[feature.name] = {"transform": feature.transform, "boundaries": sorted(set(values))}
 
     scaled = [f for f in features if f.transform in ("normalize", "log1p")]
     if scaled:
@@ -56,8 +60,7 @@ def fit_transforms(train: DataFrame, spec: FeatureSpec, relative_error: float = 
         assert aggregated is not None  # an aggregate without groupBy has one row
         row = aggregated.asDict()
         for f in scaled:
-            fitted[f.name] = {
-                "transform": f.transform,
+            fitted[f.name] |= {
                 "mean": row[f"{f.name}__mean"] or 0.0,
                 "std": row[f"{f.name}__std"] or 0.0,
                 "count": row[f"{f.name}__count"],

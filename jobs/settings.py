@@ -262,6 +262,9 @@ class ModelParams(Section):
 
 class WideParams(ModelParams):
     crosses: bool | tuple[str, ...] = False  # the spec's crosses in the wide part: all (true), none, or these
+    # true: each normalize / log1p feature also enters the wide part as its train-quantile bucket (a
+    # one-hot, so the linear part can bend); false: as its normalized value only
+    numeric_buckets: bool = False
 
     @field_validator("crosses", mode="before")
     @classmethod
@@ -300,7 +303,7 @@ class WideDeepParams(WideParams):
 
 class DeepFMParams(ModelParams):
     learning_rate: float = Field(0.001, gt=0)
-    l2: float = Field(1e-5, ge=0)  # as DeepCTR's; with numeric_fm false +0.0036 valid AUC (bench/deepfm_variants.py)
+    l2: float = Field(1e-5, ge=0)  # as DeepCTR's; with numeric_fm false +0.0036 valid AUC (bench/model_variants.py)
     embedding_dim: PositiveInt = 8
     hidden_units: list[PositiveInt] = [256, 128, 64]
     dropout: float = Field(0.5, ge=0, lt=1)

@@ -63,7 +63,7 @@ def _covering(space: list, defaults: dict) -> list:
 
 def keras_objective(name: str, settings: Settings, inputs: dict):
     """objective(values, clock): models.<name> with `values` replacing its keys, trained on train and scored
-    on valid (training/tuning.py keras_fit_valid_auc); also bench/deepfm_variants.py's runs."""
+    on valid (training/tuning.py keras_fit_valid_auc); also bench/model_variants.py's runs."""
     import keras
 
     from features.feature_spec import load_spec

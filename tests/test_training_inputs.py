@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
+from features.errors import PipelineInputError
 from features.feature_spec import parse_spec
 from training.dataset import make_dataset, shuffled_batches
 from training.feature_layers import FeatureEncoders
@@ -71,7 +72,7 @@ SPEC = parse_spec(
                 "kind": "rating_mean",
                 "dtype": "double",
                 "transform": "normalize",
-                "roles": ["deep", "fm"],
+                "roles": ["wide", "deep", "fm"],
             },
             {
                 "name": "clicks",
@@ -106,8 +107,8 @@ TRANSFORMS = {
     "position": {"transform": "vocabulary", "values": [0, -1, 2]},
     "item": {"transform": "hashing", "num_bins": 100},
     "age": {"transform": "quantile_buckets", "boundaries": [20.0, 30.0]},
-    "rating": {"transform": "normalize", "mean": 3.0, "std": 2.0},
-    "clicks": {"transform": "log1p", "mean": 1.0, "std": 0.5},
+    "rating": {"transform": "normalize", "mean": 3.0, "std": 2.0, "boundaries": [2.0, 4.0]},
+    "clicks": {"transform": "log1p", "mean": 1.0, "std": 0.5, "boundaries": [0.0, 2.0]},
     "last_items": {"transform": "hashing", "num_bins": 50},
     "top_categories": {"transform": "vocabulary", "values": ["Drama", "Comedy"]},
 }
@@ -165,6 +166,44 @@ def test_numeric_views_normalize_with_a_missing_indicator():
     far = _encoded(lambda e: [e.numeric("rating")], rows=ROWS.set_column(4, "rating", pa.array([1e6, -1e6, 3.0])))
     np.testing.assert_allclose(far.numpy()[:, 0], [5.0, -5.0, 0.0])  # clipped at 5 standard deviations
     assert clicks.numpy()[2].tolist() == [0.0, 1.0]
+
+
+def test_bucketized_numerics_use_the_raw_train_quantiles():
+    rating, clicks = _encoded(lambda e: [e.bucketized("rating").index, e.bucketized("clicks").index])
+    assert rating.numpy().tolist() == [2, 3, 1]  # 5 >= 4; missing → the last bucket; 2 <= 3 < 4
+    assert clicks.numpy().tolist() == [1, 2, 3]  # on raw counts, not log1p: 0 <= 0 < 2; 3 >= 2; missing
+    encoders = FeatureEncoders(SPEC, TRANSFORMS)
+    assert encoders.bucketized("rating").cardinality == 4
+    with pytest.raises(ValueError, match="age .quantile_buckets. has no bucketized view"):
+        encoders.bucketized("age")
+    old = {**TRANSFORMS, "rating": {k: v for k, v in TRANSFORMS["rating"].items() if k != "boundaries"}}
+    with pytest.raises(PipelineInputError, match="no bucket boundaries for rating.*rebuild the samples"):
+        FeatureEncoders(SPEC, old).bucketized("rating")
+
+
+def test_numeric_buckets_let_lr_fit_a_non_monotone_numeric():
+    """Label 1 exactly when the rating is in the middle bucket [2, 4): a line through the normalized value
+    cannot rank that (any monotone score has AUC 0.5 here), its buckets can (AUC 1)."""
+    from training.train import compile_model
+
+    rng = np.random.default_rng(3)
+    ratings = rng.uniform(0.0, 6.0, 3000)
+    labels = ((ratings >= 2.0) & (ratings < 4.0)).astype("float32")
+    rows = pa.table(
+        {name: pa.nulls(len(ratings), ROWS.schema.field(name).type) for name in ROWS.column_names}
+    ).set_column(4, "rating", pa.array(ratings))
+    features = _raw_tensors(rows)
+    aucs = {}
+    for buckets in (False, True):
+        keras.utils.set_random_seed(2)
+        params = _params("lr", crosses=False, numeric_buckets=buckets, learning_rate=0.05)
+        model = build_model("lr", FeatureEncoders(SPEC, TRANSFORMS), params)
+        compile_model(model, params)
+        model.fit(features, labels, batch_size=256, epochs=15, verbose=0)
+        auc = keras.metrics.AUC(num_thresholds=1000)
+        auc.update_state(labels, np.asarray(model(features)).reshape(-1))
+        aucs[buckets] = float(auc.result())
+    assert aucs[True] > 0.99 and aucs[False] < 0.8, aucs
 
 
 def test_list_cross_is_element_wise_and_keeps_the_mask():
@@ -238,8 +277,6 @@ def test_dataset_streams_each_split_once_per_epoch_with_weights(shards):
 
 
 def test_missing_split_names_the_path(tmp_path):
-    from features.errors import PipelineInputError
-
     with pytest.raises(PipelineInputError, match="split=test"):
         make_dataset(tmp_path, "test", model_inputs(SPEC))
 
@@ -257,7 +294,13 @@ def _raw_tensors(rows=ROWS):
 
 @pytest.mark.parametrize(
     "name, update",
-    [("lr", {}), ("wide_deep", {}), ("deepfm", {"numeric_fm": True}), ("deepfm", {"numeric_fm": False})],
+    [
+        ("lr", {}),
+        ("lr", {"numeric_buckets": True}),
+        ("wide_deep", {}),
+        ("deepfm", {"numeric_fm": True}),
+        ("deepfm", {"numeric_fm": False}),
+    ],
 )
 def test_split_model_is_the_single_graph_model(name, update):
     keras.utils.set_random_seed(5)
@@ -280,6 +323,7 @@ def test_split_model_is_the_single_graph_model(name, update):
     np.testing.assert_allclose(np.asarray(split.core(encoded)), expected, atol=1e-6)
     if name == "lr":  # crosses are encoded too: the core holds no hashing, lookup or bucket layers
         assert {"cross_device_x_last_items__index", "cross_device_x_age__index"} <= set(encoded)
+        assert ("rating__bucket__index" in encoded) == update.get("numeric_buckets", False)
         kinds = {type(layer).__name__ for layer in split.core.layers}
         assert not kinds & {"StringLookup", "IntegerLookup", "Hashing", "HashedCrossing", "Discretization"}
 

@@ -125,7 +125,12 @@ def test_keras_search_writes_the_choice_and_train_tuned_uses_it(tuning_warehouse
     document = json.loads((artifacts.artifacts_root(warehouse) / "tuning" / f"v{version}" / "lr.json").read_text())
     assert document["stopped_by"] == "trials" and len(document["trials"]) == 2 and document["seed"] == 7
     configured = yaml.safe_load(config.read_text())["models"]["lr"]
-    assert document["default"]["params"] == {"learning_rate": configured["learning_rate"], "l2": 0.0}
+    assert document["default"]["params"] == {
+        "learning_rate": configured["learning_rate"],
+        "l2": 0.0,
+        "numeric_buckets": configured.get("numeric_buckets", False),
+        "crosses": configured["crosses"],
+    }
     assert document["trials"][1]["params"] != document["trials"][0]["params"]
     assert all(t["epochs"] == 1 and 0.3 < t["valid_auc"] < 1 for t in document["trials"])
     assert all("split=test" not in f for f in document["files_read"])
@@ -185,3 +190,18 @@ def test_gbdt_settings_take_the_tuned_booster_parameters(tuning_warehouse):
     assert used == str(path)
     assert tuned.gbdt == GbdtSettings(**{**settings.gbdt.model_dump(), **chosen})
     assert tuned.gbdt.early_stopping_rounds == settings.gbdt.early_stopping_rounds
+
+
+def test_wide_models_search_numeric_buckets_and_crosses_and_keep_a_configured_cross_list():
+    from jobs.tune import _covering
+    from training.tuning import as_params, keras_space, search_values
+
+    space = keras_space("lr")
+    assert [c.name for c in space] == ["learning_rate", "l2", "numeric_buckets", "crosses"]
+    assert "crosses" not in {c.name for c in keras_space("deepfm")}
+    configured = {"learning_rate": 0.002, "l2": 0.0, "numeric_buckets": True, "crosses": ("a_x_b", "c_x_d")}
+    values = search_values(space, configured)
+    assert values["crosses"] == "a_x_b,c_x_d"  # a categorical choice Optuna can store
+    assert as_params(values) == configured
+    crosses = next(c for c in _covering(space, values) if c.name == "crosses")
+    assert crosses.values == (False, True, "a_x_b,c_x_d")  # trial 0 (the defaults) is a point of the space

@@ -9,6 +9,9 @@ model builders three views of a feature, each built once and shared by every par
     numeric(name)      normalize / log1p → Normalization of x or log1p(max(x, 0)), clipped to ±5 standard
                        deviations (a rare count can be 30 sd out and would dominate FM products),
                        missing → 0, plus a missing indicator: float32 [batch, 2]
+    bucketized(name)   normalize / log1p features as a categorical too: the raw value's train quantile
+                       bucket (Discretization on the fitted `boundaries`, +1 bucket for missing), the
+                       wide part's non-linear view of a numeric (`numeric_buckets`)
     cross(cross)       HashedCrossing over the categorical indices of a spec cross (list features
                        cross element by element and keep their mask)
     gbdt_matrix(...)   the XGBoost input matrix (float32, NaN = missing, strings as vocabulary codes)
@@ -29,11 +32,21 @@ import keras
 import numpy as np
 from keras import ops
 
+from features.errors import PipelineInputError
 from features.feature_spec import Cross, FeatureSpec
 from training.inputs import ModelInput, model_inputs
 
 NUMERIC_CLIP = 5.0  # standard deviations
 _NO_OOV_TOKEN = int(np.iinfo(np.int64).min)  # IntegerLookup reserves its oov_token (-1 by default): -1 is a real value
+
+
+def _discretize(raw: keras.KerasTensor, boundaries: list, name: str) -> tuple[keras.KerasTensor, int]:
+    """Bucket index of a float input: len(boundaries) + 1 buckets of values, then one for NaN."""
+    edges = [float(b) for b in boundaries]
+    if not edges:  # no value in train: one bucket of values, one of missing
+        return ops.cast(ops.isnan(raw), "int32"), 2
+    buckets = keras.layers.Discretization(bin_boundaries=edges, name=name)(raw)
+    return ops.cast(ops.where(ops.isnan(raw), len(edges) + 1, ops.cast(buckets, "int32")), "int32"), len(edges) + 2
 
 
 @dataclass
@@ -126,16 +139,29 @@ class FeatureEncoders:
             cardinality = int(fitted["num_bins"])
             index = keras.layers.Hashing(num_bins=cardinality, name=f"{name}_hash")(raw)
         elif kind == "quantile_buckets":
-            boundaries = [float(b) for b in fitted["boundaries"]]
-            buckets = keras.layers.Discretization(bin_boundaries=boundaries, name=f"{name}_buckets")(raw)
-            index = ops.where(ops.isnan(raw), len(boundaries) + 1, ops.cast(buckets, "int32"))
-            cardinality = len(boundaries) + 2
+            index, cardinality = _discretize(raw, fitted["boundaries"], f"{name}_buckets")
         else:
             raise ValueError(f"feature {name} ({kind}) has no categorical view")
         mask = None
         if spec_input.length is not None:
             mask = ops.not_equal(raw, spec_input.missing)
         return Categorical(ops.cast(index, "int32"), cardinality, mask)
+
+    def bucketized(self, name: str) -> Categorical:
+        """A normalize / log1p feature's train-quantile bucket (the last bucket = missing)."""
+        key = f"{name}__bucket"
+        if key not in self._categorical:
+            fitted = self.transforms[name]
+            if fitted["transform"] not in ("normalize", "log1p"):
+                raise ValueError(f"feature {name} ({fitted['transform']}) has no bucketized view")
+            if "boundaries" not in fitted:
+                raise PipelineInputError(
+                    f"the transforms artifact has no bucket boundaries for {name} (samples built before "
+                    "numeric_buckets existed): rebuild the samples"
+                )
+            index, cardinality = _discretize(self.inputs[name], fitted["boundaries"], f"{name}_wide_buckets")
+            self._categorical[key] = self._encoded_categorical(f"{key}__index", Categorical(index, cardinality))
+        return self._categorical[key]
 
     def numeric(self, name: str) -> keras.KerasTensor:
         """float32 [batch, 2]: the normalized value (0 when missing) and a missing indicator."""

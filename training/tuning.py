@@ -49,13 +49,16 @@ class Choice:
 def keras_space(model: str) -> list[Choice]:
     """What is searched for a Keras model (jobs/settings.py models.<model>); epochs come from early stopping."""
     space = [Choice("learning_rate", 3e-4, 1e-2, log=True), Choice("l2", values=L2_CHOICES)]
+    if model in ("lr", "gbdt_lr", "wide_deep"):  # the wide part: numerics as values only or also buckets;
+        # none or all of the spec's crosses (a configured list of crosses is a third choice)
+        space += [Choice("numeric_buckets", values=(False, True)), Choice("crosses", values=(False, True))]
     if model in ("wide_deep", "deepfm"):
         space += [
             Choice("embedding_dim", values=(4, 8, 16, 32)),
             Choice("dropout", 0.0, 0.6),
             Choice("hidden_units", values=tuple(HIDDEN_UNITS)),
         ]
-    if model == "deepfm":  # DeepCTR's choices among them (bench/deepfm_variants.py)
+    if model == "deepfm":  # DeepCTR's choices among them (bench/model_variants.py)
         space += [
             Choice("numeric_fm", values=(True, False)),
             Choice("embedding_init_stddev", values=(None, 1e-4, 1e-2)),
@@ -84,13 +87,18 @@ def search_values(space: list[Choice], params: dict) -> dict:
         value = params[choice.name]
         if choice.name == "hidden_units":
             value = "-".join(str(u) for u in value)
+        elif choice.name == "crosses" and not isinstance(value, bool):  # a list of cross names
+            value = ",".join(value)
         values[choice.name] = value
     return values
 
 
 def as_params(values: dict) -> dict:
-    """A trial's values as model parameters (hidden units back to a list)."""
-    return {k: (HIDDEN_UNITS[v] if k == "hidden_units" else v) for k, v in values.items()}
+    """A trial's values as model parameters (hidden units back to a list, named crosses to a tuple)."""
+    params = {k: (HIDDEN_UNITS[v] if k == "hidden_units" else v) for k, v in values.items()}
+    if isinstance(params.get("crosses"), str):
+        params["crosses"] = tuple(params["crosses"].split(","))
+    return params
 
 
 class BudgetClock:

@@ -12,8 +12,8 @@ from training.layers import linear_logit, probability
 
 
 def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
-    """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features)
-    plus the spec's crosses: all (`crosses: true`), none (`false`, the default) or a list of cross names.
+    """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features,
+    and with `numeric_buckets` also their quantile bucket) plus the spec's crosses: all (`crosses: true`), none (`false`, the default) or a list of cross names.
     `params`: the model's settings (jobs/settings.py)."""
     categoricals, numerics = {}, {}
     for feature in encoders.names("wide"):
@@ -21,6 +21,8 @@ def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
             categoricals[feature] = encoders.categorical(feature)
         else:
             numerics[feature] = encoders.numeric(feature)
+            if params.numeric_buckets:
+                categoricals[f"{feature}_bucket"] = encoders.bucketized(feature)
     chosen = params.crosses
     crosses = {c.name: c for c in encoders.spec.crosses}
     names = list(crosses) if chosen is True else list(chosen or [])

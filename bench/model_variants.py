@@ -15,7 +15,10 @@ deepctr/models/deepfm.py and feature_column.py):
   (`embedding_init_stddev`);
 - regularization: DeepCTR puts L2 1e-5 on the embeddings and the linear part; ours had none (`l2`).
 
-"configured" is the config's `models.deepfm` (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
+For lr, gbdt_lr and wide_deep the variants are the wide part's `numeric_buckets` off and on (and for lr
+with all the spec's `crosses`).
+
+"configured" is the config's `models.<model>`; for DeepFM (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
 "numerics_in_fm_no_l2" is the model before that change. Prints, per variant, the valid AUC at epoch 2 (the
 peers bench's comparison point) and at the best epoch, each the mean over the seeds, and the difference
 from the configured model. Keras training is not bit-reproducible across runs (thread scheduling moves a
@@ -34,7 +37,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-VARIANTS = {  # name: what replaces models.deepfm's values
+WIDE_VARIANTS = {"configured": {}, "values_only": {"numeric_buckets": False}, "numeric_buckets": {"numeric_buckets": True}}
+VARIANTS = {  # model: {name: what replaces models.<model>'s values}
+    "lr": {
+        **WIDE_VARIANTS,
+        "buckets_and_crosses": {"numeric_buckets": True, "crosses": True},
+        "buckets_l2_1e-6": {"numeric_buckets": True, "l2": 1e-6},
+        "buckets_l2_1e-5": {"numeric_buckets": True, "l2": 1e-5},
+        "values_l2_1e-6": {"numeric_buckets": False, "l2": 1e-6},
+    },
+    "gbdt_lr": WIDE_VARIANTS,
+    "wide_deep": WIDE_VARIANTS,
+}
+VARIANTS["deepfm"] = {
     "configured": {},
     "numerics_in_fm_no_l2": {"numeric_fm": True, "embedding_init_stddev": None, "l2": 0.0},  # before issue 17's change
     "numerics_as_values": {"numeric_fm": False},
@@ -57,7 +72,8 @@ def main() -> int:
     parser.add_argument("--config", default="conf/movielens.yaml")
     parser.add_argument("--seeds", default="7,8")
     parser.add_argument("--epochs", type=int, default=10, help="at most, with the config's early stopping")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    parser.add_argument("--model", choices=sorted(VARIANTS), default="deepfm")
+    parser.add_argument("--variants", help="comma-separated names of VARIANTS[model] (default: all of them)")
     parser.add_argument("--json", help="also write the runs here")
     args = parser.parse_args()
 
@@ -67,25 +83,29 @@ def main() -> int:
     from training.tuning import BudgetClock
 
     config = load_config(args.config)
-    inputs = load_training_inputs(config.paths.artifacts_home(), None, needs_gbdt=False)
-    configured = config.models.deepfm.model_dump()
+    variants = VARIANTS[args.model]
+    names = args.variants.split(",") if args.variants else list(variants)
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r} for {args.model}: {', '.join(variants)}")
+    inputs = load_training_inputs(config.paths.artifacts_home(), None, needs_gbdt=args.model == "gbdt_lr")
+    configured = config.models.params(args.model).model_dump()
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         training = config.training.model_copy(update={"seed": seed, "max_epochs": args.epochs})
         settings = config.model_copy(update={"training": training})
-        objective = keras_objective("deepfm", settings, inputs)
-        for name in args.variants.split(","):
+        objective = keras_objective(args.model, settings, inputs)
+        for name in names:
             started = time.perf_counter()
-            outcome = objective(VARIANTS[name], BudgetClock(24 * 3600))
+            outcome = objective(variants[name], BudgetClock(24 * 3600))
             runs.append({"variant": name, "seed": seed, **outcome, "seconds": time.perf_counter() - started})
             print(
                 f"seed {seed} {name:<20} epoch-2 {at_epoch_2(outcome):.4f} "
                 f"best {outcome['valid_auc']:.4f} (epoch {outcome['best_epoch']}) {runs[-1]['seconds']:.0f} s",
                 flush=True,
             )
-    print(f"\nDeepFM on samples v{inputs['version']}, valid AUC, mean of seeds {args.seeds}; configured: {configured}")
+    print(f"\n{args.model} on samples v{inputs['version']}, valid AUC, mean of seeds {args.seeds}; configured: {configured}")
     print(f"{'variant':<22} {'epoch 2':>8} {'vs conf':>8} {'best':>8} {'vs conf':>8} {'best epochs':>12}")
-    names = args.variants.split(",")
     means = {}
     for name in names:
         mine = [r for r in runs if r["variant"] == name]
