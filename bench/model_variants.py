@@ -37,7 +37,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-WIDE_VARIANTS = {"configured": {}, "values_only": {"numeric_buckets": False}, "numeric_buckets": {"numeric_buckets": True}}
+WIDE_VARIANTS = {
+    "configured": {},
+    "values_only": {"numeric_buckets": False},
+    "numeric_buckets": {"numeric_buckets": True},
+}
 VARIANTS = {  # model: {name: what replaces models.<model>'s values}
     "lr": {
         **WIDE_VARIANTS,
@@ -104,7 +108,9 @@ def main() -> int:
                 f"best {outcome['valid_auc']:.4f} (epoch {outcome['best_epoch']}) {runs[-1]['seconds']:.0f} s",
                 flush=True,
             )
-    print(f"\n{args.model} on samples v{inputs['version']}, valid AUC, mean of seeds {args.seeds}; configured: {configured}")
+    print(
+        f"\n{args.model} on samples v{inputs['version']}, valid AUC, mean of seeds {args.seeds}; configured: {configured}"
+    )
     print(f"{'variant':<22} {'epoch 2':>8} {'vs conf':>8} {'best':>8} {'vs conf':>8} {'best epochs':>12}")
     means = {}
     for name in names:

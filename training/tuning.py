@@ -96,8 +96,9 @@ def search_values(space: list[Choice], params: dict) -> dict:
 def as_params(values: dict) -> dict:
     """A trial's values as model parameters (hidden units back to a list, named crosses to a tuple)."""
     params = {k: (HIDDEN_UNITS[v] if k == "hidden_units" else v) for k, v in values.items()}
-    if isinstance(params.get("crosses"), str):
-        params["crosses"] = tuple(params["crosses"].split(","))
+    crosses = values.get("crosses")
+    if isinstance(crosses, str):
+        params["crosses"] = tuple(crosses.split(","))
     return params
 
 
