@@ -199,6 +199,7 @@ def test_wide_models_search_numeric_buckets_and_crosses_and_keep_a_configured_cr
     space = keras_space("lr")
     assert [c.name for c in space] == ["learning_rate", "l2", "numeric_buckets", "crosses"]
     assert "crosses" not in {c.name for c in keras_space("deepfm")}
+    assert {"numeric_buckets", "crosses", "leaf_l2", "init_from_gbdt"} <= {c.name for c in keras_space("gbdt_lr")}
     configured = {"learning_rate": 0.002, "l2": 0.0, "numeric_buckets": True, "crosses": ("a_x_b", "c_x_d")}
     values = search_values(space, configured)
     assert values["crosses"] == "a_x_b,c_x_d"  # a categorical choice Optuna can store

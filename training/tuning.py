@@ -63,8 +63,8 @@ def keras_space(model: str) -> list[Choice]:
             Choice("numeric_fm", values=(True, False)),
             Choice("embedding_init_stddev", values=(None, 1e-4, 1e-2)),
         ]
-    if model == "gbdt_lr":
-        space.append(Choice("leaf_l2", values=(0.0, 0.001, 0.01, 0.1)))
+    if model == "gbdt_lr":  # init_from_gbdt: start at XGBoost's own prediction (strong trees, e.g. the demo)
+        space += [Choice("leaf_l2", values=(0.0, 0.001, 0.01, 0.1)), Choice("init_from_gbdt", values=(False, True))]
     return space
 
 
