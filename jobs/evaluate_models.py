@@ -6,7 +6,7 @@ Scores the test shards with every trained model (<home>/_artifacts/models/<model
 and three baselines — the global train rate, item popularity (the item's positives in train) and
 XGBoost alone (the GBDT booster) — then writes <home>/_artifacts/evaluation/v<N>/:
     metrics.json        every metric of every model and baseline, the quality bars and the data versions
-    report.md           comparison table, quality bars, ROC / PR / calibration / learning-curve plots (PNG)
+    report.md           comparison table, quality bars, default vs tuned hyperparameters, ROC / PR / calibration / learning-curve plots (PNG)
     predictions.parquet test rows (sample_id, user_id, item_id, label) with each model's probability
 """
 
@@ -35,6 +35,7 @@ from training.baselines import (
     score_test,
     xgboost_probability,
 )
+from training.tuning import XGBOOST
 
 
 def evaluate(config: Settings | dict, samples_version: int | None = None) -> dict:
@@ -96,6 +97,8 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
     )
     drift = drift_note(inputs["manifest"]["splits"], float(rows["label"].mean()), summaries)
     notes.append(drift)
+    tuned = tuning_status(home, version, {**summaries, XGBOOST: inputs["gbdt"]["metrics"]})
+    notes.append(tuning_note(tuned))
 
     target = artifacts.evaluation_dir(home, version)
     staged = artifacts.staging_dir(target)
@@ -118,6 +121,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
         "models": trained,
         "train_positive_rate": train_rate,
         "drift": drift,
+        "tuning": tuned,
     }
     artifacts.write_json_atomically(staged / "metrics.json", summary)
     artifacts.replace_dir(staged, target)
@@ -137,6 +141,49 @@ def drift_note(splits: dict, test_rate: float, summaries: dict) -> str:
     )
 
 
+def tuning_status(home: str, version: int, summaries: dict) -> list[dict]:
+    """Default vs tuned for each model (and `xgboost`, the gbdt stage's booster, from its metrics.json): was
+    it trained with `recpipe tune`'s choice (`tuned_from` in its summary), and the search's valid AUC of
+    the defaults (trial 0) and of the choice when a search of this samples version exists."""
+    from jobs.tune import tuning_file
+
+    status = []
+    for name, summary in summaries.items():
+        used = summary.get("tuned_from")
+        path = Path(used) if used and Path(used).exists() else tuning_file(home, version, name)
+        entry = {"model": name, "trained_with_tuned": bool(used), "search": None}
+        if path.exists():
+            search = json.loads(path.read_text())
+            entry["search"] = {
+                "file": str(path),
+                "trials": len(search["trials"]),
+                "default_valid_auc": search["default"]["valid_auc"],
+                "chosen_valid_auc": search["chosen"]["valid_auc"],
+                "chosen_params": search["chosen"]["params"],
+            }
+        status.append(entry)
+    return status
+
+
+def tuning_note(status: list[dict]) -> str:
+    """One line: per model, tuned or configured, with the search's valid AUCs (defaults -> chosen)."""
+    parts = []
+    for entry in status:
+        search = entry["search"]
+        found = (
+            f"{search['default_valid_auc']:.4f} -> {search['chosen_valid_auc']:.4f} in {search['trials']} trials"
+            if search
+            else ""
+        )
+        if entry["trained_with_tuned"]:
+            parts.append(f"{entry['model']} tuned ({found})" if search else f"{entry['model']} tuned")
+        elif search:
+            parts.append(f"{entry['model']} configured (a search found {found}; not used)")
+        else:
+            parts.append(f"{entry['model']} configured (no search)")
+    return "hyperparameters (recpipe tune, valid AUC defaults -> chosen): " + "; ".join(parts)
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -151,6 +198,8 @@ def format_summary(summary: dict) -> str:
         for b in summary["quality_bars"]
     ]
     lines.append(summary["drift"])
+    if "tuning" in summary:
+        lines.append(tuning_note(summary["tuning"]))
     lines.append(f"report: {summary['report']}")
     return "\n".join(lines)
 

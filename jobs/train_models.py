@@ -152,7 +152,15 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     target = artifacts.model_dir(home, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
-    result = fit(trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"])
+    # a warm start or GBDT+LR started at the trees' prediction: the start is early stopping's epoch 0
+    meaningful_start = start is not None or bool(getattr(params, "init_from_gbdt", False))
+    result = fit(
+        trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"], meaningful_start
+    )
+    if result["kept_start"]:
+        _log.info(
+            "%s: no epoch beat the start's valid AUC %.4f: the starting weights are kept", name, result["start_val_auc"]
+        )
     if training.recalibrate == "valid":  # the global bias is shared by the core and the saved model
         from training.calibration import recalibrate
 

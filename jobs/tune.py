@@ -104,7 +104,13 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
         encoders = FeatureEncoders(spec, inputs["transforms"])  # its Keras inputs belong to one model
         model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params)
         return tuning.keras_fit_valid_auc(
-            model, train, valid, training.max_epochs, training.early_stopping_patience, clock
+            model,
+            train,
+            valid,
+            training.max_epochs,
+            training.early_stopping_patience,
+            clock,
+            start_is_a_candidate=bool(getattr(params, "init_from_gbdt", False)),  # as recpipe train
         )
 
     return objective

@@ -302,3 +302,40 @@ def test_drift_note_gives_each_splits_positive_rate_and_the_recalibrated_models(
     assert drift_note(splits, 0.04, {"deepfm": {}}).endswith(
         "(test / train 1.00); recalibrated on valid (training.recalibrate): none"
     )
+
+
+def test_tuning_note_says_default_or_tuned_with_the_searchs_valid_aucs(tmp_path):
+    from jobs import artifacts
+    from jobs.evaluate_models import tuning_note, tuning_status
+    from jobs.tune import tuning_file
+
+    def search(model: str, default: float, chosen: float, trials: int) -> str:
+        path = tuning_file(str(tmp_path), 3, model)
+        document = {
+            "trials": [{}] * trials,
+            "default": {"valid_auc": default, "params": {"l2": 0.0}},
+            "chosen": {"valid_auc": chosen, "params": {"l2": 1e-5}},
+        }
+        artifacts.write_json_atomically(path, document)
+        return str(path)
+
+    summaries = {
+        "lr": {"tuned_from": search("lr", 0.6453, 0.6643, 10)},  # trained with the choice
+        "deepfm": {"tuned_from": None},  # a search exists, train ran without --tuned
+        "wide_deep": {},  # no search
+        "xgboost": {"tuned_from": None},
+    }
+    search("deepfm", 0.6744, 0.6880, 10)
+    status = tuning_status(str(tmp_path), 3, summaries)
+    assert [(s["model"], s["trained_with_tuned"]) for s in status] == [
+        ("lr", True),
+        ("deepfm", False),
+        ("wide_deep", False),
+        ("xgboost", False),
+    ]
+    assert status[0]["search"]["chosen_params"] == {"l2": 1e-5}
+    assert tuning_note(status) == (
+        "hyperparameters (recpipe tune, valid AUC defaults -> chosen): lr tuned (0.6453 -> 0.6643 in 10 trials); "
+        "deepfm configured (a search found 0.6744 -> 0.6880 in 10 trials; not used); "
+        "wide_deep configured (no search); xgboost configured (no search)"
+    )

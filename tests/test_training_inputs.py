@@ -391,3 +391,35 @@ def test_deepfm_field_vectors_start_at_the_configured_scale():
         for name in ("field_device", "field_age", "field_rating"):
             weights = np.asarray(model.get_layer(name).weights[0])
             assert low < np.abs(weights).max() <= high, (name, stddev)
+
+
+def test_early_stopping_keeps_a_meaningful_start_no_epoch_beat(tmp_path):
+    """A model that starts right (valid AUC 1) and is trained towards the opposite labels: with the start
+    as a candidate (warm start, GBDT+LR from the trees) its weights come back; without, the trained ones stay."""
+    from jobs.settings import as_settings
+    from training.train import compile_model, fit
+    from training.tuning import BudgetClock, keras_fit_valid_auc
+
+    x = np.random.default_rng(0).normal(size=(2048, 1)).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] < 0).astype("float32"))).batch(256)
+    valid = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("float32"))).batch(1024)
+    training = as_settings({}).training.model_copy(update={"max_epochs": 3, "early_stopping_patience": 2, "verbose": 0})
+    params = as_settings({}).models.lr.model_copy(update={"learning_rate": 0.5})
+
+    def started_right():
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, activation="sigmoid")])
+        model.layers[0].set_weights([np.array([[2.0]], "float32"), np.zeros(1, "float32")])
+        return compile_model(model, params)
+
+    for candidate in (True, False):
+        model = started_right()
+        result = fit(model, train, valid, tmp_path / str(candidate), training, start_is_a_candidate=candidate)
+        weight = float(model.layers[0].get_weights()[0][0, 0])
+        assert max(result["history"]["val_auc"]) < 0.1  # every trained epoch ranks valid backwards
+        assert result["kept_start"] is candidate and (weight == 2.0) is candidate
+        assert result["best_epoch"] == (0 if candidate else 1)
+        assert result["best_val_auc"] == (
+            pytest.approx(1.0, abs=1e-3) if candidate else result["history"]["val_auc"][0]
+        )
+    outcome = keras_fit_valid_auc(started_right(), train, valid, 3, 2, BudgetClock(600), start_is_a_candidate=True)
+    assert outcome["best_epoch"] == 0 and outcome["valid_auc"] == pytest.approx(1.0, abs=1e-3)

@@ -91,13 +91,38 @@ def early_stopping(patience: int) -> keras.callbacks.EarlyStopping:
     return keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience, restore_best_weights=True)
 
 
-def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoch: int | None = None) -> dict:
+def valid_auc(model: keras.Model, valid) -> float:
+    """The compiled AUC metric (the one early stopping watches as val_auc) on `valid`, as the model is."""
+    return float(model.evaluate(valid, return_dict=True, verbose=0)["auc"])
+
+
+def keep_start_if_better(model: keras.Model, start: tuple[float, list] | None, best_trained: float) -> bool:
+    """`start` = (valid AUC, weights) before training: when no trained epoch beat it, the model gets its
+    starting weights back (early stopping's epoch 0). True when it did."""
+    if start is None or start[0] < best_trained:
+        return False
+    model.set_weights(start[1])
+    return True
+
+
+def fit(
+    model: keras.Model,
+    train,
+    valid,
+    out_dir: Path,
+    training,
+    rows_per_epoch: int | None = None,
+    start_is_a_candidate: bool = False,
+) -> dict:
     """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput:
     train_examples_per_second over whole epochs (buffer fill and first batch included), the steady
     state without each epoch's first batch, and the first batch's seconds per epoch.
     training: the `training` settings (jobs/settings.py TrainingSettings); rows_per_epoch: the train
-    split's rows (else batches x batch size)."""
+    split's rows (else batches x batch size). start_is_a_candidate: the starting weights mean something
+    (a warm start, GBDT+LR started at the trees' own prediction): their valid AUC is measured first and,
+    when no epoch beats it, they are what the model keeps (best_epoch 0, `kept_start`)."""
     patience = training.early_stopping_patience
+    start = (valid_auc(model, valid), model.get_weights()) if start_is_a_candidate else None
     throughput = _Throughput(training.batch_size, rows_per_epoch)
     callbacks = [
         early_stopping(patience),
@@ -115,11 +140,16 @@ def fit(model: keras.Model, train, valid, out_dir: Path, training, rows_per_epoc
     )
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     best = max(range(len(logs["val_auc"])), key=lambda i: logs["val_auc"][i])
+    kept_start = keep_start_if_better(model, start, logs["val_auc"][best])
+    if kept_start:
+        model.save(out_dir / "checkpoints" / "best.keras")
     return {
         "history": logs,
-        "best_epoch": best + 1,
+        "best_epoch": 0 if kept_start else best + 1,
         "epochs": len(logs["val_auc"]),
-        "best_val_auc": logs["val_auc"][best],
+        "best_val_auc": start[0] if start is not None and kept_start else logs["val_auc"][best],
+        "start_val_auc": None if start is None else start[0],
+        "kept_start": kept_start,
         "seconds": time.perf_counter() - started,
         **throughput.summary(),
     }

@@ -231,12 +231,19 @@ def auc(label: np.ndarray, score: np.ndarray) -> float:
 # --- Keras models ---
 
 
-def keras_fit_valid_auc(model, train, valid, max_epochs: int, patience: int, clock: BudgetClock) -> dict:
+def keras_fit_valid_auc(
+    model, train, valid, max_epochs: int, patience: int, clock: BudgetClock, start_is_a_candidate: bool = False
+) -> dict:
     """Fit until valid AUC stops improving (patience epochs), `max_epochs` or the budget; the best epoch's
-    valid AUC (the Keras AUC metric `recpipe train` stops on)."""
+    valid AUC (the Keras AUC metric `recpipe train` stops on). start_is_a_candidate: as in
+    training.train.fit, the starting weights' valid AUC counts as epoch 0."""
     import warnings
 
     import keras
+
+    from training.train import valid_auc
+
+    start = valid_auc(model, valid) if start_is_a_candidate else None
 
     class StopAtBudget(keras.callbacks.Callback):
         cut = False
@@ -256,9 +263,11 @@ def keras_fit_valid_auc(model, train, valid, max_epochs: int, patience: int, clo
     )
     scores = [float(v) for v in history.history["val_auc"]]
     best = max(range(len(scores)), key=lambda i: scores[i])
+    kept_start = start is not None and start >= scores[best]
     return {
-        "valid_auc": scores[best],
-        "best_epoch": best + 1,
+        "valid_auc": start if kept_start else scores[best],
+        "best_epoch": 0 if kept_start else best + 1,
+        "start_valid_auc": start,
         "epochs": len(scores),
         "cut_by_budget": budget.cut,
         "valid_auc_per_epoch": scores,
