@@ -167,3 +167,25 @@ def test_the_spark_path_trains_the_same_booster_and_leaves_as_the_driver(spark, 
         ours, theirs = driver_run["metrics"][split], on_spark["metrics"][split]
         assert ours["rows"] == theirs["rows"] and ours["logloss"] == pytest.approx(theirs["logloss"], rel=1e-9)
         assert ours["auc"] == pytest.approx(theirs["auc"], abs=2e-3)  # pyspark.ml bins the curve, sklearn is exact
+
+
+def test_gbdt_lr_started_from_the_trees_predicts_what_xgboost_predicts(trained):
+    """init_from_gbdt with the whole wide part (crosses, numeric buckets): before any step the model's
+    probability on every test row is the booster's own (the start early stopping can keep)."""
+    from jobs.settings import as_settings
+    from jobs.train_models import load_training_inputs
+    from training.baselines import score_test, xgboost_probability
+    from training.feature_layers import FeatureEncoders
+    from training.models import build_model
+
+    tables, version, target, *_ = trained
+    inputs = load_training_inputs(tables.root, version, needs_gbdt=True)
+    params = as_settings({}).models.gbdt_lr.model_copy(
+        update={"init_from_gbdt": True, "wide": True, "crosses": True, "numeric_buckets": True}
+    )
+    model = build_model("gbdt_lr", FeatureEncoders(load_spec(), inputs["transforms"]), params, inputs["gbdt"])
+    shards = inputs["source"] / "parquet"
+    started = score_test(model, shards)["prediction"]
+    booster = xgboost_probability(target, inputs["gbdt"]["features"], inputs["transforms"], shards)
+    assert len(started) > 9_000 and booster.std() > 0.01
+    np.testing.assert_allclose(started, booster, atol=2e-6)

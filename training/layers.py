@@ -14,10 +14,17 @@ def _masked_sum(values, mask):
 
 
 def linear_logit(
-    categoricals: dict[str, Categorical], numerics: dict[str, keras.KerasTensor], name: str, l2: float = 0.0
+    categoricals: dict[str, Categorical],
+    numerics: dict[str, keras.KerasTensor],
+    name: str,
+    l2: float = 0.0,
+    zero_start: bool = False,
 ):
     """Logistic regression over one-hot categoricals (a 1-wide embedding = the weight of each one-hot
-    column; list features sum their active columns) and dense numeric columns, plus a bias."""
+    column; list features sum their active columns) and dense numeric columns, plus a bias.
+    The one-hot weights start at zero; `zero_start` starts the numeric kernel and the bias there too, so
+    the logit starts at exactly 0 (GBDT+LR started from the trees: the start is XGBoost's prediction)."""
+    dense_start = "zeros" if zero_start else "glorot_uniform"
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
     for field, c in categoricals.items():
@@ -28,9 +35,17 @@ def linear_logit(
     if numerics:
         dense = ops.concatenate(list(numerics.values()), axis=-1)
         terms.append(
-            keras.layers.Dense(1, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_numeric")(dense)
+            keras.layers.Dense(
+                1,
+                use_bias=False,
+                kernel_initializer=dense_start,
+                kernel_regularizer=regularizer,
+                name=f"{name}_numeric",
+            )(dense)
         )
-    bias = keras.layers.Dense(1, name=f"{name}_bias")(ops.ones_like(terms[0]))  # a learned constant
+    bias = keras.layers.Dense(1, kernel_initializer=dense_start, name=f"{name}_bias")(
+        ops.ones_like(terms[0])
+    )  # a learned constant
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 
 

@@ -11,7 +11,7 @@ from training.feature_layers import FeatureEncoders
 from training.layers import linear_logit, probability
 
 
-def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
+def wide_logit(encoders: FeatureEncoders, params, name: str = "wide", zero_start: bool = False):
     """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features,
     and with `numeric_buckets` also their quantile bucket) plus the spec's crosses: all (`crosses: true`), none (`false`, the default) or a list of cross names.
     `params`: the model's settings (jobs/settings.py)."""
@@ -31,7 +31,7 @@ def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
         raise ValueError(f"unknown cross {unknown[0]}: the spec has {', '.join(crosses)}")
     for name in names:
         categoricals[name] = encoders.cross(crosses[name])
-    return linear_logit(categoricals, numerics, name, l2=params.l2)
+    return linear_logit(categoricals, numerics, name, l2=params.l2, zero_start=zero_start)
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
