@@ -15,7 +15,7 @@ AIRFLOW_INSTALLED := $(AIRFLOW_VENV)/.installed
 MOTO_VENV := .venv-moto
 MOTO_INSTALLED := $(MOTO_VENV)/.installed
 
-.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-online-feast bench-training bench-serving bench-soak bench-ingest bench-online bench-peers bench-gbdt-stage
+.PHONY: demo test java redis-server redis airflow moto dist clean bench-cluster bench-snapshot bench-sparse bench-feast bench-online-feast bench-training bench-serving bench-soak bench-ingest bench-online bench-peers bench-gbdt-stage bench-200d
 
 demo: java $(INSTALLED)
 	$(BIN)/recpipe run --config conf/demo.yaml
@@ -126,6 +126,16 @@ bench-peers: java $(INSTALLED) $(DEEPCTR_INSTALLED)
 
 bench-gbdt-stage: java $(INSTALLED)
 	$(BIN)/python bench/gbdt_stage_bench.py --config conf/movielens.yaml
+
+# The same benchmarks on 200 days of synthetic logs (1.43M sample rows): the warehouse is built once.
+SYNTHETIC_200D := bench/out/synthetic-200d
+$(SYNTHETIC_200D)/config.yaml: | java $(INSTALLED)
+	$(BIN)/python bench/synthetic_warehouse.py --days 200 --out $(SYNTHETIC_200D)
+
+bench-200d: $(SYNTHETIC_200D)/config.yaml $(DEEPCTR_INSTALLED)
+	$(BIN)/python bench/gbdt_stage_bench.py --config $(SYNTHETIC_200D)/config.yaml --repeats 1
+	$(BIN)/python bench/peers_bench.py --config $(SYNTHETIC_200D)/config.yaml --epochs 1 --repeats 1
+	$(BIN)/python bench/training_bench.py --config $(SYNTHETIC_200D)/config.yaml --models lr,gbdt_lr --epochs 1 --repeats 1
 
 bench-serving: java $(INSTALLED)
 	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml
