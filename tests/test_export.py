@@ -137,9 +137,15 @@ def test_gate_refuses_below_the_floor_and_force_publishes(export_config, exporte
     assert forced["version"] == 2 and forced["forced"]
 
 
-def test_gate_compares_with_the_published_version_and_keeps_the_newest(export_config, exported):
-    config, _ = export_config
-    model_root = Path(config["export"]["root"]) / "gbdt_lr"
+def test_gate_compares_with_the_published_version_and_keeps_the_newest(export_config, exported, tmp_path):
+    """In an export root of its own (a copy of the published version 1): the versions it publishes and
+    removes must not pull version 1 from under the other tests of the module, in any order."""
+    import shutil
+
+    shared, _ = export_config
+    config = {**shared, "export": {**shared["export"], "root": str(tmp_path / "serving")}}
+    model_root = tmp_path / "serving" / "gbdt_lr"
+    shutil.copytree(Path(exported["gbdt_lr"]["path"]), model_root / "1")
     again = exporting.export_model(config, "gbdt_lr")  # a rerun of the same training run changes nothing
     assert again["unchanged"] and again["version"] == 1
     card_path = model_root / "1" / "assets.extra" / "model_card.json"
