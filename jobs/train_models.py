@@ -125,7 +125,7 @@ def warm_start(name: str, model, home: str, start: int) -> None:
 def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     import keras
 
-    from training.train import fit
+    from training.train import fit, start_counts
 
     settings = as_settings(config)
     run_id = new_run_id()
@@ -152,11 +152,8 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     target = artifacts.model_dir(home, name, inputs["version"])
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
-    # a warm start or GBDT+LR started at the trees' prediction: the start is early stopping's epoch 0
-    meaningful_start = start is not None or bool(getattr(params, "init_from_gbdt", False))
-    result = fit(
-        trained, train, valid, staged, training, inputs["manifest"]["splits"]["train"]["rows"], meaningful_start
-    )
+    rows = inputs["manifest"]["splits"]["train"]["rows"]
+    result = fit(trained, train, valid, staged, training, rows, start_counts(params, warm_started=start is not None))
     if result["kept_start"]:
         _log.info(
             "%s: no epoch beat the start's valid AUC %.4f: the starting weights are kept", name, result["start_val_auc"]

@@ -71,7 +71,7 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
     from training.models import build_model
-    from training.train import compile_model
+    from training.train import compile_model, start_counts
 
     spec, training = load_spec(), settings.training
     shards = inputs["source"] / "parquet"
@@ -110,7 +110,7 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
             training.max_epochs,
             training.early_stopping_patience,
             clock,
-            start_is_a_candidate=bool(getattr(params, "init_from_gbdt", False)),  # as recpipe train
+            start_is_a_candidate=start_counts(params),  # as recpipe train
         )
 
     return objective

@@ -43,9 +43,8 @@ def linear_logit(
                 name=f"{name}_numeric",
             )(dense)
         )
-    bias = keras.layers.Dense(1, kernel_initializer=dense_start, name=f"{name}_bias")(
-        ops.ones_like(terms[0])
-    )  # a learned constant
+    constant = keras.layers.Dense(1, kernel_initializer=dense_start, name=f"{name}_bias")  # a learned constant
+    bias = constant(ops.ones_like(terms[0]))
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 
 

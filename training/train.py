@@ -96,10 +96,21 @@ def valid_auc(model: keras.Model, valid) -> float:
     return float(model.evaluate(valid, return_dict=True, verbose=0)["auc"])
 
 
+def start_counts(params, warm_started: bool = False) -> bool:
+    """Do the starting weights mean something (so early stopping scores them as epoch 0)? A warm start,
+    or GBDT+LR started at the trees' own prediction (`init_from_gbdt`)."""
+    return warm_started or bool(getattr(params, "init_from_gbdt", False))
+
+
+def start_wins(start_auc: float | None, best_trained: float) -> bool:
+    """No trained epoch beat the start's valid AUC (ties keep the start)."""
+    return start_auc is not None and start_auc >= best_trained
+
+
 def keep_start_if_better(model: keras.Model, start: tuple[float, list] | None, best_trained: float) -> bool:
     """`start` = (valid AUC, weights) before training: when no trained epoch beat it, the model gets its
     starting weights back (early stopping's epoch 0). True when it did."""
-    if start is None or start[0] < best_trained:
+    if start is None or not start_wins(start[0], best_trained):
         return False
     model.set_weights(start[1])
     return True

@@ -241,7 +241,7 @@ def keras_fit_valid_auc(
 
     import keras
 
-    from training.train import valid_auc
+    from training.train import start_wins, valid_auc
 
     start = valid_auc(model, valid) if start_is_a_candidate else None
 
@@ -263,7 +263,7 @@ def keras_fit_valid_auc(
     )
     scores = [float(v) for v in history.history["val_auc"]]
     best = max(range(len(scores)), key=lambda i: scores[i])
-    kept_start = start is not None and start >= scores[best]
+    kept_start = start_wins(start, scores[best])
     return {
         "valid_auc": start if kept_start else scores[best],
         "best_epoch": 0 if kept_start else best + 1,

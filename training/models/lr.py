@@ -13,8 +13,9 @@ from training.layers import linear_logit, probability
 
 def wide_logit(encoders: FeatureEncoders, params, name: str = "wide", zero_start: bool = False):
     """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features,
-    and with `numeric_buckets` also their quantile bucket) plus the spec's crosses: all (`crosses: true`), none (`false`, the default) or a list of cross names.
-    `params`: the model's settings (jobs/settings.py)."""
+    and with `numeric_buckets` also their quantile bucket) plus the spec's crosses: all (`crosses:
+    true`), none (`false`, the default) or a list of cross names. `params`: the model's settings
+    (jobs/settings.py); `zero_start`: see training.layers.linear_logit."""
     categoricals, numerics = {}, {}
     for feature in encoders.names("wide"):
         if encoders.is_categorical(feature):
