@@ -11,14 +11,16 @@ from pathlib import Path
 
 import keras
 
+from training.fused_adam import FusedAdam
+
 OPTIMIZERS = ("adam", "adagrad", "ftrl", "sgd")
 
 
 def optimizer(params) -> keras.optimizers.Optimizer:
     """params: a model's settings (jobs/settings.py ModelParams: optimizer, learning_rate, l1, ftrl_l2)."""
     name, rate = params.optimizer, params.learning_rate
-    if name == "adam":
-        return keras.optimizers.Adam(rate)
+    if name == "adam":  # Keras 3's Adam, with TensorFlow's fused kernel per variable (training/fused_adam.py)
+        return FusedAdam(rate)
     if name == "adagrad":
         return keras.optimizers.Adagrad(rate)
     if name == "sgd":
