@@ -92,22 +92,20 @@ def encode_fields(warehouse: str, out: Path) -> None:
 
 def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
     """`recpipe train`'s own code path for one model, EPOCHS epochs, then test AUC (sklearn)."""
-    import keras
     from sklearn.metrics import roc_auc_score
 
     from jobs import artifacts
     from jobs.config import load_config
     from jobs.train_models import load_training_inputs, train_one
     from training.baselines import score_test
+    from training.saved_models import load_trained
 
     config = load_config(config_path)
     training = config.training.model_copy(update={"max_epochs": epochs, "early_stopping_patience": epochs})
     config = config.model_copy(update={"training": training})
     inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
     summary = train_one(model, config, inputs)
-    trained = keras.saving.load_model(
-        artifacts.model_dir(config.paths.warehouse, model, inputs["version"]) / "model.keras"
-    )
+    trained = load_trained(artifacts.model_dir(config.paths.warehouse, model, inputs["version"]) / "model.keras")
     scored = score_test(trained, inputs["source"] / "parquet")
     return {
         "examples_per_second": summary["train_examples_per_second"],

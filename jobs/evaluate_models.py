@@ -39,12 +39,11 @@ from training.tuning import XGBOOST
 
 
 def evaluate(config: Settings | dict, samples_version: int | None = None) -> dict:
-    import keras
     import pandas as pd
 
-    import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
     from training.metrics import binary_metrics
     from training.report import write_report
+    from training.saved_models import load_trained
 
     settings = as_settings(config)
     home = settings.paths.artifacts_home()
@@ -59,7 +58,7 @@ def evaluate(config: Settings | dict, samples_version: int | None = None) -> dic
     scores, histories = {}, {}
     for name in trained:
         directory = artifacts.model_dir(home, name, version)
-        scored = score_test(keras.saving.load_model(directory / "model.keras"), shards)
+        scored = score_test(load_trained(directory / "model.keras"), shards)
         scores[name] = scored["prediction"]
         histories[name] = json.loads((directory / "history.json").read_text())
     rows = scored

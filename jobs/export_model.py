@@ -108,11 +108,10 @@ def test_rows(shards: Path, rows: int) -> dict:
 
 
 def export_model(config: Settings | dict, name: str, samples_version: int | None = None, force: bool = False) -> dict:
-    import keras
 
-    import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
     from training import export
     from training.inputs import model_inputs
+    from training.saved_models import load_trained
 
     config = as_settings(config)
     settings, warehouse = config.export, config.paths.required("warehouse")
@@ -148,7 +147,7 @@ def export_model(config: Settings | dict, name: str, samples_version: int | None
             "unchanged": True,
         }
 
-    model = keras.saving.load_model(trained / "model.keras")
+    model = load_trained(trained / "model.keras")
     shards = inputs["source"] / "parquet"
     train_split = inputs["manifest"]["splits"]["train"]
     train_rate = train_split["positives"] / max(train_split["rows"], 1)

@@ -110,11 +110,11 @@ def previous_model(home: str, name: str, samples_version: int) -> int | None:
 def warm_start(name: str, model, home: str, start: int) -> None:
     """Sets `model` (built on the inputs of samples version `start`) to the weights of the model trained
     on that version; a model built with other parameters than the saved one is refused in one line."""
-    import keras
+    from training.saved_models import load_trained
 
     saved = artifacts.model_dir(home, name, start) / "model.keras"
     try:
-        model.set_weights(keras.saving.load_model(saved).get_weights())  # checks count and shapes
+        model.set_weights(load_trained(saved).get_weights())  # checks count and shapes
     except ValueError as error:
         raise PipelineInputError(
             f"{name}: the model trained on samples v{start} ({saved}) does not fit what models.{name} builds now "

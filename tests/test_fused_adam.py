@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from training.fused_adam import FusedAdam
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _model(seed: int) -> keras.Model:
@@ -95,3 +101,29 @@ def test_an_id_twice_in_a_batch_gets_adam_on_its_summed_gradient():
     np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
     velocity = optimizer._velocities[0].numpy()
     np.testing.assert_allclose(velocity[1], [0.004, 0.004], rtol=1e-4)  # (1 + 1)^2 / 1000, not 2 / 1000
+
+
+def test_a_fresh_process_loads_a_saved_model_through_load_trained(tmp_path):
+    """`recpipe evaluate` and `recpipe export` load model.keras in a process that never trained: the
+    optimizer's class must be registered there too (it was not, at first)."""
+    model = _model(seed=5)
+    model.compile(optimizer=FusedAdam(0.01), loss="binary_crossentropy")
+    features, label = next(_batches(1))
+    model.train_on_batch(features, label)
+    model.save(tmp_path / "model.keras")
+    code = (
+        "import sys; from training.saved_models import load_trained; "
+        "print(type(load_trained(sys.argv[1]).optimizer).__name__)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "model.keras")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "FusedAdam"
+    # and the jobs load trained models only that way
+    direct = [p.name for p in (ROOT / "jobs").glob("*.py") if "keras.saving.load_model" in p.read_text()]
+    assert direct == []
