@@ -108,7 +108,6 @@ def test_rows(shards: Path, rows: int) -> dict:
 
 
 def export_model(config: Settings | dict, name: str, samples_version: int | None = None, force: bool = False) -> dict:
-
     from training import export
     from training.inputs import model_inputs
     from training.saved_models import load_trained

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
 import yaml
 
-import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
 from features.errors import PublishRefused
 from features.feature_spec import load_spec
 from jobs import artifacts
@@ -24,6 +22,7 @@ from jobs.run_info import code_version
 from training import publish_gate
 from training.export import to_tensors
 from training.inputs import model_inputs
+from training.saved_models import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +84,7 @@ def test_model_card_records_data_versions_metrics_and_parity(exported, ml100k_wa
 
 def test_reloaded_saved_model_matches_the_trained_model(exported, ml100k_warehouse):
     version = artifacts.latest_samples_version(ml100k_warehouse.root)
-    model = keras.saving.load_model(artifacts.model_dir(ml100k_warehouse.root, "gbdt_lr", version) / "model.keras")
+    model = load_trained(artifacts.model_dir(ml100k_warehouse.root, "gbdt_lr", version) / "model.keras")
     rows = exporting.test_rows(artifacts.samples_dir(ml100k_warehouse.root, version) / "parquet", 1500)
     inputs = model_inputs(load_spec())
     serve = tf.saved_model.load(exported["gbdt_lr"]["path"]).signatures["serving_default"]

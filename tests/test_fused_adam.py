@@ -72,12 +72,18 @@ def test_fused_adam_matches_adam_written_out_in_numpy():
     assert int(optimizer.iterations.numpy()) == 3
 
 
-def test_a_model_compiled_with_fused_adam_saves_and_reloads(tmp_path):
+def _saved(path: Path) -> tuple[keras.Model, dict]:
+    """A model compiled with FusedAdam, one step trained, saved to `path`; with the batch it saw."""
     model = _model(seed=5)
     model.compile(optimizer=FusedAdam(0.01), loss="binary_crossentropy")
     features, label = next(_batches(1))
     model.train_on_batch(features, label)
-    model.save(tmp_path / "model.keras")
+    model.save(path)
+    return model, features
+
+
+def test_a_model_compiled_with_fused_adam_saves_and_reloads(tmp_path):
+    model, features = _saved(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     assert isinstance(loaded.optimizer, FusedAdam)
     assert loaded.optimizer.learning_rate.numpy() == pytest.approx(0.01)
@@ -106,11 +112,7 @@ def test_an_id_twice_in_a_batch_gets_adam_on_its_summed_gradient():
 def test_a_fresh_process_loads_a_saved_model_through_load_trained(tmp_path):
     """`recpipe evaluate` and `recpipe export` load model.keras in a process that never trained: the
     optimizer's class must be registered there too (it was not, at first)."""
-    model = _model(seed=5)
-    model.compile(optimizer=FusedAdam(0.01), loss="binary_crossentropy")
-    features, label = next(_batches(1))
-    model.train_on_batch(features, label)
-    model.save(tmp_path / "model.keras")
+    _saved(tmp_path / "model.keras")
     code = (
         "import sys; from training.saved_models import load_trained; "
         "print(type(load_trained(sys.argv[1]).optimizer).__name__)"

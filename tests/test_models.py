@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-import training.leaf_encoder  # noqa: F401  (registers the GBDT layer for loading)
 from jobs import artifacts
 from jobs.cli import main
 from training.baselines import score_test
+from training.saved_models import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("lr", "gbdt_lr", "wide_deep", "deepfm")
@@ -78,11 +77,11 @@ def test_saved_models_reload_and_reproduce_the_evaluated_predictions(evaluated):
     predictions = pd.read_parquet(directory / "predictions.parquet")
     shards = artifacts.samples_dir(warehouse, version) / "parquet"
     for model in MODELS:
-        reloaded = keras.saving.load_model(artifacts.model_dir(warehouse, model, version) / "model.keras")
+        reloaded = load_trained(artifacts.model_dir(warehouse, model, version) / "model.keras")
         scored = score_test(reloaded, shards)
         assert scored["sample_id"].astype(str).tolist() == predictions["sample_id"].astype(str).tolist()
         np.testing.assert_allclose(scored["prediction"], predictions[model], atol=1e-6)
-    gbdt_lr = keras.saving.load_model(artifacts.model_dir(warehouse, "gbdt_lr", version) / "model.keras")
+    gbdt_lr = load_trained(artifacts.model_dir(warehouse, "gbdt_lr", version) / "model.keras")
     assert gbdt_lr.get_layer("gbdt_leaves").tables.n_trees > 1  # the trees run inside the graph
 
 

@@ -15,6 +15,7 @@ import yaml
 from jobs import artifacts
 from jobs.cli import main
 from training.calibration import intercept_shift
+from training.saved_models import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,13 +57,12 @@ def _train_lr(tmp_path: Path, warehouse: Path, recalibrate: str) -> None:
 
 
 def _valid_scores(warehouse: Path, version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import keras
     import tensorflow as tf
 
     from features.feature_spec import load_spec
     from training.inputs import arrow_to_arrays, model_inputs
 
-    model = keras.saving.load_model(artifacts.model_dir(warehouse, "lr", version) / "model.keras")
+    model = load_trained(artifacts.model_dir(warehouse, "lr", version) / "model.keras")
     files = sorted((artifacts.samples_dir(warehouse, version) / "parquet" / "split=valid").glob("*.parquet"))
     inputs = model_inputs(load_spec())
     table = pq.ParquetDataset(files).read(columns=[i.name for i in inputs] + ["label", "weight"])

@@ -12,6 +12,7 @@ import yaml
 
 from jobs import artifacts
 from jobs.cli import main
+from training.saved_models import load_trained
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,6 @@ def _predict(model, warehouse: Path, version: int) -> np.ndarray:
 
 
 def test_warm_start_keeps_the_older_models_weights_and_preprocessing(ml100k_warehouse, tmp_path):
-    import keras
 
     from features.feature_spec import load_spec
     from jobs.config import load_config
@@ -59,7 +59,7 @@ def test_warm_start_keeps_the_older_models_weights_and_preprocessing(ml100k_ware
     warehouse, version = _warehouse_with_new_samples(ml100k_warehouse.root, tmp_path)
     assert previous_model(str(warehouse), "lr", version + 1) == version
     assert previous_model(str(warehouse), "lr", version) is None
-    saved = keras.saving.load_model(artifacts.model_dir(warehouse, "lr", version) / "model.keras")
+    saved = load_trained(artifacts.model_dir(warehouse, "lr", version) / "model.keras")
     expected = _predict(saved, warehouse, version + 1)
 
     settings = load_config(REPO / "conf" / "movielens.yaml")
