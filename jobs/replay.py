@@ -264,7 +264,11 @@ def replay(
             if params.initial_bias is None:
                 params = params.model_copy(update={"initial_bias": math.log(train_rate / (1 - train_rate))})
             keras.utils.set_random_seed(settings.training.seed)
-            cold = compile_model(build_model(name, FeatureEncoders(spec, transforms), params, None), params)
+            cold = compile_model(
+                build_model(name, FeatureEncoders(spec, transforms), params, None),
+                params,
+                settings.training.steps_per_execution,
+            )
             fit_files, stop_files = day_files(shards, window[:-1]), day_files(shards, window[-1:])
             seconds, epochs = _fit(
                 cold, fit_files or stop_files, settings, settings.replay.max_epochs, inputs, fit_files and stop_files

@@ -76,13 +76,13 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     from training.models import build_model, build_split
     from training.train import compile_model
 
-    encode = None
+    encode, steps = None, training.steps_per_execution
     if training.encode_in_input_pipeline:
         split = build_split(name, spec, inputs["transforms"], params, inputs["gbdt"])
-        model, trained, encode = split.full, compile_model(split.core, params), split.preprocessing
+        model, trained, encode = split.full, compile_model(split.core, params, steps), split.preprocessing
     else:
         model = trained = compile_model(
-            build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params
+            build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params, steps
         )
     shards, batch = inputs["source"] / "parquet", training.batch_size
     train = make_dataset(

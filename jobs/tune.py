@@ -102,7 +102,7 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
             files=files["valid"],
         )
         encoders = FeatureEncoders(spec, inputs["transforms"])  # its Keras inputs belong to one model
-        model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params)
+        model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params, training.steps_per_execution)
         return tuning.keras_fit_valid_auc(
             model,
             train,

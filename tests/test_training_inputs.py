@@ -423,3 +423,38 @@ def test_early_stopping_keeps_a_meaningful_start_no_epoch_beat(tmp_path):
         )
     outcome = keras_fit_valid_auc(started_right(), train, valid, 3, 2, BudgetClock(600), start_is_a_candidate=True)
     assert outcome["best_epoch"] == 0 and outcome["valid_auc"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_steps_per_execution_trains_every_batch_to_the_same_weights(tmp_path):
+    """10 batches of unknown count (a generator, as make_dataset's) in calls of 4 steps: 4 + 4 + 2 per
+    epoch. Every batch trains once, in order: the weights equal those of train_on_batch over the batches."""
+    from jobs.settings import as_settings
+    from training.train import compile_model, fit
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(10 * 64, 3)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5], "float32") + rng.normal(size=len(x)) > 0).astype("float32")
+    batches = [(x[start : start + 64], y[start : start + 64]) for start in range(0, len(x), 64)]
+    signature = (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.float32))
+    data = tf.data.Dataset.from_generator(lambda: iter(batches), output_signature=signature)
+    training = as_settings({}).training.model_copy(
+        update={"max_epochs": 2, "early_stopping_patience": 2, "verbose": 0, "batch_size": 64}
+    )
+    params = as_settings({}).models.lr.model_copy(update={"learning_rate": 0.05})
+
+    def model(steps: int) -> keras.Model:
+        keras.utils.set_random_seed(2)
+        layers = [keras.Input((3,)), keras.layers.Dense(4, "relu"), keras.layers.Dense(1, "sigmoid")]
+        return compile_model(keras.Sequential(layers), params, steps_per_execution=steps)
+
+    by_hand = model(1)
+    for _ in range(2):
+        for features, label in batches:
+            by_hand.train_on_batch(features, label)
+    fitted = model(4)
+    result = fit(fitted, data, data, tmp_path, training, rows_per_epoch=len(x))
+    assert int(fitted.optimizer.iterations) == int(by_hand.optimizer.iterations) == 20  # the short calls included
+    assert result["epochs"] == 2 and result["steady_examples_per_second"] > 0
+    for trained, expected in zip(fitted.get_weights(), by_hand.get_weights()):
+        np.testing.assert_allclose(trained, expected, atol=1e-6)
+    assert np.abs(by_hand.get_weights()[0] - model(1).get_weights()[0]).max() > 1e-3  # the batches moved it

@@ -32,13 +32,17 @@ def optimizer(params) -> keras.optimizers.Optimizer:
     raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
-def compile_model(model: keras.Model, params) -> keras.Model:
+def compile_model(model: keras.Model, params, steps_per_execution: int = 1) -> keras.Model:
     """Compile, and create the optimizer's slot variables now (eagerly, ~0.3 s for DeepFM): left to the
-    first train step they are created inside its tf.function trace (~4 s), which then traces twice."""
+    first train step they are created inside its tf.function trace (~4 s), which then traces twice.
+    steps_per_execution: train steps per call of the compiled train function (a tf.while_loop over the
+    iterator; a short last call takes what is left), so Keras's Python loop and callbacks run once per
+    that many batches (the `training.steps_per_execution` setting)."""
     model.compile(
         optimizer=optimizer(params),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.AUC(curve="PR", name="pr_auc")],
+        steps_per_execution=steps_per_execution,
     )
     model.optimizer.build(model.trainable_variables)
     return model
@@ -46,7 +50,9 @@ def compile_model(model: keras.Model, params) -> keras.Model:
 
 class _Throughput(keras.callbacks.Callback):
     """Training time of each whole epoch, from its start (buffer fill, tracing, first batch included) to
-    the start of its validation, and the same without the first batch (the steady state)."""
+    the start of its validation, and the same without the first batch (the steady state). With
+    steps_per_execution > 1 Keras reports batches per execution: the "first batch" is the first
+    execution's batches, and the steady state leaves all of them out."""
 
     def __init__(self, batch_size: int, rows_per_epoch: int | None = None):
         super().__init__()
@@ -58,8 +64,8 @@ class _Throughput(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self.batches += 1
-        if self.batches == 1:
-            self.first_batch = time.perf_counter()
+        if self.batches == 1:  # `batch`: the index of the execution's last step
+            self.first_batch, self.first_steps = time.perf_counter(), batch + 1
 
     def on_test_begin(self, logs=None):
         if hasattr(self, "started") and self.batches > 0:
@@ -70,7 +76,7 @@ class _Throughput(keras.callbacks.Callback):
                     "examples": examples,
                     "seconds": now - self.started,
                     "first_batch_seconds": self.first_batch - self.started,
-                    "steady_examples": examples - self.batch_size,
+                    "steady_examples": examples - self.first_steps * self.batch_size,
                     "steady_seconds": now - self.first_batch,
                 }
             )

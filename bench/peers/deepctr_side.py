@@ -1,15 +1,16 @@
 """The DeepCTR side of bench/peers_bench.py; runs in .venv-deepctr (TF_USE_LEGACY_KERAS=1, tf_keras).
 
     TF_USE_LEGACY_KERAS=1 .venv-deepctr/bin/python bench/peers/deepctr_side.py FIELDS.npz MODEL EMBEDDING \
-        HIDDEN DROPOUT LEARNING_RATE EPOCHS BATCH SEED
+        HIDDEN DROPOUT LEARNING_RATE EPOCHS BATCH SEED [FIRST_STEPS]
 
 FIELDS.npz (written by bench/peers_bench.py from the samples' Parquet shards): for every model field
 `sparse:<name>` (int32 codes, 0 = missing/unseen, with `vocab:<name>`), `dense:<name>` (float32) or
 `varlen:<name>` (int32 [rows, N], 0 = padding), per split as `<split>/<kind>:<name>`, and
 `<split>/label`. Trains DeepCTR's DeepFM or WDL on train for EPOCHS whole epochs (batch BATCH, Adam),
 timed like recpipe's training (from each epoch's start, the first batch included, to its end), and
-prints one JSON line: examples/s over whole epochs, the steady state, the first batch's seconds,
-valid and test AUC (sklearn).
+prints one JSON line: examples/s over whole epochs, the steady state, the seconds to the end of the
+epoch's first FIRST_STEPS batches (default 1: recpipe's first call of its train function runs
+`training.steps_per_execution` batches, so the bench passes that) and valid and test AUC (sklearn).
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 
 class Timer(tf.keras.callbacks.Callback):
-    def __init__(self):
+    def __init__(self, first_steps: int = 1):
         super().__init__()
-        self.epochs = []
+        self.epochs, self.first_steps = [], first_steps
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started, self.first = time.perf_counter(), None
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.first is None:
+        if self.first is None and batch + 1 >= self.first_steps:
             self.first = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -46,6 +47,7 @@ class Timer(tf.keras.callbacks.Callback):
 
 def main() -> int:
     path, model_name, embedding, hidden, dropout, rate, epochs, batch, seed = sys.argv[1:10]
+    first_steps = int(sys.argv[10]) if len(sys.argv) > 10 else 1
     embedding, epochs, batch, seed = int(embedding), int(epochs), int(batch), int(seed)
     hidden = tuple(int(h) for h in hidden.split(","))
     tf.keras.utils.set_random_seed(seed)
@@ -74,14 +76,14 @@ def main() -> int:
     build = DeepFM if model_name == "deepfm" else WDL
     model = build(columns, columns, dnn_hidden_units=hidden, dnn_dropout=float(dropout), seed=seed, task="binary")
     model.compile(tf.keras.optimizers.Adam(float(rate)), "binary_crossentropy")
-    timer = Timer()
+    timer = Timer(first_steps)
     train_rows = len(data["train/label"])
     model.fit(inputs("train"), data["train/label"], batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
     seconds = sum(end - start for start, _, end in timer.epochs)
     steady = sum(end - first for _, first, end in timer.epochs)
     result = {
         "examples_per_second": epochs * train_rows / seconds,
-        "steady_examples_per_second": epochs * (train_rows - batch) / steady,
+        "steady_examples_per_second": epochs * (train_rows - first_steps * batch) / steady,
         "first_batch_seconds": [round(first - start, 3) for start, first, _ in timer.epochs],
     }
     for split in ("valid", "test"):
