@@ -248,8 +248,10 @@ class TrainingSettings(Section):
     warm_start: bool = False
     # valid: after training, the model's global bias moves so that its mean prediction on the valid split
     # equals valid's positive rate (the newest labelled rows: a positive rate drifting since the train rows
-    # leaves the ranking alone but the probabilities miscalibrated); none: the trained bias is kept
-    recalibrate: Literal["none", "valid"] = "none"
+    # leaves the ranking alone but the probabilities miscalibrated); none: the trained bias is kept.
+    # valid by default: under drift it cut miscalibration from 1.35-2.27x to 1.15-1.36x; on ml-100k and the
+    # demo it moved test logloss by -0.0029..+0.0010 (bench/recalibration_bench.py); test AUC never moves
+    recalibrate: Literal["none", "valid"] = "valid"
 
 
 class ModelParams(Section):
