@@ -15,7 +15,7 @@ Parquet shards with its preprocessing inside the model, as `recpipe train` does.
 process; the sides are interleaved; one warm-up round (page cache, pyc), then the median of --repeats.
 Prints whole-epoch examples/s (first batch included), steady state, start-up of epoch 1, test AUC,
 and the ratios recpipe / DeepCTR. Start-up is the time from the epoch's start to the end of its first
-`training.steps_per_execution` batches on both sides (recpipe's first call of its train function runs
+`training.steps_per_execution` batches (as resolved for these samples) on both sides (recpipe's first call of its train function runs
 that many; the steady state is the rest of the epoch).
 """
 
@@ -118,6 +118,20 @@ def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
     }
 
 
+def recpipe_steps_per_execution(config) -> int:
+    """What `recpipe train` resolves `training.steps_per_execution` to on these samples."""
+    from jobs import artifacts
+    from training.train import steps_per_execution
+
+    home = config.paths.artifacts_home()
+    manifest = json.loads(
+        (artifacts.samples_dir(home, artifacts.latest_samples_version(home)) / "manifest.json").read_text()
+    )
+    return steps_per_execution(
+        config.training.steps_per_execution, manifest["splits"]["train"]["rows"], config.training.batch_size
+    )
+
+
 def run_json(command: list[str], env: dict | None = None) -> dict:
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -148,6 +162,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         fields = Path(scratch) / "fields.npz"
         encode_fields(config.paths.warehouse, fields)
+        steps = recpipe_steps_per_execution(config)
         for round_ in range(args.repeats + 1):
             for model in args.models.split(","):
                 params = config.models.params(model)
@@ -155,13 +170,12 @@ def main() -> int:
                 peer += [model, str(params.embedding_dim), ",".join(str(u) for u in params.hidden_units)]
                 peer += [str(params.dropout), str(params.learning_rate), str(args.epochs)]
                 peer += [str(config.training.batch_size), str(config.training.seed)]
-                peer += [str(config.training.steps_per_execution)]  # start-up timed over as many batches
+                peer += [str(steps)]  # start-up timed over as many batches as recpipe's first call trains
                 ours = [sys.executable, __file__, "--config", args.config, "--recpipe-side", model, str(args.epochs)]
                 for side, command in (("recpipe", ours), ("DeepCTR", peer)):
                     result = run_json(command, env if side == "DeepCTR" else None)
                     if round_:
                         results.setdefault((model, side), []).append(result)
-    steps = config.training.steps_per_execution
     print(f"{args.epochs} epochs, batch {config.training.batch_size}; median of {args.repeats} after a warm-up round")
     print(f"start-up: epoch 1 to the end of its first {steps} batch(es) (training.steps_per_execution)")
     print(f"{'model':<10} {'side':<8} {'ex/s':>8} {'steady':>8} {'start-up s':>11} {'test AUC':>8}")

@@ -189,7 +189,7 @@ def replay(
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
     from training.models import build_model
-    from training.train import compile_model
+    from training.train import compile_model, steps_per_execution
 
     settings = as_settings(config)
     home = settings.paths.artifacts_home(tables.root)
@@ -267,7 +267,7 @@ def replay(
             cold = compile_model(
                 build_model(name, FeatureEncoders(spec, transforms), params, None),
                 params,
-                settings.training.steps_per_execution,
+                steps_per_execution(settings.training.steps_per_execution, None, settings.training.batch_size),
             )
             fit_files, stop_files = day_files(shards, window[:-1]), day_files(shards, window[-1:])
             seconds, epochs = _fit(

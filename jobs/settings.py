@@ -233,9 +233,10 @@ class TrainingSettings(Section):
     seed: int = 7
     verbose: Literal[0, 1, 2] = 2  # Keras fit's
     # train steps per call of Keras's compiled train function: its Python loop and callbacks run once per
-    # this many batches (Wide&Deep on the 200-day set: ~8% more examples/s at 8 than at 1); every batch
-    # still trains once, in order (tests/test_training_inputs.py)
-    steps_per_execution: PositiveInt = 8
+    # this many batches; every batch still trains once, in order (tests/test_training_inputs.py). auto: 8
+    # when an epoch has >= 1,000 batches, else 1 (the longer first trace pays off on long epochs only;
+    # training/train.py steps_per_execution)
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     # true: tf.data encodes the features (lookups, hashing, buckets, normalization, GBDT leaves) in a parallel
     # map and the model core trains on encoded batches; the saved model still takes the raw features.
     # false: the whole raw-feature model runs in every train step (the path before issue 17)

@@ -74,9 +74,10 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
     from training.models import build_model, build_split
-    from training.train import compile_model
+    from training.train import compile_model, steps_per_execution
 
-    encode, steps = None, training.steps_per_execution
+    rows = inputs["manifest"]["splits"]["train"]["rows"]
+    encode, steps = None, steps_per_execution(training.steps_per_execution, rows, training.batch_size)
     if training.encode_in_input_pipeline:
         split = build_split(name, spec, inputs["transforms"], params, inputs["gbdt"])
         model, trained, encode = split.full, compile_model(split.core, params, steps), split.preprocessing

@@ -71,9 +71,11 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
     from training.models import build_model
-    from training.train import compile_model, start_counts
+    from training.train import compile_model, start_counts, steps_per_execution
 
     spec, training = load_spec(), settings.training
+    rows = inputs["manifest"]["splits"]["train"]["rows"]
+    steps = steps_per_execution(training.steps_per_execution, rows, training.batch_size)
     shards = inputs["source"] / "parquet"
     files = {split: split_files(shards, split) for split in ("train", "valid")}
     inputs["files_read"] = sorted({str(f) for split in files.values() for f in split})
@@ -102,7 +104,7 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
             files=files["valid"],
         )
         encoders = FeatureEncoders(spec, inputs["transforms"])  # its Keras inputs belong to one model
-        model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params, training.steps_per_execution)
+        model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params, steps)
         return tuning.keras_fit_valid_auc(
             model,
             train,

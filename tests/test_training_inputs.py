@@ -458,3 +458,20 @@ def test_steps_per_execution_trains_every_batch_to_the_same_weights(tmp_path):
     for trained, expected in zip(fitted.get_weights(), by_hand.get_weights()):
         np.testing.assert_allclose(trained, expected, atol=1e-6)
     assert np.abs(by_hand.get_weights()[0] - model(1).get_weights()[0]).max() > 1e-3  # the batches moved it
+
+
+def test_steps_per_execution_auto_runs_8_per_call_from_1000_batches_per_epoch():
+    from jobs.config import ConfigError
+    from jobs.settings import as_settings
+    from training.train import steps_per_execution
+
+    assert steps_per_execution("auto", 999 * 1024, 1024) == 1  # 999 batches: the longer first trace does not pay
+    assert steps_per_execution("auto", 999 * 1024 + 1, 1024) == 8  # a short 1,000th batch counts
+    assert steps_per_execution("auto", 79_171, 1024) == 1  # ml-100k's train split
+    assert steps_per_execution("auto", 1_146_564, 1024) == 8  # the 200-day synthetic samples
+    assert steps_per_execution("auto", None, 1024) == 1 and steps_per_execution(4, 10, 1024) == 4
+    assert as_settings({}).training.steps_per_execution == "auto"
+    assert as_settings({"training": {"steps_per_execution": 16}}).training.steps_per_execution == 16
+    for wrong in (0, "fast"):
+        with pytest.raises(ConfigError, match="training.steps_per_execution"):
+            as_settings({"training": {"steps_per_execution": wrong}})

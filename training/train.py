@@ -32,6 +32,22 @@ def optimizer(params) -> keras.optimizers.Optimizer:
     raise ValueError(f"unknown optimizer '{name}': choose one of {', '.join(OPTIMIZERS)}")
 
 
+AUTO_STEPS_PER_EXECUTION = 8  # what `steps_per_execution: auto` runs per call on long epochs
+AUTO_MIN_BATCHES_PER_EPOCH = 1000  # ... from this many batches per epoch
+
+
+def steps_per_execution(setting: int | str, train_rows: int | None, batch_size: int) -> int:
+    """The `training.steps_per_execution` setting as a number. `auto`: 8 steps per call when an epoch has
+    >= 1,000 batches, else 1. Calls of 8 steps are a tf.while_loop Keras traces at the first step: ~1-2 s
+    more start-up (DeepFM on ml-100k: 2.8-2.9 s → 3.8-5.8 s) against ~1-2 ms less Python per step
+    (Wide&Deep on the 200-day set, 1,120 batches per epoch: +5-8% examples/s). Unknown rows: 1."""
+    if setting != "auto":
+        return int(setting)
+    if train_rows is None or -(-train_rows // batch_size) < AUTO_MIN_BATCHES_PER_EPOCH:
+        return 1
+    return AUTO_STEPS_PER_EXECUTION
+
+
 def compile_model(model: keras.Model, params, steps_per_execution: int = 1) -> keras.Model:
     """Compile, and create the optimizer's slot variables now (eagerly, ~0.3 s for DeepFM): left to the
     first train step they are created inside its tf.function trace (~4 s), which then traces twice.
