@@ -15,8 +15,8 @@ Parquet shards with its preprocessing inside the model, as `recpipe train` does.
 process; the sides are interleaved; one warm-up round (page cache, pyc), then the median of --repeats.
 Prints whole-epoch examples/s (first batch included), steady state, start-up of epoch 1, test AUC,
 and the ratios recpipe / DeepCTR. Start-up is the time from the epoch's start to the end of its first
-`training.steps_per_execution` batches (as resolved for these samples) on both sides (recpipe's first call of its train function runs
-that many; the steady state is the rest of the epoch).
+`training.steps_per_execution` batches (as `recpipe train` resolves it for these samples) on both sides:
+recpipe's first call of its train function runs that many; the steady state is the rest of the epoch.
 """
 
 from __future__ import annotations
@@ -120,13 +120,10 @@ def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
 
 def recpipe_steps_per_execution(config) -> int:
     """What `recpipe train` resolves `training.steps_per_execution` to on these samples."""
-    from jobs import artifacts
+    from jobs.train_models import load_training_inputs
     from training.train import steps_per_execution
 
-    home = config.paths.artifacts_home()
-    manifest = json.loads(
-        (artifacts.samples_dir(home, artifacts.latest_samples_version(home)) / "manifest.json").read_text()
-    )
+    manifest = load_training_inputs(config.paths.artifacts_home(), None, needs_gbdt=False)["manifest"]
     return steps_per_execution(
         config.training.steps_per_execution, manifest["splits"]["train"]["rows"], config.training.batch_size
     )

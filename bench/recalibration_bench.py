@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/recalibration_bench.py --config conf/movielens.yaml [--models lr,deepfm]
 
-Needs trained models in the config's warehouse (`recpipe train`, with `training.recalibrate: none`, the
-default). For each model on the newest samples version: its predictions on valid and test; the logit
+Needs trained models in the config's warehouse, trained with `training.recalibrate: none` (the default is
+valid; models trained with it are refused). For each model on the newest samples version: its predictions on valid and test; the logit
 shift that `training/calibration.py` fits on valid (the one `recalibrate: valid` adds to the global bias);
 test logloss, normalized entropy and calibration (mean prediction / positive rate) as trained and with
 the shift added to every test logit, which is what the recalibrated model predicts. Test AUC is the same
@@ -18,14 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
-
-def shifted(predictions: np.ndarray, shift: float) -> np.ndarray:
-    """sigmoid(logit(p) + shift): the prediction of the model whose global bias moved by `shift`."""
-    p = np.clip(predictions.astype(np.float64), 1e-12, 1 - 1e-12)
-    return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + shift)))
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,8 +30,9 @@ def main() -> int:
     from features.feature_spec import load_spec
     from jobs import artifacts
     from jobs.config import load_config
+    from jobs.train_models import load_training_inputs
     from training.baselines import score_test
-    from training.calibration import intercept_shift, predict_split
+    from training.calibration import intercept_shift, predict_split, shifted
     from training.dataset import make_dataset
     from training.inputs import model_inputs
     from training.metrics import binary_metrics
@@ -47,9 +40,8 @@ def main() -> int:
 
     config = load_config(args.config)
     home = config.paths.artifacts_home()
-    version = artifacts.latest_samples_version(home)
-    shards = artifacts.samples_dir(home, version) / "parquet"
-    manifest = json.loads((artifacts.samples_dir(home, version) / "manifest.json").read_text())
+    inputs = load_training_inputs(home, None, needs_gbdt=False)
+    version, shards, manifest = inputs["version"], inputs["source"] / "parquet", inputs["manifest"]
     rates = {s: manifest["splits"][s]["positives"] / manifest["splits"][s]["rows"] for s in ("train", "valid", "test")}
     print(
         f"samples v{version}: positive rate train {rates['train']:.4f}, valid {rates['valid']:.4f}, "

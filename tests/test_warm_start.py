@@ -51,7 +51,6 @@ def _predict(model, warehouse: Path, version: int) -> np.ndarray:
 
 
 def test_warm_start_keeps_the_older_models_weights_and_preprocessing(ml100k_warehouse, tmp_path):
-
     from features.feature_spec import load_spec
     from jobs.config import load_config
     from jobs.train_models import build_for_training, load_training_inputs, previous_model, warm_start

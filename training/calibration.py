@@ -16,16 +16,26 @@ import numpy as np
 MAX_ITERATIONS = 100
 
 
+def logits(predictions) -> np.ndarray:
+    """log(p / (1 - p)) in float64, p clipped to [1e-12, 1 - 1e-12]."""
+    p = np.clip(np.asarray(predictions, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def shifted(predictions, shift: float) -> np.ndarray:
+    """sigmoid(logit(p) + shift): what the model predicts once its global bias moved by `shift`."""
+    return 1.0 / (1.0 + np.exp(-(logits(predictions) + shift)))
+
+
 def intercept_shift(predictions, labels, weights=None) -> float | None:
     """The logit shift b making the weighted mean of sigmoid(logit(p) + b) equal the weighted positive rate;
     None when the rows hold one class only (no finite shift)."""
-    p = np.clip(np.asarray(predictions, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
     y = np.asarray(labels, dtype=np.float64).ravel()
     w = np.ones_like(y) if weights is None else np.asarray(weights, dtype=np.float64).ravel()
     positives, total = float(np.dot(w, y)), float(w.sum())
     if not 0 < positives < total:
         return None
-    z, b = np.log(p) - np.log1p(-p), 0.0
+    z, b = logits(predictions), 0.0
     for _ in range(MAX_ITERATIONS):
         q = 1.0 / (1.0 + np.exp(-(z + b)))
         gradient, curvature = float(np.dot(w, q)) - positives, float(np.dot(w, q * (1 - q)))
