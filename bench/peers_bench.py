@@ -14,7 +14,9 @@ lists) and floats (log1p / normalized numerics), held in memory; recpipe trains 
 Parquet shards with its preprocessing inside the model, as `recpipe train` does. Each run is a fresh
 process; the sides are interleaved; one warm-up round (page cache, pyc), then the median of --repeats.
 Prints whole-epoch examples/s (first batch included), steady state, start-up of epoch 1, test AUC,
-and the ratios recpipe / DeepCTR. Start-up is the time from the epoch's start to the end of its first
+and the ratios recpipe / DeepCTR. One seed's test AUC moves by a few thousandths on either side, so
+`--seeds 1,2,3,4,5` runs one timed round per seed (the same seed on both sides) and prints the mean AUC
+and the paired recpipe - DeepCTR difference with its standard error over the seeds. Start-up is the time from the epoch's start to the end of its first
 `training.steps_per_execution` batches (as `recpipe train` resolves it for these samples) on both sides:
 recpipe's first call of its train function runs that many; the steady state is the rest of the epoch.
 """
@@ -92,8 +94,8 @@ def encode_fields(warehouse: str, out: Path) -> None:
     np.savez(out, **arrays)
 
 
-def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
-    """`recpipe train`'s own code path for one model, EPOCHS epochs, then test AUC (sklearn)."""
+def recpipe_side(config_path: str, model: str, epochs: int, seed: int) -> dict:
+    """`recpipe train`'s own code path for one model, EPOCHS epochs from SEED, then test AUC (sklearn)."""
     from sklearn.metrics import roc_auc_score
 
     from jobs import artifacts
@@ -103,7 +105,8 @@ def recpipe_side(config_path: str, model: str, epochs: int) -> dict:
     from training.saved_models import load_trained
 
     config = load_config(config_path)
-    training = config.training.model_copy(update={"max_epochs": epochs, "early_stopping_patience": epochs})
+    update = {"max_epochs": epochs, "early_stopping_patience": epochs, "seed": seed}
+    training = config.training.model_copy(update=update)
     config = config.model_copy(update={"training": training})
     inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
     summary = train_one(model, config, inputs)
@@ -129,6 +132,20 @@ def recpipe_steps_per_execution(config) -> int:
     )
 
 
+def auc_difference(results: dict[tuple, list[dict]], model: str) -> str:
+    """recpipe - DeepCTR test AUC, paired by seed (round): the mean, its standard error over the seeds,
+    and in how many seeds recpipe was at least as high."""
+    pairs = [
+        ours["test_auc"] - peer["test_auc"]
+        for ours, peer in zip(results[(model, "recpipe")], results[(model, "DeepCTR")])
+    ]
+    text = f"{statistics.fmean(pairs):+.4f}"
+    if len(pairs) > 1:
+        text += f" (paired over {len(pairs)} seeds: SE {statistics.stdev(pairs) / len(pairs) ** 0.5:.4f}, "
+        text += f"recpipe >= DeepCTR in {sum(d >= 0 for d in pairs)}; per seed {' '.join(f'{d:+.4f}' for d in pairs)})"
+    return text
+
+
 def run_json(command: list[str], env: dict | None = None) -> dict:
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -142,10 +159,16 @@ def main() -> int:
     parser.add_argument("--models", default="deepfm,wide_deep")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--recpipe-side", nargs=2, metavar=("MODEL", "EPOCHS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--seeds",
+        help="comma-separated training seeds, one per timed round (replaces --repeats); default: "
+        "training.seed in every round",
+    )
+    parser.add_argument("--recpipe-side", nargs=3, metavar=("MODEL", "EPOCHS", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recpipe_side:
-        print(json.dumps(recpipe_side(args.config, args.recpipe_side[0], int(args.recpipe_side[1]))))
+        model, epochs, seed = args.recpipe_side
+        print(json.dumps(recpipe_side(args.config, model, int(epochs), int(seed))))
         return 0
     if not DEEPCTR_PYTHON.exists():
         print(f"{DEEPCTR_PYTHON} is missing: run make bench-peers", file=sys.stderr)
@@ -160,28 +183,32 @@ def main() -> int:
         fields = Path(scratch) / "fields.npz"
         encode_fields(config.paths.warehouse, fields)
         steps = recpipe_steps_per_execution(config)
-        for round_ in range(args.repeats + 1):
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.training.seed] * args.repeats
+        for round_, seed in enumerate([seeds[0], *seeds]):  # round 0 warms up (page cache, pyc), not counted
             for model in args.models.split(","):
                 params = config.models.params(model)
                 peer = [str(DEEPCTR_PYTHON), str(REPO / "bench" / "peers" / "deepctr_side.py"), str(fields)]
                 peer += [model, str(params.embedding_dim), ",".join(str(u) for u in params.hidden_units)]
                 peer += [str(params.dropout), str(params.learning_rate), str(args.epochs)]
-                peer += [str(config.training.batch_size), str(config.training.seed)]
+                peer += [str(config.training.batch_size), str(seed)]
                 peer += [str(steps)]  # start-up timed over as many batches as recpipe's first call trains
                 ours = [sys.executable, __file__, "--config", args.config, "--recpipe-side", model, str(args.epochs)]
+                ours += [str(seed)]
                 for side, command in (("recpipe", ours), ("DeepCTR", peer)):
                     result = run_json(command, env if side == "DeepCTR" else None)
                     if round_:
                         results.setdefault((model, side), []).append(result)
-    print(f"{args.epochs} epochs, batch {config.training.batch_size}; median of {args.repeats} after a warm-up round")
+    print(f"{args.epochs} epochs, batch {config.training.batch_size}; median of {len(seeds)} after a warm-up round")
+    print(f"seeds {','.join(map(str, seeds))}; test AUC: the mean over them")
     print(f"start-up: epoch 1 to the end of its first {steps} batch(es) (training.steps_per_execution)")
     print(f"{'model':<10} {'side':<8} {'ex/s':>8} {'steady':>8} {'start-up s':>11} {'test AUC':>8}")
     medians = {}
     for (model, side), runs in results.items():
         row = {
             key: statistics.median(r[key] for r in runs)
-            for key in ("examples_per_second", "steady_examples_per_second", "test_auc")
+            for key in ("examples_per_second", "steady_examples_per_second")
         }
+        row["test_auc"] = statistics.fmean(r["test_auc"] for r in runs)
         row["first"] = statistics.median(r["first_batch_seconds"][0] for r in runs)
         medians[(model, side)] = row
         print(
@@ -192,7 +219,7 @@ def main() -> int:
         ours, peer = medians[(model, "recpipe")], medians[(model, "DeepCTR")]
         print(
             f"{model}: recpipe/DeepCTR whole-epoch ex/s {ours['examples_per_second'] / peer['examples_per_second']:.2f}x, "
-            f"start-up {ours['first'] / peer['first']:.2f}x, test AUC {ours['test_auc'] - peer['test_auc']:+.4f}"
+            f"start-up {ours['first'] / peer['first']:.2f}x, test AUC {auc_difference(results, model)}"
         )
     return 0
 

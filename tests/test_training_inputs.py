@@ -383,14 +383,28 @@ def test_deepfm_numerics_join_the_fm_only_with_numeric_fm():
         assert bool(np.abs(high - low).max() > 1e-3) == numeric_fm  # only the FM vector carries the rating
 
 
-def test_deepfm_field_vectors_start_at_the_configured_scale():
+@pytest.mark.parametrize("name, prefix", [("deepfm", "field_"), ("wide_deep", "deep_embedding_")])
+def test_embedding_tables_start_at_the_configured_scale_each_from_its_own_draw(name, prefix):
+    """Each table starts at the configured scale, and from its own random draw: one unseeded Keras 3
+    initializer shared by the tables gave every table the same first rows (a prefix of one draw)."""
     for stddev, low, high in ((None, 1e-3, 0.05), (1e-4, 1e-6, 6e-4)):
         keras.utils.set_random_seed(4)
-        params = _params("deepfm", embedding_init_stddev=stddev, numeric_fm=True)
-        model = build_model("deepfm", FeatureEncoders(SPEC, TRANSFORMS), params)
-        for name in ("field_device", "field_age", "field_rating"):
-            weights = np.asarray(model.get_layer(name).weights[0])
-            assert low < np.abs(weights).max() <= high, (name, stddev)
+        update = {"numeric_fm": True} if name == "deepfm" else {}
+        model = build_model(
+            name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, embedding_init_stddev=stddev, **update)
+        )
+        tables = {
+            layer.name: np.asarray(layer.weights[0]).reshape(-1)
+            for layer in model.layers
+            if layer.name.startswith(prefix) and layer.weights
+        }
+        assert len(tables) >= 2, tables.keys()
+        for table_name, weights in tables.items():
+            assert low < np.abs(weights).max() <= high, (table_name, stddev)
+        firsts = [weights[:4] for weights in tables.values()]
+        for i, first in enumerate(firsts):
+            for other in firsts[i + 1 :]:
+                assert not np.allclose(first, other), (name, stddev)
 
 
 def test_early_stopping_keeps_a_meaningful_start_no_epoch_beat(tmp_path):

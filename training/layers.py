@@ -48,11 +48,25 @@ def linear_logit(
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 
 
-def embed(c: Categorical, dim: int, name: str, l2: float = 0.0, initializer="uniform"):
-    """[batch, dim] embedding of one field; list features take the mean over their unmasked values."""
+def embedding_initializer(stddev: float | None):
+    """None: keras.layers.Embedding's default, uniform(-0.05, 0.05); a value: N(0, stddev) (DeepCTR: 1e-4).
+    A new initializer per table: an unseeded Keras 3 initializer fixes its seed when it is made, so one
+    instance shared by several tables would start them all at the same (prefix of one) random draw."""
+    if stddev is None:
+        return keras.initializers.RandomUniform(-0.05, 0.05)
+    return keras.initializers.RandomNormal(0.0, stddev)
+
+
+def embed(c: Categorical, dim: int, name: str, l2: float = 0.0, init_stddev: float | None = None):
+    """[batch, dim] embedding of one field; list features take the mean over their unmasked values.
+    The table starts as `embedding_initializer(init_stddev)` says."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     vectors = keras.layers.Embedding(
-        c.cardinality, dim, embeddings_initializer=initializer, embeddings_regularizer=regularizer, name=name
+        c.cardinality,
+        dim,
+        embeddings_initializer=embedding_initializer(init_stddev),
+        embeddings_regularizer=regularizer,
+        name=name,
     )(c.index)
     if c.mask is None:
         return vectors

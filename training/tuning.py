@@ -57,12 +57,10 @@ def keras_space(model: str) -> list[Choice]:
             Choice("embedding_dim", values=(4, 8, 16, 32)),
             Choice("dropout", 0.0, 0.6),
             Choice("hidden_units", values=tuple(HIDDEN_UNITS)),
-        ]
-    if model == "deepfm":  # DeepCTR's choices among them (bench/model_variants.py)
-        space += [
-            Choice("numeric_fm", values=(True, False)),
             Choice("embedding_init_stddev", values=(None, 1e-4, 1e-2)),
         ]
+    if model == "deepfm":  # DeepCTR's choice among them (bench/model_variants.py)
+        space += [Choice("numeric_fm", values=(True, False))]
     if model == "gbdt_lr":  # init_from_gbdt: start at XGBoost's own prediction (strong trees, e.g. the demo)
         space += [Choice("leaf_l2", values=(0.0, 0.001, 0.01, 0.1)), Choice("init_from_gbdt", values=(False, True))]
     return space

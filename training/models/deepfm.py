@@ -12,24 +12,18 @@ import keras
 from keras import ops
 
 from training.feature_layers import FeatureEncoders
-from training.layers import embed, fm_interaction, linear_logit, mlp, probability
-
-FIELD_INITIALIZER = keras.initializers.RandomUniform(-0.05, 0.05)  # keras.layers.Embedding's default
+from training.layers import embed, embedding_initializer, fm_interaction, linear_logit, mlp, probability
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
     k, l2 = params.embedding_dim, params.l2
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    initializer = (
-        FIELD_INITIALIZER
-        if params.embedding_init_stddev is None
-        else keras.initializers.RandomNormal(0.0, params.embedding_init_stddev)
-    )
+    stddev = params.embedding_init_stddev
     vectors, categoricals, numerics = [], {}, {}
     for field in encoders.names("fm"):
         if encoders.is_categorical(field):
             c = categoricals[field] = encoders.categorical(field)
-            vectors.append(embed(c, k, f"field_{field}", l2, initializer))  # list fields: mean of their values' vectors
+            vectors.append(embed(c, k, f"field_{field}", l2, stddev))  # list fields: mean of their values' vectors
             continue
         numerics[field] = encoders.numeric(field)
         if params.numeric_fm:
@@ -39,7 +33,7 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
                 keras.layers.Dense(
                     k,
                     use_bias=False,
-                    kernel_initializer=initializer,
+                    kernel_initializer=embedding_initializer(stddev),
                     kernel_regularizer=regularizer,
                     name=f"field_{field}",
                 )(numerics[field])

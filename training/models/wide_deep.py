@@ -11,19 +11,19 @@ from training.layers import embed, mlp, probability
 from training.models.lr import wide_logit
 
 
-def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0):
+def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0, init_stddev: float | None = None):
     parts = []
     for feature in encoders.names("deep"):
         if encoders.is_categorical(feature):
             c = encoders.categorical(feature)
-            parts.append(embed(c, min(embedding_dim, c.cardinality), f"deep_embedding_{feature}", l2))
+            parts.append(embed(c, min(embedding_dim, c.cardinality), f"deep_embedding_{feature}", l2, init_stddev))
         else:
             parts.append(encoders.numeric(feature))
     return ops.concatenate(parts, axis=-1)
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
-    deep = deep_input(encoders, params.embedding_dim, params.l2)
+    deep = deep_input(encoders, params.embedding_dim, params.l2, params.embedding_init_stddev)
     deep_logit = mlp(deep, list(params.hidden_units), params.dropout, "deep")
     logits = [wide_logit(encoders, params), deep_logit]
     bias = 0.0 if params.initial_bias is None else params.initial_bias
