@@ -16,7 +16,7 @@ deepctr/models/deepfm.py and feature_column.py):
 - regularization: DeepCTR puts L2 1e-5 on the embeddings and the linear part; ours had none (`l2`).
 
 For lr, gbdt_lr and wide_deep the variants are the wide part's `numeric_buckets` off and on (and for lr
-with all the spec's `crosses`).
+with all the spec's `crosses`); for wide_deep also the embeddings' start, uniform(-0.05, 0.05) or N(0, 1e-4).
 
 "configured" is the config's `models.<model>`; for DeepFM (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
 "numerics_in_fm_no_l2" is the model before that change. Prints, per variant, the valid AUC at epoch 2 (the
@@ -51,7 +51,11 @@ VARIANTS = {  # model: {name: what replaces models.<model>'s values}
         "values_l2_1e-6": {"numeric_buckets": False, "l2": 1e-6},
     },
     "gbdt_lr": WIDE_VARIANTS,
-    "wide_deep": WIDE_VARIANTS,
+    "wide_deep": {
+        **WIDE_VARIANTS,
+        "init_uniform": {"embedding_init_stddev": None},  # before issue 17's change
+        "init_normal_1e-4": {"embedding_init_stddev": 1e-4},
+    },
 }
 VARIANTS["deepfm"] = {
     "configured": {},

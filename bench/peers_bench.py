@@ -16,8 +16,9 @@ process; the sides are interleaved; one warm-up round (page cache, pyc), then th
 Prints whole-epoch examples/s (first batch included), steady state, start-up of epoch 1, test AUC,
 and the ratios recpipe / DeepCTR. One seed's test AUC moves by a few thousandths on either side, so
 `--seeds 1,2,3,4,5` runs one timed round per seed (the same seed on both sides) and prints the mean AUC
-and the paired recpipe - DeepCTR difference with its standard error over the seeds. Start-up is the time from the epoch's start to the end of its first
-`training.steps_per_execution` batches (as `recpipe train` resolves it for these samples) on both sides:
+and the paired recpipe - DeepCTR difference with its standard error over the seeds. `--deepctr-hashing`
+gives DeepCTR recpipe's hash bins for the spec's hashed fields (ids) instead of its train vocabulary.
+Start-up is the time from the epoch's start to the end of its first `training.steps_per_execution` batches (as `recpipe train` resolves it for these samples) on both sides:
 recpipe's first call of its train function runs that many; the steady state is the rest of the epoch.
 """
 
@@ -39,9 +40,11 @@ sys.path.insert(0, str(REPO))
 DEEPCTR_PYTHON = REPO / ".venv-deepctr" / "bin" / "python"
 
 
-def encode_fields(warehouse: str, out: Path) -> None:
+def encode_fields(warehouse: str, out: Path, hashed_as_recpipe: bool = False) -> None:
     """The samples' raw model inputs -> DeepCTR fields (see bench/peers/deepctr_side.py), codes fitted
-    on train only (0 = missing or unseen)."""
+    on train only (0 = missing or unseen). hashed_as_recpipe: the spec's `hashing` fields get recpipe's
+    own bins instead (keras Hashing with the fitted num_bins, +1; 0 = missing or list padding), so an id
+    first seen after the split shares a row with whatever hashes there, as in recpipe's models."""
     import pyarrow.parquet as pq
 
     from features.feature_spec import load_spec
@@ -80,10 +83,21 @@ def encode_fields(warehouse: str, out: Path) -> None:
             arrays[f"vocab:{spec.name}"] = np.array(len(boundaries) + 2)
             continue
         missing = spec.missing
+        prefix = "sparse" if spec.length is None else "varlen"
+        if kind == "hashing" and hashed_as_recpipe:
+            import keras
+
+            bins = int(fitted["num_bins"])
+            hashing = keras.layers.Hashing(num_bins=bins)
+            for split, (features, _) in raw.items():
+                x = features[spec.name]
+                codes = np.asarray(hashing(x)).astype(np.int32) + 1
+                arrays[f"{split}/{prefix}:{spec.name}"] = np.where(x == missing, 0, codes)
+            arrays[f"vocab:{spec.name}"] = np.array(bins + 1)
+            continue
         train = raw["train"][0][spec.name].ravel()
         values = np.unique(train[train != missing])
         lookup = {v: i + 1 for i, v in enumerate(values.tolist())}
-        prefix = "sparse" if spec.length is None else "varlen"
         for split, (features, _) in raw.items():
             x = features[spec.name]
             codes = np.fromiter((lookup.get(v, 0) for v in x.ravel().tolist()), dtype=np.int32, count=x.size)
@@ -164,6 +178,11 @@ def main() -> int:
         help="comma-separated training seeds, one per timed round (replaces --repeats); default: "
         "training.seed in every round",
     )
+    parser.add_argument(
+        "--deepctr-hashing",
+        action="store_true",
+        help="DeepCTR gets recpipe's hash bins for the spec's hashing fields (ids), not a train vocabulary",
+    )
     parser.add_argument("--recpipe-side", nargs=3, metavar=("MODEL", "EPOCHS", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recpipe_side:
@@ -181,7 +200,7 @@ def main() -> int:
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         fields = Path(scratch) / "fields.npz"
-        encode_fields(config.paths.warehouse, fields)
+        encode_fields(config.paths.warehouse, fields, args.deepctr_hashing)
         steps = recpipe_steps_per_execution(config)
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [config.training.seed] * args.repeats
         for round_, seed in enumerate([seeds[0], *seeds]):  # round 0 warms up (page cache, pyc), not counted
@@ -200,6 +219,8 @@ def main() -> int:
                         results.setdefault((model, side), []).append(result)
     print(f"{args.epochs} epochs, batch {config.training.batch_size}; median of {len(seeds)} after a warm-up round")
     print(f"seeds {','.join(map(str, seeds))}; test AUC: the mean over them")
+    if args.deepctr_hashing:
+        print("DeepCTR's hashed fields: recpipe's hash bins (--deepctr-hashing)")
     print(f"start-up: epoch 1 to the end of its first {steps} batch(es) (training.steps_per_execution)")
     print(f"{'model':<10} {'side':<8} {'ex/s':>8} {'steady':>8} {'start-up s':>11} {'test AUC':>8}")
     medians = {}

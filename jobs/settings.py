@@ -315,9 +315,6 @@ class EmbeddingParams(ModelParams):
 class WideDeepParams(EmbeddingParams, WideParams):
     learning_rate: float = Field(0.001, gt=0)
     embedding_dim: PositiveInt = 16
-    # rows no train row reaches (ids first seen after the split, hashed) stay ~0 instead of random ±0.05:
-    # +0.0050 valid AUC on ml-100k (5 of 5 seeds), +0.0026 on the demo (README: Against DeepCTR)
-    embedding_init_stddev: float | None = Field(1e-4, gt=0)
 
 
 class DeepFMParams(EmbeddingParams):
