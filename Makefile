@@ -122,7 +122,7 @@ $(DEEPCTR_INSTALLED): bench/peers/constraints-deepctr.txt
 	touch $@
 
 bench-peers: java $(INSTALLED) $(DEEPCTR_INSTALLED)
-	$(BIN)/python bench/peers_bench.py --config conf/movielens.yaml
+	$(BIN)/python bench/peers_bench.py --config conf/movielens.yaml --seeds 1,2,3,4,5
 
 bench-gbdt-stage: java $(INSTALLED)
 	$(BIN)/python bench/gbdt_stage_bench.py --config conf/movielens.yaml
