@@ -53,7 +53,7 @@ VARIANTS = {  # model: {name: what replaces models.<model>'s values}
     "gbdt_lr": WIDE_VARIANTS,
     "wide_deep": {
         **WIDE_VARIANTS,
-        "init_uniform": {"embedding_init_stddev": None},  # before issue 17's change
+        "init_uniform": {"embedding_init_stddev": None},  # the default
         "init_normal_1e-4": {"embedding_init_stddev": 1e-4},
     },
 }

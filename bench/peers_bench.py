@@ -14,12 +14,13 @@ lists) and floats (log1p / normalized numerics), held in memory; recpipe trains 
 Parquet shards with its preprocessing inside the model, as `recpipe train` does. Each run is a fresh
 process; the sides are interleaved; one warm-up round (page cache, pyc), then the median of --repeats.
 Prints whole-epoch examples/s (first batch included), steady state, start-up of epoch 1, test AUC,
-and the ratios recpipe / DeepCTR. One seed's test AUC moves by a few thousandths on either side, so
+and the ratios recpipe / DeepCTR. One seed's test AUC moves by up to 0.02 on either side, so
 `--seeds 1,2,3,4,5` runs one timed round per seed (the same seed on both sides) and prints the mean AUC
 and the paired recpipe - DeepCTR difference with its standard error over the seeds. `--deepctr-hashing`
 gives DeepCTR recpipe's hash bins for the spec's hashed fields (ids) instead of its train vocabulary.
-Start-up is the time from the epoch's start to the end of its first `training.steps_per_execution` batches (as `recpipe train` resolves it for these samples) on both sides:
-recpipe's first call of its train function runs that many; the steady state is the rest of the epoch.
+Start-up is the time from the epoch's start to the end of its first `training.steps_per_execution`
+batches (as `recpipe train` resolves it for these samples) on both sides: recpipe's first call of its
+train function runs that many; the steady state is the rest of the epoch.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/recalibration_bench.py --config conf/movielens.yaml [--models lr,deepfm]
 
-Needs trained models in the config's warehouse, trained with `training.recalibrate: none` (the default is
-valid; models trained with it are refused). For each model on the newest samples version: its predictions on valid and test; the logit
-shift that `training/calibration.py` fits on valid (the one `recalibrate: valid` adds to the global bias);
-test logloss, normalized entropy and calibration (mean prediction / positive rate) as trained and with
-the shift added to every test logit, which is what the recalibrated model predicts. Test AUC is the same
+Needs trained models in the config's warehouse, trained with `training.recalibrate: none` (the default
+is valid; models trained with it are refused). For each model on the newest samples version: its
+predictions on valid and test; the logit shift that `training/calibration.py` fits on valid (the one
+`recalibrate: valid` adds to the global bias); test logloss, normalized entropy and calibration (mean
+prediction / positive rate) as trained and with the shift added to every test logit, which is what the recalibrated model predicts. Test AUC is the same
 either way (one shift of every logit keeps the ranking); it is printed as a check.
 """
 
