@@ -407,6 +407,23 @@ def test_embedding_tables_start_at_the_configured_scale_each_from_its_own_draw(n
                 assert not np.allclose(first, other), (name, stddev)
 
 
+@pytest.mark.parametrize(
+    "name, linear", [("lr", "wide_logit"), ("wide_deep", "wide_logit"), ("deepfm", "first_order_logit")]
+)
+def test_the_linear_part_starts_at_zero_so_a_model_starts_at_its_global_bias(name, linear):
+    """Every weight of the linear part (one-hots, crosses, numeric kernel, constant) starts at 0, so
+    before any step LR predicts the train rate the global bias starts at on every row: a Glorot-started
+    constant (up to ±1.7 in logit) and numeric kernel moved that start by a random amount."""
+    keras.utils.set_random_seed(3)
+    update = {"initial_bias": -3.2} if name == "deepfm" else {"initial_bias": -3.2, "numeric_buckets": True}
+    model = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, **update))
+    probe = keras.Model(model.input, model.get_layer(linear).output)
+    rows = _raw_tensors()
+    np.testing.assert_array_equal(np.asarray(probe(rows)), np.zeros((ROWS.num_rows, 1), "float32"))
+    if name == "lr":
+        np.testing.assert_allclose(np.asarray(model(rows)), 1 / (1 + math.exp(3.2)), rtol=1e-6)
+
+
 def test_early_stopping_keeps_a_meaningful_start_no_epoch_beat(tmp_path):
     """A model that starts right (valid AUC 1) and is trained towards the opposite labels: with the start
     as a candidate (warm start, GBDT+LR from the trees) its weights come back; without, the trained ones stay."""

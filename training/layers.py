@@ -18,13 +18,14 @@ def linear_logit(
     numerics: dict[str, keras.KerasTensor],
     name: str,
     l2: float = 0.0,
-    zero_start: bool = False,
 ):
     """Logistic regression over one-hot categoricals (a 1-wide embedding = the weight of each one-hot
     column; list features sum their active columns) and dense numeric columns, plus a bias.
-    The one-hot weights start at zero; `zero_start` starts the numeric kernel and the bias there too, so
-    the logit starts at exactly 0 (GBDT+LR started from the trees: the start is XGBoost's prediction)."""
-    dense_start = "zeros" if zero_start else "glorot_uniform"
+    Every weight starts at zero (one-hots, the numeric kernel, the constant), so the logit starts at
+    exactly 0: a model starts at its global bias, the train positive rate's logit (GBDT+LR started from
+    the trees: at XGBoost's prediction). A Glorot start of the constant alone is up to ±1.7 in logit,
+    which undid that start on 4% click-through data (issue 17: best valid AUC on the demo 0.6695 ->
+    0.6802 for Wide&Deep, 0.6745 -> 0.6821 for DeepFM, 0.6463 -> 0.6504 for LR; ml-100k level)."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
     for field, c in categoricals.items():
@@ -38,12 +39,12 @@ def linear_logit(
             keras.layers.Dense(
                 1,
                 use_bias=False,
-                kernel_initializer=dense_start,
+                kernel_initializer="zeros",
                 kernel_regularizer=regularizer,
                 name=f"{name}_numeric",
             )(dense)
         )
-    constant = keras.layers.Dense(1, kernel_initializer=dense_start, name=f"{name}_bias")  # a learned constant
+    constant = keras.layers.Dense(1, kernel_initializer="zeros", name=f"{name}_bias")  # a learned constant
     bias = constant(ops.ones_like(terms[0]))
     return keras.layers.Add(name=f"{name}_logit")([*terms, bias])
 

@@ -44,10 +44,10 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
     )(leaves + offsets)
     logits = [ops.sum(leaf_weights, axis=1)]  # one active leaf per tree: the LR over the one-hot leaf vector
     if params.wide:
-        logits.append(wide_logit(encoders, params, "raw", zero_start=params.init_from_gbdt))
+        logits.append(wide_logit(encoders, params, "raw"))
     elif params.raw_categoricals:
         categoricals = {f: encoders.categorical(f) for f in encoders.names("wide") if encoders.is_categorical(f)}
-        logits.append(linear_logit(categoricals, {}, "raw", l2=l2, zero_start=params.init_from_gbdt))
+        logits.append(linear_logit(categoricals, {}, "raw", l2=l2))
     # started from the trees, the global bias starts at the booster's base margin instead of the train rate
     initial_bias = margin if params.init_from_gbdt else (0.0 if params.initial_bias is None else params.initial_bias)
     return keras.Model(encoders.graph_inputs, probability(logits, initial_bias), name="gbdt_lr")

@@ -11,11 +11,11 @@ from training.feature_layers import FeatureEncoders
 from training.layers import linear_logit, probability
 
 
-def wide_logit(encoders: FeatureEncoders, params, name: str = "wide", zero_start: bool = False):
+def wide_logit(encoders: FeatureEncoders, params, name: str = "wide"):
     """Every `wide` feature (categorical index, or the normalized value for normalize/log1p features,
     and with `numeric_buckets` also their quantile bucket) plus the spec's crosses: all (`crosses:
     true`), none (`false`, the default) or a list of cross names. `params`: the model's settings
-    (jobs/settings.py); `zero_start`: see training.layers.linear_logit."""
+    (jobs/settings.py). The logit starts at 0 (training.layers.linear_logit)."""
     categoricals, numerics = {}, {}
     for feature in encoders.names("wide"):
         if encoders.is_categorical(feature):
@@ -30,9 +30,9 @@ def wide_logit(encoders: FeatureEncoders, params, name: str = "wide", zero_start
     unknown = [n for n in names if n not in crosses]
     if unknown:
         raise ValueError(f"unknown cross {unknown[0]}: the spec has {', '.join(crosses)}")
-    for name in names:
-        categoricals[name] = encoders.cross(crosses[name])
-    return linear_logit(categoricals, numerics, name, l2=params.l2, zero_start=zero_start)
+    for cross in names:  # not `name`: that is the linear part's (its layers' prefix)
+        categoricals[cross] = encoders.cross(crosses[cross])
+    return linear_logit(categoricals, numerics, name, l2=params.l2)
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
