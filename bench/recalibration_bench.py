@@ -6,8 +6,9 @@ Needs trained models in the config's warehouse, trained with `training.recalibra
 is valid; models trained with it are refused). For each model on the newest samples version: its
 predictions on valid and test; the logit shift that `training/calibration.py` fits on valid (the one
 `recalibrate: valid` adds to the global bias); test logloss, normalized entropy and calibration (mean
-prediction / positive rate) as trained and with the shift added to every test logit, which is what the recalibrated model predicts. Test AUC is the same
-either way (one shift of every logit keeps the ranking); it is printed as a check.
+prediction / positive rate) as trained and with the shift added to every test logit, which is what the
+recalibrated model predicts. Test AUC is the same either way (one shift of every logit keeps the
+ranking); it is printed as a check.
 """
 
 from __future__ import annotations

@@ -415,8 +415,8 @@ def test_the_linear_part_starts_at_zero_so_a_model_starts_at_its_global_bias(nam
     before any step LR predicts the train rate the global bias starts at on every row: a Glorot-started
     constant (up to ±1.7 in logit) and numeric kernel moved that start by a random amount."""
     keras.utils.set_random_seed(3)
-    update = {"initial_bias": -3.2} if name == "deepfm" else {"initial_bias": -3.2, "numeric_buckets": True}
-    model = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, **update))
+    update = {} if name == "deepfm" else {"numeric_buckets": True}
+    model = build_model(name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, initial_bias=-3.2, **update))
     probe = keras.Model(model.input, model.get_layer(linear).output)
     rows = _raw_tensors()
     np.testing.assert_array_equal(np.asarray(probe(rows)), np.zeros((ROWS.num_rows, 1), "float32"))
