@@ -96,11 +96,20 @@ def check_window(train_days: int) -> None:
         )
 
 
-def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop_on: list[Path] | None = None):
+def _fit(
+    model,
+    files: list[Path],
+    settings: Settings,
+    epochs: int,
+    inputs,
+    stop_on: list[Path] | None = None,
+    cold: bool = False,
+):
     """Trains `model` on `files` for `epochs` epochs, or, with `stop_on` (the files of a later day), until
-    its AUC there stops improving (best epoch's weights kept); returns the seconds and the epochs run."""
+    its AUC there stops improving (best epoch's weights kept); returns the seconds and the epochs run.
+    cold: a fresh model, whose unreached embedding rows are zeroed (training.train.ZeroUnreachedRows)."""
     from training.dataset import make_dataset
-    from training.train import early_stopping
+    from training.train import ZeroUnreachedRows, early_stopping
 
     training = settings.training
     batch_size = settings.replay.batch_size or training.batch_size
@@ -114,10 +123,12 @@ def _fit(model, files: list[Path], settings: Settings, epochs: int, inputs, stop
         training.chunk_rows,
         files=files,
     )
-    options = {}
+    options: dict = {"callbacks": []}
     if stop_on:
         options["validation_data"] = make_dataset(None, "valid", inputs, batch_size, files=stop_on)
-        options["callbacks"] = [early_stopping(training.early_stopping_patience)]
+        options["callbacks"].append(early_stopping(training.early_stopping_patience))
+    if cold:  # last: its on_train_end sees the weights early stopping restored
+        options["callbacks"].append(ZeroUnreachedRows())
     started = time.perf_counter()
     history = model.fit(dataset, epochs=epochs, verbose=0, **options)
     return time.perf_counter() - started, len(history.epoch)
@@ -271,7 +282,13 @@ def replay(
             )
             fit_files, stop_files = day_files(shards, window[:-1]), day_files(shards, window[-1:])
             seconds, epochs = _fit(
-                cold, fit_files or stop_files, settings, settings.replay.max_epochs, inputs, fit_files and stop_files
+                cold,
+                fit_files or stop_files,
+                settings,
+                settings.replay.max_epochs,
+                inputs,
+                fit_files and stop_files,
+                cold=True,
             )
             predictions, labels = _score(cold, test_files, inputs)
             record(name, "cold", predictions, labels, seconds)

@@ -154,7 +154,10 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     staged = artifacts.staging_dir(target)
     _log.info("%s: samples v%s, %s parameters", name, inputs["version"], f"{model.count_params():,}")
     rows = inputs["manifest"]["splits"]["train"]["rows"]
-    result = fit(trained, train, valid, staged, training, rows, start_counts(params, warm_started=start is not None))
+    warm = start is not None
+    result = fit(
+        trained, train, valid, staged, training, rows, start_counts(params, warm), zero_unreached_rows=not warm
+    )
     if result["kept_start"]:
         _log.info(
             "%s: no epoch beat the start's valid AUC %.4f: the starting weights are kept", name, result["start_val_auc"]

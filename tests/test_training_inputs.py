@@ -456,6 +456,52 @@ def test_early_stopping_keeps_a_meaningful_start_no_epoch_beat(tmp_path):
     assert outcome["best_epoch"] == 0 and outcome["valid_auc"] == pytest.approx(1.0, abs=1e-3)
 
 
+def test_embedding_rows_no_train_row_reaches_are_zero_from_the_first_validation(tmp_path):
+    """Train ids 1, 3, 5 of a 10-row table: after a cold fit (recpipe train, recpipe tune) rows 0, 2, 4
+    and 6-9 are exactly zero, so an id first seen in valid (7) adds nothing, and the epoch-1 checkpoint
+    (saved after its validation) has them at zero too; the trained rows moved. After a warm start
+    (zero_unreached_rows=False) an unreached row keeps its value: it may hold an older model's learning."""
+    from jobs.settings import as_settings
+    from training.train import compile_model, fit
+    from training.tuning import BudgetClock, keras_fit_valid_auc
+
+    ids = np.tile(np.array([1, 3, 5], "int32"), 400)
+    train = tf.data.Dataset.from_tensor_slices((ids[:, None], (ids == 3).astype("float32"))).batch(100)
+    valid_ids = np.array([1, 3, 7, 5] * 50, "int32")
+    valid = tf.data.Dataset.from_tensor_slices((valid_ids[:, None], (valid_ids == 3).astype("float32"))).batch(64)
+    training = as_settings({}).training.model_copy(update={"max_epochs": 2, "early_stopping_patience": 2, "verbose": 0})
+    params = as_settings({}).models.wide_deep
+
+    def model():
+        keras.utils.set_random_seed(5)
+        table = keras.layers.Embedding(10, 4, embeddings_initializer="uniform", name="vectors")
+        one_hot = keras.layers.Embedding(10, 1, embeddings_initializer="uniform", name="weights")  # not a vector table
+        inputs = keras.Input((1,), dtype="int32")
+        x = keras.layers.Concatenate()([keras.layers.Flatten()(table(inputs)), keras.layers.Flatten()(one_hot(inputs))])
+        return compile_model(keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)), params)
+
+    unreached, reached = [0, 2, 4, 6, 7, 8, 9], [1, 3, 5]
+    start = model()
+    vectors, weights = (start.get_layer(n).get_weights()[0].copy() for n in ("vectors", "weights"))
+    assert np.all(np.abs(vectors[unreached]) > 0)
+    cold = model()
+    fit(cold, train, valid, tmp_path / "cold", training)
+    trained = cold.get_layer("vectors").get_weights()[0]
+    np.testing.assert_array_equal(trained[unreached], 0.0)
+    assert np.all(np.any(trained[reached] != vectors[reached], axis=1)) and np.all(trained[reached] != 0)
+    np.testing.assert_array_equal(cold.get_layer("weights").get_weights()[0][unreached], weights[unreached])
+    checkpoint = keras.saving.load_model(tmp_path / "cold" / "checkpoints" / "best.keras", compile=False)
+    np.testing.assert_array_equal(checkpoint.get_layer("vectors").get_weights()[0][unreached], 0.0)
+
+    warm = model()
+    fit(warm, train, valid, tmp_path / "warm", training, zero_unreached_rows=False)
+    np.testing.assert_array_equal(warm.get_layer("vectors").get_weights()[0][unreached], vectors[unreached])
+
+    tuned = model()
+    keras_fit_valid_auc(tuned, train, valid, 2, 2, BudgetClock(600))
+    np.testing.assert_array_equal(tuned.get_layer("vectors").get_weights()[0][unreached], 0.0)
+
+
 def test_steps_per_execution_trains_every_batch_to_the_same_weights(tmp_path):
     """10 batches of unknown count (a generator, as make_dataset's) in calls of 4 steps: 4 + 4 + 2 per
     epoch. Every batch trains once, in order: the weights equal those of train_on_batch over the batches."""

@@ -234,12 +234,13 @@ def keras_fit_valid_auc(
 ) -> dict:
     """Fit until valid AUC stops improving (patience epochs), `max_epochs` or the budget; the best epoch's
     valid AUC (the Keras AUC metric `recpipe train` stops on). start_is_a_candidate: as in
-    training.train.fit, the starting weights' valid AUC counts as epoch 0."""
+    training.train.fit, the starting weights' valid AUC counts as epoch 0. A cold start, as `recpipe
+    train`'s: unreached embedding rows are zeroed before each validation (training.train.ZeroUnreachedRows)."""
     import warnings
 
     import keras
 
-    from training.train import start_wins, valid_auc
+    from training.train import ZeroUnreachedRows, start_wins, valid_auc
 
     start = valid_auc(model, valid) if start_is_a_candidate else None
 
@@ -256,7 +257,11 @@ def keras_fit_valid_auc(
         train,
         validation_data=valid,
         epochs=max_epochs,
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience), budget],
+        callbacks=[
+            keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=patience),
+            budget,
+            ZeroUnreachedRows(),
+        ],
         verbose=0,
     )
     scores = [float(v) for v in history.history["val_auc"]]
