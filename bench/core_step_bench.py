@@ -38,7 +38,7 @@ def main() -> int:
     from jobs.train_models import build_for_training, load_training_inputs
 
     config = load_config(args.config)
-    training = config.training.model_copy(update={"verbose": 0, "steps_per_execution": 1})
+    training = config.training.model_copy(update={"verbose": 0, "steps_per_execution": 1, "keep_encoded_max_rows": 0})
     inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
     split = inputs["manifest"]["splits"]["train"]
     rate = min(max(split["positives"] / split["rows"], 1e-4), 1 - 1e-4)

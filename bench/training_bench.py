@@ -79,9 +79,9 @@ def main() -> None:
         training = base.model_copy(update={"encode_in_input_pipeline": encoded})
         keras.utils.set_random_seed(7)
         started = time.perf_counter()
-        model, trained, train, valid = build_for_training(name, spec, inputs, params, training)
+        model, trained, train, valid, ready = build_for_training(name, spec, inputs, params, training)
         setup = time.perf_counter() - started
-        result = fit(trained, train, valid, Path(tempfile.mkdtemp()), training, rows)
+        result = fit(trained, train, valid, Path(tempfile.mkdtemp()), training, rows, input_seconds=ready)
         scored = score_test(model, test_shards)
         return {
             "setup": setup,

@@ -86,6 +86,7 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
             build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params, steps
         )
     shards, batch = inputs["source"] / "parquet", training.batch_size
+    started = time.perf_counter()
     train = make_dataset(
         shards,
         "train",
@@ -95,9 +96,11 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
         training.seed,
         training.chunk_rows,
         encode=encode,
+        keep_encoded=rows <= training.keep_encoded_max_rows,
     )
+    train_ready = time.perf_counter() - started  # a kept split's encoding pass: counted in the first epoch
     valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=training.chunk_rows, encode=encode)
-    return model, trained, train, valid
+    return model, trained, train, valid, train_ready
 
 
 def previous_model(home: str, name: str, samples_version: int) -> int | None:
@@ -143,7 +146,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     if start is not None:  # the older model's preprocessing (and trees, for gbdt_lr) with the new rows
         before = load_training_inputs(home, start, needs_gbdt=name == "gbdt_lr")
         built = {**inputs, "transforms": before["transforms"], "gbdt": before["gbdt"]}
-    model, trained, train, valid = build_for_training(name, spec, built, params, training)
+    model, trained, train, valid, train_ready = build_for_training(name, spec, built, params, training)
     if start is not None:
         warm_start(name, model, home, start)
         _log.info("%s: warm start from the model trained on samples v%s", name, start)
@@ -156,7 +159,15 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     rows = inputs["manifest"]["splits"]["train"]["rows"]
     warm = start is not None
     result = fit(
-        trained, train, valid, staged, training, rows, start_counts(params, warm), zero_unreached_rows=not warm
+        trained,
+        train,
+        valid,
+        staged,
+        training,
+        rows,
+        start_counts(params, warm),
+        zero_unreached_rows=not warm,
+        input_seconds=train_ready,
     )
     if result["kept_start"]:
         _log.info(

@@ -352,6 +352,44 @@ def test_encoded_dataset_trains_the_core_of_the_saved_model(shards, tmp_path):
     np.testing.assert_allclose(after, np.asarray(core(split.preprocessing(_raw_tensors()))), atol=1e-6)
 
 
+def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_again(tmp_path):
+    """keep_encoded: the train split, encoded once and held in memory, gives every epoch the batches the
+    streaming path gives (same shard shuffle, same buffer, the same rows in each batch), and no shard is
+    read after that pass (they are deleted before its epochs). Rows are told apart by `rating` = id / 1000."""
+    root = tmp_path / "parquet" / "split=train"
+    root.mkdir(parents=True)
+    for shard, ids in enumerate(np.array_split(np.arange(3000), 3)):
+        table = ROWS.take(ids % 3).drop_columns(["rating"]).append_column("rating", pa.array(ids / 1000.0))
+        table = table.append_column("label", pa.array(ids % 2, pa.int32())).append_column(
+            "weight", pa.array(np.where(ids % 5 == 0, 1.0, 2.0))
+        )
+        pq.write_table(table, root / f"part-{shard}.parquet")
+    inputs, encode = model_inputs(SPEC), build_split("deepfm", SPEC, TRANSFORMS, _params("deepfm")).preprocessing
+    args = (tmp_path / "parquet", "train", inputs, 128, 1000, 3, 700)
+
+    def row_ids(epoch) -> list[np.ndarray]:
+        return [np.rint((f["rating__numeric"].numpy()[:, 0] * 2 + 3) * 1000).astype(int) for f, _, _ in epoch]
+
+    streamed = make_dataset(*args, encode=encode)
+    expected = [list(streamed) for _ in range(2)]
+    kept = make_dataset(*args, encode=encode, keep_encoded=True)
+    for path in root.iterdir():
+        path.unlink()
+    for epoch, want in enumerate(expected):
+        got = list(kept)
+        assert [len(b[1]) for b in got] == [len(b[1]) for b in want]
+        for (f, label, weight), (g, want_label, want_weight) in zip(got, want):
+            assert set(f) == set(g)
+            for key in f:
+                np.testing.assert_allclose(f[key].numpy(), g[key].numpy(), rtol=1e-6, atol=1e-6)
+            np.testing.assert_array_equal(label.numpy(), want_label.numpy())
+            np.testing.assert_array_equal(weight.numpy(), want_weight.numpy())
+        ids = np.concatenate(row_ids(got))
+        assert sorted(ids) == list(range(3000))  # every row once
+        np.testing.assert_array_equal(np.concatenate(row_ids(got))[:5], np.concatenate(row_ids(want))[:5])
+    assert not np.array_equal(np.concatenate(row_ids(expected[0])), np.concatenate(row_ids(expected[1])))
+
+
 def _deepfm_without_deep_numerics(numeric_fm: bool) -> keras.Model:
     """A DeepFM whose only path from the numeric field `rating` to the logit is its FM vector, if it has one:
     its first-order weights and the MLP are zeroed, the other fields' vectors are random."""

@@ -35,11 +35,21 @@ TF_DTYPES = {"float32": tf.float32, "int64": tf.int64, "string": tf.string}
 def record_batches(
     files: list[Path], columns: list[str], chunk_rows: int, seed: int | None = None, epoch: int = 0
 ) -> Iterator[pa.RecordBatch]:
+    for path in shard_order(files, seed, epoch):
+        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+def shard_order(files: list[Path], seed: int | None, epoch: int) -> list[Path]:
+    """The shards in the order an epoch reads them: as given, or shuffled by (seed, epoch)."""
     order = list(files)
     if seed is not None:
         np.random.default_rng([seed, epoch]).shuffle(order)
-    for path in order:
-        yield from pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=columns)
+    return order
+
+
+def block_rows(batch_size: int) -> int:
+    """Rows per element the shuffle buffer emits: whole batches, about 8,192 rows."""
+    return max(1, 8192 // batch_size) * batch_size
 
 
 def _concat(parts: list[tuple]) -> tuple:
@@ -89,10 +99,13 @@ def make_dataset(
     extra: dict[str, tf.DType] | None = None,
     files: list[Path] | None = None,
     encode=None,
+    keep_encoded: bool = False,
 ) -> tf.data.Dataset:
     """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0.
     encode: a Keras model (raw features dict -> encoded dict) applied to the features in a parallel map;
-    `extra` columns are passed through beside its outputs."""
+    `extra` columns are passed through beside its outputs. keep_encoded (with encode and shuffling): the
+    split is encoded once, now, and held in memory; every epoch gathers its rows in the order streaming
+    would give them (`_kept_encoded`)."""
     if files is None:
         assert parquet_root is not None, "make_dataset reads a split of parquet_root, or the given files"
         files = split_files(parquet_root, split)
@@ -114,13 +127,14 @@ def make_dataset(
     def generate():
         epoch = next(epochs)
         if shuffle_buffer > 0:  # shuffled blocks of whole batches: few, large elements cross into TensorFlow
-            block = max(1, 8192 // batch_size) * batch_size
             yield from shuffled_batches(
-                converted(epoch), shuffle_buffer, block, np.random.default_rng([seed, epoch, 1])
+                converted(epoch), shuffle_buffer, block_rows(batch_size), np.random.default_rng([seed, epoch, 1])
             )
         else:
             yield from converted(epoch)
 
+    if encode is not None and keep_encoded and shuffle_buffer > 0 and not extra:
+        return _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(inputs, extra))
     if encode is not None:
         names = [i.name for i in inputs]
@@ -132,3 +146,41 @@ def make_dataset(
 
         dataset = dataset.map(encoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode) -> tf.data.Dataset:
+    """The split encoded once (one pass in file order, now) and held as tensors; each epoch gathers the
+    rows in the graph in exactly the order the streaming path gives them: the same shard shuffle and
+    the same shuffle buffer, run on row numbers instead of rows (same seeds, same record-batch sizes).
+    No Parquet read, conversion or encoding after the first pass, and the same batches as streaming."""
+    blocks = list(make_dataset(None, "train", inputs, 8192, 0, seed, chunk_rows, files=files, encode=encode))
+    if not blocks:  # an empty split: nothing to keep
+        return make_dataset(None, "train", inputs, batch_size, shuffle_buffer, seed, chunk_rows, files=files)
+    kept = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *blocks)
+    sizes, offsets, start = {}, {}, 0  # each file's record-batch sizes and first row, in file order
+    for path in files:
+        sizes[path] = [b.num_rows for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=["label"])]
+        offsets[path], start = start, start + sum(sizes[path])
+    epochs = iter(range(1 << 30))
+
+    def row_numbers(epoch: int):
+        for path in shard_order(files, seed, epoch):
+            first = offsets[path]
+            for size in sizes[path]:
+                rows = np.arange(first, first + size, dtype=np.int64)
+                first += size
+                yield {}, rows, rows
+
+    def generate():
+        epoch = next(epochs)
+        rng = np.random.default_rng([seed, epoch, 1])
+        for _, rows, _ in shuffled_batches(row_numbers(epoch), shuffle_buffer, block_rows(batch_size), rng):
+            yield rows
+
+    order = tf.data.Dataset.from_generator(generate, output_signature=tf.TensorSpec((None,), tf.int64))
+    gathered = order.map(
+        lambda rows: tf.nest.map_structure(lambda t: tf.gather(t, rows), kept),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    return gathered.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)

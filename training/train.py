@@ -71,13 +71,14 @@ class _Throughput(keras.callbacks.Callback):
     steps_per_execution > 1 Keras reports batches per execution: the "first batch" is the first
     execution's batches, and the steady state leaves all of them out."""
 
-    def __init__(self, batch_size: int, rows_per_epoch: int | None = None):
+    def __init__(self, batch_size: int, rows_per_epoch: int | None = None, input_seconds: float = 0.0):
         super().__init__()
         self.batch_size, self.rows_per_epoch = batch_size, rows_per_epoch
+        self.input_seconds = input_seconds  # input preparation before fit (a kept split's encoding pass)
         self.epochs: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started, self.batches = time.perf_counter(), 0
+        self.started, self.batches = time.perf_counter() - (0.0 if self.epochs else self.input_seconds), 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.batches += 1
@@ -191,6 +192,7 @@ def fit(
     rows_per_epoch: int | None = None,
     start_is_a_candidate: bool = False,
     zero_unreached_rows: bool = True,
+    input_seconds: float = 0.0,
 ) -> dict:
     """Train until valid AUC stops improving; returns the Keras history plus best epoch and throughput:
     train_examples_per_second over whole epochs (buffer fill and first batch included), the steady
@@ -199,10 +201,12 @@ def fit(
     split's rows (else batches x batch size). start_is_a_candidate: the starting weights mean something
     (a warm start, GBDT+LR started at the trees' own prediction): their valid AUC is measured first and,
     when no epoch beats it, they are what the model keeps (best_epoch 0, `kept_start`).
-    zero_unreached_rows: ZeroUnreachedRows (a cold start; False after a warm start)."""
+    zero_unreached_rows: ZeroUnreachedRows (a cold start; False after a warm start). input_seconds: the
+    train input's preparation before fit (a kept split's encoding pass), counted in the first epoch's time
+    and start-up."""
     patience = training.early_stopping_patience
     start = (valid_auc(model, valid), model.get_weights()) if start_is_a_candidate else None
-    throughput = _Throughput(training.batch_size, rows_per_epoch)
+    throughput = _Throughput(training.batch_size, rows_per_epoch, input_seconds)
     callbacks = [
         early_stopping(patience),
         keras.callbacks.ModelCheckpoint(
