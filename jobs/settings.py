@@ -244,7 +244,7 @@ class TrainingSettings(Section):
     # with encode_in_input_pipeline: a train split of at most this many rows is encoded once before the first
     # epoch and held in memory; every epoch gathers its rows in the order streaming gives them (the same
     # batches) instead of reading, converting and encoding the Parquet shards again; 0: every epoch streams.
-    # The pass is not overlapped with training (at ~120-150k rows/s, 1M rows add ~7-8 s to the first epoch)
+    # The pass is not overlapped with training, so larger splits stream (README, Numbers: Against DeepCTR)
     keep_encoded_max_rows: int = Field(1_000_000, ge=0)
     # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
     # (<home>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2

@@ -111,6 +111,8 @@ def make_dataset(
         files = split_files(parquet_root, split)
     else:
         files = list(files)
+    if encode is not None and keep_encoded and shuffle_buffer > 0 and not extra:
+        return _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode)
     extra = extra or {}
     columns = [i.name for i in inputs] + list(extra) + ["label", "weight"]
     epochs = iter(range(1 << 30))  # the generator is re-entered once per epoch: a new shard order each time
@@ -133,8 +135,6 @@ def make_dataset(
         else:
             yield from converted(epoch)
 
-    if encode is not None and keep_encoded and shuffle_buffer > 0 and not extra:
-        return _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=_signature(inputs, extra))
     if encode is not None:
         names = [i.name for i in inputs]
