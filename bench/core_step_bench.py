@@ -14,7 +14,6 @@ stacked (the last partial batch is left out on both sides' row counts). Nothing 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -35,16 +34,15 @@ def main() -> int:
 
     from features.feature_spec import load_spec
     from jobs.config import load_config
-    from jobs.train_models import build_for_training, load_training_inputs
+    from jobs.train_models import build_for_training, load_training_inputs, with_initial_bias
 
     config = load_config(args.config)
     training = config.training.model_copy(update={"verbose": 0, "steps_per_execution": 1, "keep_encoded_max_rows": 0})
     inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
     split = inputs["manifest"]["splits"]["train"]
-    rate = min(max(split["positives"] / split["rows"], 1e-4), 1 - 1e-4)
-    params = config.models.params(args.model).model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
+    params = with_initial_bias(config.models.params(args.model), inputs["manifest"])
     keras.utils.set_random_seed(training.seed)
-    _, core, streamed, _ = build_for_training(args.model, load_spec(), inputs, params, training)
+    _, core, streamed, _, _ = build_for_training(args.model, load_spec(), inputs, params, training)
     full = [b for b in streamed if int(b[1].shape[0]) == training.batch_size]
     in_memory = tf.data.Dataset.from_tensor_slices(tuple(tf.nest.map_structure(lambda *t: tf.stack(t), *full)))
     in_memory = in_memory.prefetch(tf.data.AUTOTUNE)

@@ -66,6 +66,16 @@ def _leaf_values(path: Path) -> tuple[list[list[float]], float]:
     return leaf_values_from_booster(booster)
 
 
+def with_initial_bias(params, manifest: dict):
+    """`params` with the global bias's start: as configured, or (none configured) the logit of the train
+    split's positive rate, so a model starts at the base rate (recpipe train and recpipe tune's trials)."""
+    if params.initial_bias is not None:
+        return params
+    train_split = manifest["splits"]["train"]
+    rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
+    return params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
+
+
 def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple:
     """(raw-feature model to save, compiled model to fit, train dataset, valid dataset). With
     `training.encode_in_input_pipeline` the fitted model is the core of `training.models.build_split` and
@@ -135,11 +145,7 @@ def train_one(name: str, config: Settings | dict, inputs: dict) -> dict:
     run_id = new_run_id()
     spec, training = load_spec(), settings.training
     home = settings.paths.artifacts_home()
-    params = settings.models.params(name)
-    if params.initial_bias is None:  # the logit of the train positive rate
-        train_split = inputs["manifest"]["splits"]["train"]
-        rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
-        params = params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
+    params = with_initial_bias(settings.models.params(name), inputs["manifest"])
     keras.utils.set_random_seed(training.seed)
     start = previous_model(home, name, inputs["version"]) if training.warm_start else None
     built = inputs

@@ -63,50 +63,28 @@ def _covering(space: list, defaults: dict) -> list:
 
 def keras_objective(name: str, settings: Settings, inputs: dict):
     """objective(values, clock): models.<name> with `values` replacing its keys, trained on train and scored
-    on valid (training/tuning.py keras_fit_valid_auc); also bench/model_variants.py's runs."""
+    on valid (training/tuning.py keras_fit_valid_auc); also bench/model_variants.py's runs. A trial builds
+    its model and datasets as recpipe train does (jobs/train_models.build_for_training: the core trained on
+    encoded batches, a kept train split encoded once), so `recpipe train --tuned` reproduces its valid AUC."""
     import keras
 
     from features.feature_spec import load_spec
-    from training.dataset import make_dataset, split_files
-    from training.feature_layers import FeatureEncoders
-    from training.inputs import model_inputs
-    from training.models import build_model
-    from training.train import compile_model, start_counts, steps_per_execution
+    from jobs.train_models import build_for_training, with_initial_bias
+    from training.dataset import split_files
+    from training.train import start_counts
 
     spec, training = load_spec(), settings.training
-    rows = inputs["manifest"]["splits"]["train"]["rows"]
-    steps = steps_per_execution(training.steps_per_execution, rows, training.batch_size)
     shards = inputs["source"] / "parquet"
-    files = {split: split_files(shards, split) for split in ("train", "valid")}
-    inputs["files_read"] = sorted({str(f) for split in files.values() for f in split})
-    base = _with_initial_bias(settings.models.params(name), inputs["manifest"])
+    inputs["files_read"] = sorted(str(f) for split in ("train", "valid") for f in split_files(shards, split))
+    base = with_initial_bias(settings.models.params(name), inputs["manifest"])
 
     def objective(values: dict, clock) -> dict:
         params = type(base).model_validate({**base.model_dump(), **tuning.as_params(values)})
         keras.utils.set_random_seed(training.seed)
         keras.backend.clear_session()
-        train = make_dataset(
-            shards,
-            "train",
-            model_inputs(spec),
-            training.batch_size,
-            training.shuffle_buffer,
-            training.seed,
-            training.chunk_rows,
-            files=files["train"],
-        )
-        valid = make_dataset(
-            shards,
-            "valid",
-            model_inputs(spec),
-            4 * training.batch_size,
-            chunk_rows=training.chunk_rows,
-            files=files["valid"],
-        )
-        encoders = FeatureEncoders(spec, inputs["transforms"])  # its Keras inputs belong to one model
-        model = compile_model(build_model(name, encoders, params, inputs["gbdt"]), params, steps)
+        _, trained, train, valid, _ = build_for_training(name, spec, inputs, params, training)
         return tuning.keras_fit_valid_auc(
-            model,
+            trained,
             train,
             valid,
             training.max_epochs,
@@ -116,15 +94,6 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
         )
 
     return objective
-
-
-def _with_initial_bias(params, manifest: dict):
-    """As recpipe train: no configured initial bias means the logit of the train positive rate."""
-    if params.initial_bias is not None:
-        return params
-    train_split = manifest["splits"]["train"]
-    rate = min(max(train_split["positives"] / max(train_split["rows"], 1), 1e-4), 1 - 1e-4)
-    return params.model_copy(update={"initial_bias": math.log(rate / (1 - rate))})
 
 
 def _xgboost_objective(settings: Settings, inputs: dict, seed: int):

@@ -146,6 +146,39 @@ def test_keras_search_writes_the_choice_and_train_tuned_uses_it(tuning_warehouse
     assert summary["params"]["learning_rate"] == chosen["learning_rate"] and summary["params"]["l2"] == chosen["l2"]
 
 
+def test_a_trial_fits_the_core_on_a_kept_split_and_train_tuned_reproduces_its_valid_auc(tuning_warehouse, monkeypatch):
+    """A Keras trial trains as recpipe train does: the model core (no lookup, hashing or bucketing layer in
+    it) on the train split encoded once and kept, instead of the raw-feature model on shards read and
+    encoded every epoch; so `recpipe train --tuned` gets the chosen trial's valid AUC back."""
+    import keras
+
+    import training.dataset
+    from jobs import tune
+
+    config, version, warehouse = tuning_warehouse
+    kept, fitted = [], []
+    keep, fit = training.dataset._kept_encoded, tune.tuning.keras_fit_valid_auc
+    monkeypatch.setattr(training.dataset, "_kept_encoded", lambda *args: kept.append(args[0]) or keep(*args))
+    monkeypatch.setattr(
+        tune.tuning, "keras_fit_valid_auc", lambda model, *args, **kw: fitted.append(model) or fit(model, *args, **kw)
+    )
+    assert _tune(config, "--model", "wide_deep", "--trials", "2") == 0
+    shards = artifacts.samples_dir(warehouse, version) / "parquet" / "split=train"
+    assert len(kept) == 2 and all(files == sorted(shards.glob("*.parquet")) for files in kept)
+    preprocessing = (keras.layers.Hashing, keras.layers.IntegerLookup, keras.layers.StringLookup)
+    assert len(fitted) == 2
+    for model in fitted:
+        layers = [layer for layer in model._flatten_layers() if isinstance(layer, preprocessing)]
+        assert not layers, layers
+    document = json.loads(
+        (artifacts.artifacts_root(warehouse) / "tuning" / f"v{version}" / "wide_deep.json").read_text()
+    )
+    chosen = document["trials"][document["chosen"]["trial"]]
+    assert main(["train", "--config", str(config), "--model", "wide_deep", "--tuned"]) == 0
+    summary = json.loads((artifacts.model_dir(warehouse, "wide_deep", version) / "summary.json").read_text())
+    assert summary["best_val_auc"] == pytest.approx(chosen["valid_auc"], abs=1e-6)
+
+
 def test_bad_arguments_and_missing_tuned_parameters_exit_2_in_one_line(tuning_warehouse, tmp_path, capsys):
     config, version, warehouse = tuning_warehouse
     assert _tune(config, "--model", "catboost") == 2
