@@ -37,7 +37,7 @@ def main() -> int:
     from jobs.train_models import build_for_training, load_training_inputs, with_initial_bias
 
     config = load_config(args.config)
-    training = config.training.model_copy(update={"verbose": 0, "steps_per_execution": 1, "keep_encoded_max_rows": 0})
+    training = config.training.model_copy(update={"verbose": 0, "steps_per_execution": 1, "keep_encoded_max_mb": 0})
     inputs = load_training_inputs(config.paths.warehouse, None, needs_gbdt=False)
     split = inputs["manifest"]["splits"]["train"]
     params = with_initial_bias(config.models.params(args.model), inputs["manifest"])

@@ -241,11 +241,13 @@ class TrainingSettings(Section):
     # map and the model core trains on encoded batches; the saved model still takes the raw features.
     # false: the whole raw-feature model runs in every train step (the path before issue 17)
     encode_in_input_pipeline: bool = True
-    # with encode_in_input_pipeline: a train split of at most this many rows is encoded once before the first
+    # with encode_in_input_pipeline: a train split that takes at most this many MiB once encoded (rows times
+    # the preprocessing's bytes per row, training/dataset.encoded_row_bytes) is encoded once before the first
     # epoch and held in memory; every epoch gathers its rows in the order streaming gives them (the same
-    # batches) instead of reading, converting and encoding the Parquet shards again; 0: every epoch streams.
-    # The pass is not overlapped with training, so larger splits stream (README, Numbers: Against DeepCTR)
-    keep_encoded_max_rows: int = Field(1_000_000, ge=0)
+    # batches) instead of reading, converting and encoding the Parquet shards again; the valid split too
+    # (cached on its first pass) when both fit; 0 (or max_epochs 1): every epoch streams. The train split's encoding pass
+    # briefly holds twice its size (its blocks and their concatenation)
+    keep_encoded_max_mb: float = Field(2048, ge=0)
     # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
     # (<home>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2
     use_tuned: bool = False

@@ -80,7 +80,7 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     """(raw-feature model to save, compiled model to fit, train dataset, valid dataset). With
     `training.encode_in_input_pipeline` the fitted model is the core of `training.models.build_split` and
     the datasets carry encoded features; the raw-feature model wraps the same weights."""
-    from training.dataset import make_dataset
+    from training.dataset import encoded_row_bytes, make_dataset
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
     from training.models import build_model, build_split
@@ -96,6 +96,21 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
             build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params, steps
         )
     shards, batch = inputs["source"] / "parquet", training.batch_size
+    keep = keep_valid = False
+    if encode is not None:  # within the budget: the train split kept (if it is read twice), then valid
+        row_mib = encoded_row_bytes(encode) / 2**20
+        size, valid_rows = rows * row_mib, inputs["manifest"]["splits"]["valid"]["rows"]
+        keep = training.max_epochs > 1 and size <= training.keep_encoded_max_mb  # one epoch: nothing to replay
+        keep_valid = keep * size + valid_rows * row_mib <= training.keep_encoded_max_mb
+        _log.info(
+            "%s: train split %s: %s rows, %.0f MiB encoded; valid split %s (training.keep_encoded_max_mb %s)",
+            name,
+            "encoded once and kept in memory" if keep else "streamed every epoch",
+            f"{rows:,}",
+            size,
+            "kept after its first pass" if keep_valid else "streamed every epoch",
+            f"{training.keep_encoded_max_mb:g}",
+        )
     started = time.perf_counter()
     train = make_dataset(
         shards,
@@ -106,10 +121,18 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
         training.seed,
         training.chunk_rows,
         encode=encode,
-        keep_encoded=rows <= training.keep_encoded_max_rows,
+        keep_encoded=keep,
     )
     train_ready = time.perf_counter() - started  # a kept split's encoding pass: counted in the first epoch
-    valid = make_dataset(shards, "valid", model_inputs(spec), 4 * batch, chunk_rows=training.chunk_rows, encode=encode)
+    valid = make_dataset(
+        shards,
+        "valid",
+        model_inputs(spec),
+        4 * batch,
+        chunk_rows=training.chunk_rows,
+        encode=encode,
+        keep_encoded=keep_valid,
+    )
     return model, trained, train, valid, train_ready
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from features.errors import PipelineInputError
 from features.feature_spec import parse_spec
-from training.dataset import make_dataset, shuffled_batches
+from training.dataset import encoded_row_bytes, make_dataset, shuffled_batches
 from training.feature_layers import FeatureEncoders
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
 from training.layers import fm_interaction
@@ -388,6 +388,50 @@ def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_again(tmp_pa
         assert sorted(ids) == list(range(3000))  # every row once
         np.testing.assert_array_equal(np.concatenate(row_ids(got))[:5], np.concatenate(row_ids(want))[:5])
     assert not np.array_equal(np.concatenate(row_ids(expected[0])), np.concatenate(row_ids(expected[1])))
+
+
+def test_a_kept_valid_split_replays_its_first_pass_without_reading_a_shard(tmp_path):
+    """keep_encoded without shuffling (the valid split): every pass gives the streamed batches in file
+    order; after the first pass the shards are deleted and later passes still give them (from memory)."""
+    root = tmp_path / "parquet" / "split=valid"
+    root.mkdir(parents=True)
+    for shard, ids in enumerate(np.array_split(np.arange(1000), 2)):
+        table = ROWS.take(ids % 3).drop_columns(["rating"]).append_column("rating", pa.array(ids / 1000.0))
+        table = table.append_column("label", pa.array(ids % 2, pa.int32())).append_column(
+            "weight", pa.array(np.ones(len(ids)))
+        )
+        pq.write_table(table, root / f"part-{shard}.parquet")
+    inputs, encode = model_inputs(SPEC), build_split("deepfm", SPEC, TRANSFORMS, _params("deepfm")).preprocessing
+    args = (tmp_path / "parquet", "valid", inputs, 256, 0, 3, 300)
+    want = list(make_dataset(*args, encode=encode))
+    kept = make_dataset(*args, encode=encode, keep_encoded=True)
+    for attempt in range(2):
+        got = list(kept)
+        if attempt == 0:
+            for path in root.iterdir():
+                path.unlink()
+        assert [len(b[1]) for b in got] == [256, 256, 256, 232]
+        ids = np.concatenate([np.rint((f["rating__numeric"].numpy()[:, 0] * 2 + 3) * 1000) for f, _, _ in got])
+        np.testing.assert_array_equal(ids, np.arange(1000))  # file order, every row once
+        for (f, label, _), (g, want_label, _) in zip(got, want):
+            for key in f:
+                np.testing.assert_array_equal(f[key].numpy(), g[key].numpy())
+            np.testing.assert_array_equal(label.numpy(), want_label.numpy())
+    with pytest.raises(Exception):  # streaming needs the deleted shards
+        list(make_dataset(*args, encode=encode))
+
+
+@pytest.mark.parametrize("name", ["lr", "wide_deep", "deepfm"])
+def test_encoded_row_bytes_is_what_a_kept_row_takes(name):
+    """training.keep_encoded_max_mb compares rows x encoded_row_bytes with its budget: the bytes per row
+    are those of real encoded tensors (every output of the preprocessing, on ROWS) plus a float32 label
+    and weight."""
+    encode = build_split(name, SPEC, TRANSFORMS, _params(name)).preprocessing
+    encoded = encode(_raw_tensors(), training=False)
+    tensors = list(encoded.values()) if isinstance(encoded, dict) else list(encoded)
+    assert len(tensors) > 3
+    measured = sum(np.asarray(t).nbytes for t in tensors) / ROWS.num_rows
+    assert encoded_row_bytes(encode) == measured + 8
 
 
 def _deepfm_without_deep_numerics(numeric_fm: bool) -> keras.Model:

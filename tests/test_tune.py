@@ -156,6 +156,9 @@ def test_a_trial_fits_the_core_on_a_kept_split_and_train_tuned_reproduces_its_va
     from jobs import tune
 
     config, version, warehouse = tuning_warehouse
+    document = yaml.safe_load(config.read_text())
+    document["training"]["max_epochs"] = 2  # a single epoch streams: there is nothing to replay
+    config.write_text(yaml.safe_dump(document))
     kept, fitted = [], []
     keep, fit = training.dataset._kept_encoded, tune.tuning.keras_fit_valid_auc
     monkeypatch.setattr(training.dataset, "_kept_encoded", lambda *args: kept.append(args[0]) or keep(*args))
@@ -170,13 +173,21 @@ def test_a_trial_fits_the_core_on_a_kept_split_and_train_tuned_reproduces_its_va
     for model in fitted:
         layers = [layer for layer in model._flatten_layers() if isinstance(layer, preprocessing)]
         assert not layers, layers
-    document = json.loads(
-        (artifacts.artifacts_root(warehouse) / "tuning" / f"v{version}" / "wide_deep.json").read_text()
-    )
-    chosen = document["trials"][document["chosen"]["trial"]]
+    tuned = json.loads((artifacts.artifacts_root(warehouse) / "tuning" / f"v{version}" / "wide_deep.json").read_text())
+    chosen = tuned["trials"][tuned["chosen"]["trial"]]
     assert main(["train", "--config", str(config), "--model", "wide_deep", "--tuned"]) == 0
     summary = json.loads((artifacts.model_dir(warehouse, "wide_deep", version) / "summary.json").read_text())
     assert summary["best_val_auc"] == pytest.approx(chosen["valid_auc"], abs=1e-6)
+
+    kept.clear()  # a split above training.keep_encoded_max_mb (79k rows x ~470 bytes: ~35 MiB) streams
+    document["training"]["keep_encoded_max_mb"] = 1
+    config.write_text(yaml.safe_dump(document))
+    assert _tune(config, "--model", "wide_deep", "--trials", "1") == 0
+    assert kept == [] and len(fitted) == 3
+    document["training"].update({"keep_encoded_max_mb": 2048, "max_epochs": 1})  # one epoch: streamed
+    config.write_text(yaml.safe_dump(document))
+    assert _tune(config, "--model", "wide_deep", "--trials", "1") == 0
+    assert kept == [] and len(fitted) == 4
 
 
 def test_bad_arguments_and_missing_tuned_parameters_exit_2_in_one_line(tuning_warehouse, tmp_path, capsys):

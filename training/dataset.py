@@ -103,9 +103,10 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """One pass over `split` (or the given Parquet `files`) per iteration; shuffled when `shuffle_buffer` > 0.
     encode: a Keras model (raw features dict -> encoded dict) applied to the features in a parallel map;
-    `extra` columns are passed through beside its outputs. keep_encoded (with encode and shuffling): the
-    split is encoded once, now, and held in memory; every epoch gathers its rows in the order streaming
-    would give them (`_kept_encoded`)."""
+    `extra` columns are passed through beside its outputs. keep_encoded (with encode): shuffled, the split
+    is encoded once, now, and held in memory, and every epoch gathers its rows in the order streaming
+    would give them (`_kept_encoded`); unshuffled (a valid split), the first full pass is cached in memory
+    and later passes replay it."""
     if files is None:
         assert parquet_root is not None, "make_dataset reads a split of parquet_root, or the given files"
         files = split_files(parquet_root, split)
@@ -145,7 +146,16 @@ def make_dataset(
             return out, label, weight
 
         dataset = dataset.map(encoded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if keep_encoded and shuffle_buffer == 0:  # the same blocks in the same order every pass
+            dataset = dataset.cache()
     return dataset.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def encoded_row_bytes(encode) -> int:
+    """Bytes one row takes in a kept split (`_kept_encoded`): each output of the preprocessing model
+    `encode` (its dtype's size times its per-row shape), plus the label and the weight (float32)."""
+    outputs = encode.outputs.values() if isinstance(encode.outputs, dict) else encode.outputs
+    return 8 + sum(np.dtype(t.dtype).itemsize * int(np.prod(t.shape[1:], dtype=np.int64)) for t in outputs)
 
 
 def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode) -> tf.data.Dataset:
