@@ -77,9 +77,11 @@ def with_initial_bias(params, manifest: dict):
 
 
 def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple:
-    """(raw-feature model to save, compiled model to fit, train dataset, valid dataset). With
-    `training.encode_in_input_pipeline` the fitted model is the core of `training.models.build_split` and
-    the datasets carry encoded features; the raw-feature model wraps the same weights."""
+    """(raw-feature model to save, compiled model to fit, train dataset, valid dataset, seconds the train
+    dataset took to build). With `training.encode_in_input_pipeline` the fitted model is the core of
+    `training.models.build_split`, the datasets carry encoded features and the raw-feature model wraps the
+    same weights; within `training.keep_encoded_max_mb` the train split is encoded once and kept (when more
+    than one epoch will run: those seconds are its encoding pass) and the valid split cached."""
     from training.dataset import encoded_row_bytes, make_dataset
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
@@ -101,7 +103,7 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
         row_mib = encoded_row_bytes(encode) / 2**20
         size, valid_rows = rows * row_mib, inputs["manifest"]["splits"]["valid"]["rows"]
         keep = training.max_epochs > 1 and size <= training.keep_encoded_max_mb  # one epoch: nothing to replay
-        keep_valid = keep * size + valid_rows * row_mib <= training.keep_encoded_max_mb
+        keep_valid = (size if keep else 0.0) + valid_rows * row_mib <= training.keep_encoded_max_mb
         _log.info(
             "%s: train split %s: %s rows, %.0f MiB encoded; valid split %s (training.keep_encoded_max_mb %s)",
             name,
