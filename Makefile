@@ -136,6 +136,7 @@ bench-200d: $(SYNTHETIC_200D)/config.yaml $(DEEPCTR_INSTALLED)
 	$(BIN)/python bench/gbdt_stage_bench.py --config $(SYNTHETIC_200D)/config.yaml --repeats 1
 	$(BIN)/python bench/peers_bench.py --config $(SYNTHETIC_200D)/config.yaml --epochs 1 --repeats 1
 	$(BIN)/python bench/training_bench.py --config $(SYNTHETIC_200D)/config.yaml --models lr,gbdt_lr --epochs 1 --repeats 1
+	$(BIN)/python bench/training_bench.py --config $(SYNTHETIC_200D)/config.yaml --models lr,gbdt_lr --paths streamed,encoded --epochs 2 --repeats 1
 
 bench-serving: java $(INSTALLED)
 	$(BIN)/python bench/serving_bench.py --config conf/movielens.yaml

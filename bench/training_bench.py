@@ -1,19 +1,21 @@
 """Training throughput per model on CPU: the raw-feature path (the whole model, preprocessing included,
 in every train step) vs the encoded path (tf.data encodes the features in a parallel map, the model core
-trains on encoded batches; issue 17), and the tf.data input pipeline alone.
+trains on encoded batches; issue 17; the split encoded once and kept in memory when the config's
+`training.keep_encoded_max_mb` and more than one epoch allow it, as `recpipe train`), the streamed path
+(encoded, never kept), and the tf.data input pipeline alone.
 
     .venv/bin/python bench/training_bench.py --config conf/movielens.yaml [--epochs 2] [--repeats 3]
-        [--models deepfm,wide_deep] [--paths raw,encoded]
+        [--models deepfm,wide_deep] [--paths raw,encoded|streamed,encoded]
 
 Needs samples (and the GBDT for gbdt_lr) in the config's warehouse: run `recpipe run` first. For every
-model and path, interleaved (raw, encoded, raw, encoded, ...), after one untimed warm-up run of each:
+model and path, interleaved (path 1, path 2, path 1, path 2, ...), after one untimed warm-up run of each:
   setup s       build + compile + datasets (the tf.data map's tracing) before fit starts
   examples/s    training examples/s over whole epochs (buffer fill, tracing and first batch included;
                 validation excluded), as training.train.fit measures it
   steady        the same without each epoch's first batch
   first batch   seconds from the start of epoch 1 to the end of its first batch
   test AUC      of the raw-feature model after the epochs (the same seed on both paths)
-Medians over the repeats; ratio = encoded / raw examples/s. Each run builds its model afresh, so every
+Medians over the repeats; ratio = second path / first path examples/s. Each run builds its model afresh, so every
 timed run traces its own graph as `recpipe train` does.
 """
 
@@ -39,7 +41,11 @@ from training.dataset import make_dataset  # noqa: E402
 from training.inputs import model_inputs  # noqa: E402
 from training.train import fit  # noqa: E402
 
-PATHS = {"raw": False, "encoded": True}
+PATHS = {  # path: what replaces the config's training settings
+    "raw": {"encode_in_input_pipeline": False},
+    "encoded": {"encode_in_input_pipeline": True},  # kept when the config's keep_encoded_max_mb allows it
+    "streamed": {"encode_in_input_pipeline": True, "keep_encoded_max_mb": 0.0},  # encoded, never kept
+}
 
 
 def pipeline_rate(dataset, epochs: int) -> float:
@@ -74,9 +80,9 @@ def main() -> None:
     )
     print(f"tf.data alone (raw features, shuffled): {pipeline_rate(plain(), args.epochs):,.0f} rows/s")
 
-    def run(name: str, encoded: bool) -> dict:
+    def run(name: str, path: dict) -> dict:
         params = config.models.params(name)
-        training = base.model_copy(update={"encode_in_input_pipeline": encoded})
+        training = base.model_copy(update=path)
         keras.utils.set_random_seed(7)
         started = time.perf_counter()
         model, trained, train, valid, ready = build_for_training(name, spec, inputs, params, training)
