@@ -16,7 +16,8 @@ deepctr/models/deepfm.py and feature_column.py):
 - regularization: DeepCTR puts L2 1e-5 on the embeddings and the linear part; ours had none (`l2`).
 
 For lr, gbdt_lr and wide_deep the variants are the wide part's `numeric_buckets` off and on (and for lr
-with all the spec's `crosses`); for wide_deep also the embeddings' start, uniform(-0.05, 0.05) or N(0, 1e-4).
+with all the spec's `crosses`); for wide_deep also the embeddings' start, uniform(-0.05, 0.05) or N(0, s)
+for s = 1e-4 (DeepCTR's), 1e-3 or 1e-2.
 For wide_deep and deepfm also `dropout_0.2` against the configured 0.5 (the searches chose 0.10-0.46).
 
 "configured" is the config's `models.<model>`; for DeepFM (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
@@ -56,6 +57,8 @@ VARIANTS = {  # model: {name: what replaces models.<model>'s values}
         **WIDE_VARIANTS,
         "init_uniform": {"embedding_init_stddev": None},  # the default
         "init_normal_1e-4": {"embedding_init_stddev": 1e-4},
+        "init_normal_1e-3": {"embedding_init_stddev": 1e-3},
+        "init_normal_1e-2": {"embedding_init_stddev": 1e-2},
         "dropout_0.2": {"dropout": 0.2},
     },
 }

@@ -17,7 +17,9 @@ Prints whole-epoch examples/s (first batch included), steady state, start-up of 
 and the ratios recpipe / DeepCTR. One seed's test AUC moves by up to 0.02 on either side, so
 `--seeds 1,2,3,4,5` runs one timed round per seed (the same seed on both sides) and prints the mean AUC
 and the paired recpipe - DeepCTR difference with its standard error over the seeds. `--deepctr-hashing`
-gives DeepCTR recpipe's hash bins for the spec's hashed fields (ids) instead of its train vocabulary.
+gives DeepCTR recpipe's hash bins for the spec's hashed fields (ids) instead of its train vocabulary;
+`--deepctr-like-recpipe uniform_start,wide_linear` gives it recpipe's embedding start and Wide&Deep's
+linear part over the `wide` fields only (what the two sides still do differently).
 Start-up is the time from the epoch's start to the end of its first `training.steps_per_execution`
 batches (as `recpipe train` resolves it for these samples) on both sides: recpipe's first call of its
 train function runs that many; the steady state is the rest of the epoch.
@@ -184,6 +186,13 @@ def main() -> int:
         action="store_true",
         help="DeepCTR gets recpipe's hash bins for the spec's hashing fields (ids), not a train vocabulary",
     )
+    parser.add_argument(
+        "--deepctr-like-recpipe",
+        default="",
+        help="comma-separated recpipe choices DeepCTR takes instead of its own: uniform_start (embeddings "
+        "start at uniform(-0.05, 0.05), each table its own draw, not N(0, 1e-4)), wide_linear (WDL's linear "
+        "part over the spec's `wide` fields only, not every field)",
+    )
     parser.add_argument("--recpipe-side", nargs=3, metavar=("MODEL", "EPOCHS", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.recpipe_side:
@@ -198,6 +207,16 @@ def main() -> int:
 
     config = load_config(args.config)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    like = [c for c in args.deepctr_like_recpipe.split(",") if c]
+    unknown = sorted(set(like) - {"uniform_start", "wide_linear"})
+    if unknown:
+        parser.error(f"--deepctr-like-recpipe: unknown choice {unknown[0]!r} (uniform_start, wide_linear)")
+    if "uniform_start" in like:
+        env["DEEPCTR_EMBEDDINGS_UNIFORM"] = "0.05"
+    if "wide_linear" in like:
+        from features.feature_spec import load_spec
+
+        env["DEEPCTR_LINEAR_FIELDS"] = ",".join(f.name for f in load_spec().model_features() if "wide" in f.roles)
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         fields = Path(scratch) / "fields.npz"
@@ -222,6 +241,8 @@ def main() -> int:
     print(f"seeds {','.join(map(str, seeds))}; test AUC: the mean over them")
     if args.deepctr_hashing:
         print("DeepCTR's hashed fields: recpipe's hash bins (--deepctr-hashing)")
+    if like:
+        print(f"DeepCTR with recpipe's {', '.join(like)} (--deepctr-like-recpipe)")
     print(f"start-up: epoch 1 to the end of its first {steps} batch(es) (training.steps_per_execution)")
     print(f"{'model':<10} {'side':<8} {'ex/s':>8} {'steady':>8} {'start-up s':>11} {'test AUC':>8}")
     medians = {}

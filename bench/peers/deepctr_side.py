@@ -7,6 +7,9 @@ FIELDS.npz (written by bench/peers_bench.py from the samples' Parquet shards): f
 `sparse:<name>` (int32 codes, 0 = missing/unseen, with `vocab:<name>`), `dense:<name>` (float32) or
 `varlen:<name>` (int32 [rows, N], 0 = padding), per split as `<split>/<kind>:<name>`, and
 `<split>/label`. Trains DeepCTR's DeepFM or WDL on train for EPOCHS whole epochs (batch BATCH, Adam),
+with DeepCTR's defaults unless told to take one of recpipe's choices: DEEPCTR_EMBEDDINGS_UNIFORM=B starts
+every embedding table at uniform(-B, B), its own draw (recpipe's default start, B = 0.05), and
+DEEPCTR_LINEAR_FIELDS=a,b,... puts only those fields in the linear part (recpipe's `wide` role),
 timed like recpipe's training (from each epoch's start, the first batch included, to its end), and
 prints one JSON line: examples/s over whole epochs, the steady state, the seconds to the end of the
 epoch's first FIRST_STEPS batches (default 1: recpipe's first call of its train function runs
@@ -54,17 +57,21 @@ def main() -> int:
     data = np.load(path, allow_pickle=False)
     names = sorted({key.split("/", 1)[1] for key in data.files if key.startswith("train/") and ":" in key})
     columns = []
-    for key in names:
+    for i, key in enumerate(names):
         kind, name = key.split(":", 1)
+        start = {}  # DeepCTR's own: N(0, 1e-4), one seeded initializer shared by every table
+        if os.environ.get("DEEPCTR_EMBEDDINGS_UNIFORM"):  # recpipe's: uniform(-b, b), each table its own draw
+            bound = float(os.environ["DEEPCTR_EMBEDDINGS_UNIFORM"])
+            start["embeddings_initializer"] = tf.keras.initializers.RandomUniform(-bound, bound, seed=seed * 1000 + i)
         if kind == "sparse":
-            columns.append(SparseFeat(name, int(data[f"vocab:{name}"]), embedding_dim=embedding))
+            columns.append(SparseFeat(name, int(data[f"vocab:{name}"]), embedding_dim=embedding, **start))
         elif kind == "dense":
             columns.append(DenseFeat(name, 1))
         else:
             values = data[f"train/{key}"]
             columns.append(
                 VarLenSparseFeat(
-                    SparseFeat(name, int(data[f"vocab:{name}"]), embedding_dim=embedding),
+                    SparseFeat(name, int(data[f"vocab:{name}"]), embedding_dim=embedding, **start),
                     maxlen=values.shape[1],
                     combiner="mean",
                 )
@@ -74,7 +81,11 @@ def main() -> int:
         return {key.split(":", 1)[1]: data[f"{split}/{key}"] for key in names}
 
     build = DeepFM if model_name == "deepfm" else WDL
-    model = build(columns, columns, dnn_hidden_units=hidden, dnn_dropout=float(dropout), seed=seed, task="binary")
+    linear = columns  # DeepCTR's own: the linear part over every field
+    if os.environ.get("DEEPCTR_LINEAR_FIELDS"):  # recpipe's Wide&Deep: over the spec's `wide` fields only
+        wide = set(os.environ["DEEPCTR_LINEAR_FIELDS"].split(","))
+        linear = [c for c in columns if c.name in wide]
+    model = build(linear, columns, dnn_hidden_units=hidden, dnn_dropout=float(dropout), seed=seed, task="binary")
     model.compile(tf.keras.optimizers.Adam(float(rate)), "binary_crossentropy")
     timer = Timer(first_steps)
     train_rows = len(data["train/label"])
