@@ -24,7 +24,7 @@ def linear_logit(
     Every weight starts at zero (one-hots, the numeric kernel, the constant), so the logit starts at
     exactly 0: a model starts at its global bias, the train positive rate's logit (GBDT+LR started from
     the trees: at XGBoost's prediction). A Glorot start of the constant alone is up to ±1.7 in logit,
-    which undid that start on 4% click-through data (README, Numbers: "The linear part's start")."""
+    which undid that start on 4% click-through data (docs/training-performance.md: "The linear part's start")."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
     for field, c in categoricals.items():

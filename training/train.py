@@ -117,7 +117,7 @@ class ZeroUnreachedRows(keras.callbacks.Callback):
 
     A hashed id first seen after the split lands on a row no train row reaches; from a random start that
     row feeds noise to the MLP. At zero it contributes nothing, as DeepCTR's shared unseen-value row at
-    N(0, 1e-4) (README, Numbers: "Unreached rows at zero").
+    N(0, 1e-4) (docs/training-performance.md: "Unreached rows at zero").
     Reached means changed: a row still equal to its start after training began had no gradient. Vector
     tables only (output_dim > 1; linear weights start at zero). Cold starts only: after a warm start an
     unchanged row holds what the older model learnt. With an L2 penalty every row moves each step
