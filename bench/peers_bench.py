@@ -41,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEEPCTR_PYTHON = REPO / ".venv-deepctr" / "bin" / "python"
+LIKE_RECPIPE = ("uniform_start", "wide_linear")  # --deepctr-like-recpipe: recpipe choices DeepCTR can take
 
 
 def encode_fields(warehouse: str, out: Path, hashed_as_recpipe: bool = False) -> None:
@@ -208,9 +209,9 @@ def main() -> int:
     config = load_config(args.config)
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     like = [c for c in args.deepctr_like_recpipe.split(",") if c]
-    unknown = sorted(set(like) - {"uniform_start", "wide_linear"})
+    unknown = sorted(set(like) - set(LIKE_RECPIPE))
     if unknown:
-        parser.error(f"--deepctr-like-recpipe: unknown choice {unknown[0]!r} (uniform_start, wide_linear)")
+        parser.error(f"--deepctr-like-recpipe: unknown choice {unknown[0]!r} ({', '.join(LIKE_RECPIPE)})")
     if "uniform_start" in like:
         env["DEEPCTR_EMBEDDINGS_UNIFORM"] = "0.05"
     if "wide_linear" in like:

@@ -158,6 +158,15 @@ def encoded_row_bytes(encode) -> int:
     return 8 + sum(np.dtype(t.dtype).itemsize * int(np.prod(t.shape[1:], dtype=np.int64)) for t in outputs)
 
 
+# tf.data's autotuning off for a kept split: with it on, the start of an epoch after the first (a new
+# iterator over the gathers from the kept tensors) stalled for 1.5-19 s in 5 of 8 epoch starts on the
+# 200-day samples (1.1M rows, 4 runs of 3 epochs; 0.1-0.2 s otherwise), inside TensorFlow, in Keras's
+# epoch loop. Off: no stall in the same 4 runs, the same batches; AUTOTUNE then means a parallel call
+# per core and a prefetch buffer that grows by itself (docs/training-performance.md: "The stall").
+_KEPT_OPTIONS = tf.data.Options()
+_KEPT_OPTIONS.autotune.enabled = False
+
+
 def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, encode) -> tf.data.Dataset:
     """The split encoded once (one pass in file order, now) and held as tensors; each epoch gathers the
     rows in the graph in exactly the order the streaming path gives them: the same shard shuffle and
@@ -194,12 +203,3 @@ def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, e
         deterministic=True,
     )
     return gathered.rebatch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(_KEPT_OPTIONS)
-
-
-# tf.data's autotuning off for a kept split: with it on, the start of an epoch after the first (a new
-# iterator over the gathers from the kept tensors) stalled for 1.5-19 s in 5 of 8 epoch starts on the
-# 200-day samples (1.1M rows, 4 runs of 3 epochs; 0.1-0.2 s otherwise), inside TensorFlow, in Keras's
-# epoch loop. Off: no stall in the same 4 runs, the same batches; AUTOTUNE then means a parallel call
-# per core and a prefetch buffer that grows by itself (docs/training-performance.md: "The stall").
-_KEPT_OPTIONS = tf.data.Options()
-_KEPT_OPTIONS.autotune.enabled = False
