@@ -1,6 +1,6 @@
 """Training throughput per model on CPU: the raw-feature path (the whole model, preprocessing included,
 in every train step) vs the encoded path (tf.data encodes the features in a parallel map, the model core
-trains on encoded batches; issue 17; the split encoded once and kept in memory when the config's
+trains on encoded batches; issue 17; the split kept in memory by its first epoch when the config's
 `training.keep_encoded_max_mb` and more than one epoch allow it, as `recpipe train`), the streamed path
 (encoded, never kept), and the tf.data input pipeline alone.
 

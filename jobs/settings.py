@@ -242,11 +242,10 @@ class TrainingSettings(Section):
     # false: the whole raw-feature model runs in every train step (the path before issue 17)
     encode_in_input_pipeline: bool = True
     # with encode_in_input_pipeline: a train split that takes at most this many MiB once encoded (rows times
-    # the preprocessing's bytes per row, training/dataset.encoded_row_bytes) is encoded once before the first
-    # epoch and held in memory; every epoch gathers its rows in the order streaming gives them (the same
-    # batches) instead of reading, converting and encoding the Parquet shards again; the valid split too
-    # (cached on its first pass) when both fit; 0 (or max_epochs 1): every epoch streams. The train
-    # split's encoding pass briefly holds twice its size (its blocks and their concatenation)
+    # the preprocessing's bytes per row, training/dataset.encoded_row_bytes) is kept in memory as the first
+    # epoch streams and encodes it; every later epoch gathers its rows in the order streaming gives them
+    # (the same batches) instead of reading, converting and encoding the Parquet shards again; the valid
+    # split too (cached on its first pass) when both fit; 0 (or max_epochs 1): every epoch streams
     keep_encoded_max_mb: float = Field(2048, ge=0)
     # true (or recpipe train --tuned): each model's parameters chosen by `recpipe tune` for these samples
     # (<home>/_artifacts/tuning/v<samples version>/<model>.json) replace models.<model>'s; absent: exit 2

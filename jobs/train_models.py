@@ -80,8 +80,8 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     """(raw-feature model to save, compiled model to fit, train dataset, valid dataset, seconds the train
     dataset took to build). With `training.encode_in_input_pipeline` the fitted model is the core of
     `training.models.build_split`, the datasets carry encoded features and the raw-feature model wraps the
-    same weights; within `training.keep_encoded_max_mb` the train split is encoded once and kept (when more
-    than one epoch will run: those seconds are its encoding pass) and the valid split cached."""
+    same weights; within `training.keep_encoded_max_mb` the train split is kept encoded by its first epoch
+    (when more than one epoch will run) and the valid split cached."""
     from training.dataset import encoded_row_bytes, make_dataset
     from training.feature_layers import FeatureEncoders
     from training.inputs import model_inputs
@@ -107,7 +107,7 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
         _log.info(
             "%s: train split %s: %s rows, %.0f MiB encoded; valid split %s (training.keep_encoded_max_mb %s)",
             name,
-            "encoded once and kept in memory" if keep else "streamed every epoch",
+            "kept in memory by its first epoch" if keep else "streamed every epoch",
             f"{rows:,}",
             size,
             "kept after its first pass" if keep_valid else "streamed every epoch",
@@ -125,7 +125,7 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
         encode=encode,
         keep_encoded=keep,
     )
-    train_ready = time.perf_counter() - started  # a kept split's encoding pass: counted in the first epoch
+    train_ready = time.perf_counter() - started  # counted in the first epoch (and its start-up)
     valid = make_dataset(
         shards,
         "valid",

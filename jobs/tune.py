@@ -65,7 +65,7 @@ def keras_objective(name: str, settings: Settings, inputs: dict):
     """objective(values, clock): models.<name> with `values` replacing its keys, trained on train and scored
     on valid (training/tuning.py keras_fit_valid_auc); also bench/model_variants.py's runs. A trial builds
     its model and datasets as recpipe train does (jobs/train_models.build_for_training: the core trained on
-    encoded batches, a kept train split encoded once), so `recpipe train --tuned` reproduces its valid AUC."""
+    encoded batches, a train split kept by its first epoch), so `recpipe train --tuned` reproduces its valid AUC."""
     import keras
 
     from features.feature_spec import load_spec

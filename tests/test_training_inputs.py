@@ -274,6 +274,8 @@ def test_dataset_streams_each_split_once_per_epoch_with_weights(shards):
     np.testing.assert_array_equal(weight.numpy(), np.where(ids % 5 == 0, 1.0, 2.0))  # missing weight → 1
     valid = make_dataset(shards, "valid", inputs, batch_size=512, extra={"user_id": tf.int64})
     assert np.concatenate([f["user_id"].numpy() for f, _, _ in valid]).tolist() == list(range(5000, 5700))
+    # tf.data's autotuning off: with it, epoch starts stalled for seconds (training/dataset.py _OPTIONS)
+    assert train.options().autotune.enabled is False and valid.options().autotune.enabled is False
 
 
 def test_missing_split_names_the_path(tmp_path):
@@ -352,10 +354,12 @@ def test_encoded_dataset_trains_the_core_of_the_saved_model(shards, tmp_path):
     np.testing.assert_allclose(after, np.asarray(core(split.preprocessing(_raw_tensors()))), atol=1e-6)
 
 
-def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_again(tmp_path):
-    """keep_encoded: the train split, encoded once and held in memory, gives every epoch the batches the
-    streaming path gives (same shard shuffle, same buffer, the same rows in each batch), and no shard is
-    read after that pass (they are deleted before its epochs). Rows are told apart by `rating` = id / 1000."""
+@pytest.mark.parametrize("name", ["deepfm", "wide_deep"])  # wide_deep: crosses, whose layers take no 0-row block
+def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_after_its_first_full_epoch(tmp_path, name):
+    """keep_encoded: the train split, filled into memory by its first full epoch, gives every epoch the
+    batches the streaming path gives (same shard shuffle, same buffer, the same rows in each batch); an
+    epoch left after one batch fills nothing for good (the next one streams again), and once one epoch
+    has run through, no shard is read again (they are deleted). Rows are told apart by `rating` = id / 1000."""
     root = tmp_path / "parquet" / "split=train"
     root.mkdir(parents=True)
     for shard, ids in enumerate(np.array_split(np.arange(3000), 3)):
@@ -364,20 +368,22 @@ def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_again(tmp_pa
             "weight", pa.array(np.where(ids % 5 == 0, 1.0, 2.0))
         )
         pq.write_table(table, root / f"part-{shard}.parquet")
-    inputs, encode = model_inputs(SPEC), build_split("deepfm", SPEC, TRANSFORMS, _params("deepfm")).preprocessing
+    inputs, encode = model_inputs(SPEC), build_split(name, SPEC, TRANSFORMS, _params(name)).preprocessing
     args = (tmp_path / "parquet", "train", inputs, 128, 1000, 3, 700)
 
     def row_ids(epoch) -> list[np.ndarray]:
         return [np.rint((f["rating__numeric"].numpy()[:, 0] * 2 + 3) * 1000).astype(int) for f, _, _ in epoch]
 
     streamed = make_dataset(*args, encode=encode)
-    expected = [list(streamed) for _ in range(2)]
+    expected = [list(streamed) for _ in range(4)]
     kept = make_dataset(*args, encode=encode, keep_encoded=True)
     assert kept.options().autotune.enabled is False  # its epochs' starts stalled with tf.data's autotuning
-    for path in root.iterdir():
-        path.unlink()
-    for epoch, want in enumerate(expected):
+    next(iter(kept))  # epoch 0, left after its first batch
+    for epoch, want in enumerate(expected[1:], start=1):
         got = list(kept)
+        if epoch == 1:
+            for path in root.iterdir():
+                path.unlink()
         assert [len(b[1]) for b in got] == [len(b[1]) for b in want]
         for (f, label, weight), (g, want_label, want_weight) in zip(got, want):
             assert set(f) == set(g)
@@ -388,7 +394,7 @@ def test_a_kept_split_gives_the_streamed_batches_and_reads_no_shard_again(tmp_pa
         ids = np.concatenate(row_ids(got))
         assert sorted(ids) == list(range(3000))  # every row once
         np.testing.assert_array_equal(np.concatenate(row_ids(got))[:5], np.concatenate(row_ids(want))[:5])
-    assert not np.array_equal(np.concatenate(row_ids(expected[0])), np.concatenate(row_ids(expected[1])))
+    assert not np.array_equal(np.concatenate(row_ids(expected[1])), np.concatenate(row_ids(expected[2])))
 
 
 def test_a_kept_valid_split_replays_its_first_pass_without_reading_a_shard(tmp_path):
@@ -426,13 +432,17 @@ def test_a_kept_valid_split_replays_its_first_pass_without_reading_a_shard(tmp_p
 def test_encoded_row_bytes_is_what_a_kept_row_takes(name):
     """training.keep_encoded_max_mb compares rows x encoded_row_bytes with its budget: the bytes per row
     are those of real encoded tensors (every output of the preprocessing, on ROWS) plus a float32 label
-    and weight."""
+    and weight and the byte that marks a row written, and what the kept split's variables take."""
+    from training.dataset import _Packing
+
     encode = build_split(name, SPEC, TRANSFORMS, _params(name)).preprocessing
     encoded = encode(_raw_tensors(), training=False)
     tensors = list(encoded.values()) if isinstance(encoded, dict) else list(encoded)
     assert len(tensors) > 3
     measured = sum(np.asarray(t).nbytes for t in tensors) / ROWS.num_rows
-    assert encoded_row_bytes(encode) == measured + 8
+    assert encoded_row_bytes(encode) == measured + 8 + 1
+    held = sum(v.numpy().nbytes for v in _Packing(encode).variables(10).values()) / 10
+    assert encoded_row_bytes(encode) == held + 8 + 1  # and the kept label and weight, the written byte
 
 
 def _deepfm_without_deep_numerics(numeric_fm: bool) -> keras.Model:

@@ -74,7 +74,7 @@ class _Throughput(keras.callbacks.Callback):
     def __init__(self, batch_size: int, rows_per_epoch: int | None = None, input_seconds: float = 0.0):
         super().__init__()
         self.batch_size, self.rows_per_epoch = batch_size, rows_per_epoch
-        self.input_seconds = input_seconds  # input preparation before fit (a kept split's encoding pass)
+        self.input_seconds = input_seconds  # input preparation before fit (making the train dataset)
         self.epochs: list[dict] = []
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -202,7 +202,7 @@ def fit(
     (a warm start, GBDT+LR started at the trees' own prediction): their valid AUC is measured first and,
     when no epoch beats it, they are what the model keeps (best_epoch 0, `kept_start`).
     zero_unreached_rows: ZeroUnreachedRows (a cold start; False after a warm start). input_seconds: the
-    train input's preparation before fit (a kept split's encoding pass), counted in the first epoch's time
+    train input's preparation before fit (making its dataset), counted in the first epoch's time
     and start-up."""
     patience = training.early_stopping_patience
     start = (valid_auc(model, valid), model.get_weights()) if start_is_a_candidate else None
