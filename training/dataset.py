@@ -179,8 +179,7 @@ _ROW = "row__in_split"  # each row's number in the split (file order), beside th
 
 class _Packing:
     """Where each encoded output lives in a kept split: the outputs of one dtype side by side as the
-    columns of one matrix (one variable, rows in file order);
-    a block packs and unpacks in a few ops per dtype (a stack of its per-row scalars, then a concat;
+    columns of one matrix (one variable, rows in file order); a block packs and unpacks in a few ops per dtype (a stack of its per-row scalars, then a concat;
     a split, then an unstack), so a kept block costs one scatter and one gather per dtype."""
 
     def __init__(self, encode):
@@ -244,7 +243,7 @@ def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, e
     if total == 0:  # an empty split: nothing to keep
         return make_dataset(None, "train", inputs, batch_size, shuffle_buffer, seed, chunk_rows, files=files)
     packing = _Packing(encode)
-    kept = packing.variables(total)  # and each row's label and weight:
+    kept = packing.variables(total)  # the encoded outputs by dtype, and (below) each row's label and weight
     kept["targets"] = tf.Variable(tf.raw_ops.Empty(shape=(total, 2), dtype=tf.float32, init=False), trainable=False)
     written = tf.Variable(tf.zeros((total,), tf.int8), trainable=False)  # 1 once a row is in `kept`
     columns = [i.name for i in inputs] + ["label", "weight"]
