@@ -155,6 +155,7 @@ def make_dataset(
     if encode is not None:
         names = [i.name for i in inputs]
 
+        @tf.autograph.experimental.do_not_convert  # no Python control flow on tensors: nothing to convert
         def encoded(features, label, weight):
             out = dict(encode({n: features[n] for n in names}, training=False))
             out.update({name: features[name] for name in extra})
@@ -284,6 +285,7 @@ def _kept_encoded(files, inputs, batch_size, shuffle_buffer, seed, chunk_rows, e
         if pending:
             yield {**sample, _ROW: np.concatenate(pending)}, empty, empty
 
+    @tf.autograph.experimental.do_not_convert  # autograph would convert _Packing's methods call by call
     def fill_or_gather(features, label, weight):
         """The block's first `filled` rows come with their features (all of a first epoch's block): they
         are encoded and written; the rest (all of a later epoch's element) are gathered. A later epoch's
