@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from training.fused_adam import FusedAdam
+from training.layers import GatherEmbedding
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def _model(seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
     ids = keras.Input((1,), dtype="int32", name="ids")
     numeric = keras.Input((3,), name="numeric")
-    embedded = keras.layers.Flatten()(keras.layers.Embedding(40, 4)(ids))
+    embedded = keras.layers.Flatten()(GatherEmbedding(40, 4)(ids))
     hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([embedded, numeric]))
     return keras.Model([ids, numeric], keras.layers.Dense(1, activation="sigmoid")(hidden))
 
@@ -111,11 +112,11 @@ def test_an_id_twice_in_a_batch_gets_adam_on_its_summed_gradient():
 
 def test_a_fresh_process_loads_a_saved_model_through_load_trained(tmp_path):
     """`recpipe evaluate` and `recpipe export` load model.keras in a process that never trained: the
-    optimizer's class must be registered there too (it was not, at first)."""
+    optimizer's class (it was not registered there, at first) and the embedding tables' must be found."""
     _saved(tmp_path / "model.keras")
     code = (
-        "import sys; from training.saved_models import load_trained; "
-        "print(type(load_trained(sys.argv[1]).optimizer).__name__)"
+        "import sys; from training.saved_models import load_trained; m = load_trained(sys.argv[1]); "
+        "print(type(m.optimizer).__name__, *[type(x).__name__ for x in m.layers if 'Embedding' in type(x).__name__])"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "model.keras")],
@@ -125,7 +126,7 @@ def test_a_fresh_process_loads_a_saved_model_through_load_trained(tmp_path):
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "FusedAdam"
+    assert done.stdout.strip().splitlines()[-1] == "FusedAdam GatherEmbedding"
     # and the jobs load trained models only that way
     direct = [p.name for p in (ROOT / "jobs").glob("*.py") if "keras.saving.load_model" in p.read_text()]
     assert direct == []

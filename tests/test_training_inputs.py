@@ -16,7 +16,7 @@ from features.feature_spec import parse_spec
 from training.dataset import encoded_row_bytes, make_dataset, shuffled_batches
 from training.feature_layers import FeatureEncoders
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
-from training.layers import fm_interaction
+from training.layers import GatherEmbedding, fm_interaction
 from training.models import build_model, build_split
 
 SPEC = parse_spec(
@@ -221,6 +221,31 @@ def test_fm_interaction_equals_the_pairwise_sum():
     fields = np.random.default_rng(1).normal(size=(4, 5, 3)).astype(np.float32)
     expected = [sum(fields[b, i] @ fields[b, j] for i in range(5) for j in range(i + 1, 5)) for b in range(4)]
     np.testing.assert_allclose(np.asarray(fm_interaction(tf.constant(fields))).ravel(), expected, rtol=1e-5)
+
+
+def test_gather_embedding_looks_up_and_differentiates_as_keras_embedding():
+    """The same rows and the same sparse gradient as keras.layers.Embedding (without its negative-index
+    fix, which no index of ours needs), for int32 and int64 indices of any rank; every table of the
+    ranking models is one."""
+    keras.utils.set_random_seed(7)
+    ours, theirs = GatherEmbedding(6, 3), keras.layers.Embedding(6, 3)
+    for ids in (tf.constant([[0, 5], [2, 2]], tf.int64), tf.constant([4, 1, 4], tf.int32)):
+        ours.build(ids.shape), theirs.build(ids.shape)
+        theirs.set_weights(ours.get_weights())
+        got, gradients = [], []
+        for layer in (ours, theirs):
+            with tf.GradientTape() as tape:
+                out = layer(ids)
+                loss = tf.reduce_sum(out * tf.reshape(tf.range(1.0, 1.0 + float(tf.size(out))), tf.shape(out)))
+            got.append(out.numpy())
+            gradients.append(tf.convert_to_tensor(tape.gradient(loss, layer.trainable_variables[0].value)).numpy())
+        np.testing.assert_array_equal(got[0], ours.get_weights()[0][ids.numpy()])
+        np.testing.assert_array_equal(got[0], got[1])
+        np.testing.assert_array_equal(gradients[0], gradients[1])
+    for name in ("lr", "wide_deep", "deepfm"):
+        core = build_split(name, SPEC, TRANSFORMS, _params(name)).core
+        tables = [layer for layer in core.layers if isinstance(layer, keras.layers.Embedding)]
+        assert tables and all(type(layer) is GatherEmbedding for layer in tables)
 
 
 def test_shuffle_buffer_emits_every_row_once_in_mixed_order():

@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from training.feature_layers import Categorical
+
+
+@keras.saving.register_keras_serializable(package="recpipe")
+class GatherEmbedding(keras.layers.Embedding):
+    """keras.layers.Embedding whose lookup is a plain gather. Keras's `take` first maps negative indices
+    to positive ones (a `where` per lookup); the indices here come from hashing, vocabularies and
+    buckets and are never negative. The same weights, outputs and (IndexedSlices) gradients; DeepFM's
+    44 tables trace 0.13 s faster (docs/training-performance.md: "Where DeepFM's start-up goes")."""
+
+    def call(self, inputs):
+        if inputs.dtype not in (tf.int32, tf.int64):
+            inputs = tf.cast(inputs, tf.int32)
+        return tf.gather(self.embeddings, inputs)
 
 
 def _masked_sum(values, mask):
@@ -28,7 +42,7 @@ def linear_logit(
     regularizer = keras.regularizers.L2(l2) if l2 else None
     terms = []
     for field, c in categoricals.items():
-        weights = keras.layers.Embedding(
+        weights = GatherEmbedding(
             c.cardinality, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, name=f"{name}_{field}"
         )(c.index)
         terms.append(_masked_sum(weights, c.mask) if c.mask is not None else weights)
@@ -61,7 +75,7 @@ def embed(c: Categorical, dim: int, name: str, l2: float = 0.0, init_stddev: flo
     """[batch, dim] embedding of one field; list features take the mean over their unmasked values.
     The table starts as `embedding_initializer(init_stddev)` says."""
     regularizer = keras.regularizers.L2(l2) if l2 else None
-    vectors = keras.layers.Embedding(
+    vectors = GatherEmbedding(
         c.cardinality,
         dim,
         embeddings_initializer=embedding_initializer(init_stddev),
