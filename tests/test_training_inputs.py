@@ -230,7 +230,8 @@ def test_gather_embedding_looks_up_and_differentiates_as_keras_embedding():
     keras.utils.set_random_seed(7)
     ours, theirs = GatherEmbedding(6, 3), keras.layers.Embedding(6, 3)
     for ids in (tf.constant([[0, 5], [2, 2]], tf.int64), tf.constant([4, 1, 4], tf.int32)):
-        ours.build(ids.shape), theirs.build(ids.shape)
+        ours.build(ids.shape)
+        theirs.build(ids.shape)
         theirs.set_weights(ours.get_weights())
         got, gradients = [], []
         for layer in (ours, theirs):

@@ -180,8 +180,9 @@ _ROW = "row__in_split"  # each row's number in the split (file order), beside th
 
 class _Packing:
     """Where each encoded output lives in a kept split: the outputs of one dtype side by side as the
-    columns of one matrix (one variable, rows in file order); a block packs and unpacks in a few ops per dtype (a stack of its per-row scalars, then a concat;
-    a split, then an unstack), so a kept block costs one scatter and one gather per dtype."""
+    columns of one matrix (one variable, rows in file order). A block packs and unpacks in a few ops per
+    dtype (a stack of its per-row scalars, then a concat; a split, then an unstack), so a kept block
+    costs one scatter and one gather per dtype."""
 
     def __init__(self, encode):
         shapes = {name: tuple(t.shape[1:]) for name, t in encode.output.items()}

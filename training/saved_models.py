@@ -2,9 +2,9 @@
 
 A saved model names recpipe's own classes: `recpipe>FusedAdam` (the optimizer it was compiled with,
 training/fused_adam.py), `recpipe>GatherEmbedding` (its embedding tables, training/layers.py) and, for
-GBDT+LR, `recpipe>LeafEncoder`. Keras finds them only once their
-modules are imported, which a fresh `recpipe evaluate` or `recpipe export` process would not otherwise
-have done. Every job loads a trained model through `load_trained`.
+GBDT+LR, `recpipe>LeafEncoder`. Keras finds them only once their modules are imported, which a fresh
+`recpipe evaluate` or `recpipe export` process would not otherwise have done. Every job loads a trained
+model through `load_trained`.
 """
 
 from __future__ import annotations
