@@ -279,6 +279,7 @@ def replay(
                 build_model(name, FeatureEncoders(spec, transforms), params, None),
                 params,
                 steps_per_execution(settings.training.steps_per_execution, None, settings.training.batch_size),
+                settings.training.train_metrics,
             )
             fit_files, stop_files = day_files(shards, window[:-1]), day_files(shards, window[-1:])
             seconds, epochs = _fit(

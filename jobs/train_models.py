@@ -7,7 +7,8 @@ Reads <home>/_artifacts/samples/v<N>/ (shards, transforms.json, manifest.json) a
 <home>/_artifacts/gbdt/v<N>/; writes <home>/_artifacts/models/<model>/v<N>/:
     model.keras      the trained model (raw features in, probability out; preprocessing in the graph)
     summary.json     parameters, data versions, epochs, best valid AUC, examples/s
-    history.json     per-epoch loss/AUC on train and valid (learning curves)
+    history.json     per-epoch loss on train and loss/AUC/PR AUC on valid (learning curves; train AUC too
+                     with training.train_metrics)
     checkpoints/     best model so far (the core on encoded views when training.encode_in_input_pipeline)
     tensorboard/     logs for `tensorboard --logdir`
 The directory is built beside its final place and renamed in: a rerun replaces it whole.
@@ -92,10 +93,14 @@ def build_for_training(name: str, spec, inputs: dict, params, training) -> tuple
     encode, steps = None, steps_per_execution(training.steps_per_execution, rows, training.batch_size)
     if training.encode_in_input_pipeline:
         split = build_split(name, spec, inputs["transforms"], params, inputs["gbdt"])
-        model, trained, encode = split.full, compile_model(split.core, params, steps), split.preprocessing
+        trained = compile_model(split.core, params, steps, training.train_metrics)
+        model, encode = split.full, split.preprocessing
     else:
         model = trained = compile_model(
-            build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]), params, steps
+            build_model(name, FeatureEncoders(spec, inputs["transforms"]), params, inputs["gbdt"]),
+            params,
+            steps,
+            training.train_metrics,
         )
     shards, batch = inputs["source"] / "parquet", training.batch_size
     keep = keep_valid = False

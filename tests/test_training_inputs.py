@@ -685,3 +685,49 @@ def test_steps_per_execution_auto_runs_8_per_call_from_1000_batches_per_epoch():
     for wrong in (0, "fast"):
         with pytest.raises(ConfigError, match="training.steps_per_execution"):
             as_settings({"training": {"steps_per_execution": wrong}})
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_train_steps_track_the_loss_only_unless_train_metrics_is_set(tmp_path, steps):
+    """By default a train step updates the loss only: the compiled AUCs are left alone in fit's train
+    steps (their state stays empty), history.json has no train AUC, and the training and the valid
+    metrics are those of a model that also updates the AUCs on every train batch (train_metrics)."""
+    from sklearn.metrics import roc_auc_score
+
+    from jobs.settings import as_settings
+    from training.train import compile_model, fit, valid_auc
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3000, 3)).astype("float32")
+    y = (x @ np.array([1.0, -1.5, 0.5], "float32") + rng.normal(size=len(x)) > 0).astype("float32")
+    train = tf.data.Dataset.from_tensor_slices((x[:2000], y[:2000])).batch(128)
+    valid = tf.data.Dataset.from_tensor_slices((x[2000:], y[2000:])).batch(256)
+    training = as_settings({}).training
+    assert training.train_metrics is False
+    training = training.model_copy(update={"max_epochs": 2, "early_stopping_patience": 2, "verbose": 0})
+    params = as_settings({}).models.lr.model_copy(update={"learning_rate": 0.05})
+
+    def model(train_metrics: bool) -> keras.Model:
+        keras.utils.set_random_seed(4)
+        layers = [keras.Input((3,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")]
+        return compile_model(keras.Sequential(layers), params, steps, train_metrics)
+
+    loss_only, every_metric = model(False), model(True)
+    results = {
+        flag: fit(m, train, valid, tmp_path / str(flag), training)
+        for flag, m in ((False, loss_only), (True, every_metric))
+    }
+    assert set(results[False]["history"]) == {"loss", "val_loss", "val_auc", "val_pr_auc"}
+    assert set(results[True]["history"]) == {"loss", "auc", "pr_auc", "val_loss", "val_auc", "val_pr_auc"}
+    for key in results[False]["history"]:
+        np.testing.assert_allclose(results[False]["history"][key], results[True]["history"][key], rtol=1e-6)
+    for trained, expected in zip(loss_only.get_weights(), every_metric.get_weights()):
+        np.testing.assert_allclose(trained, expected, atol=1e-6)
+    # evaluate still measures the AUC: Keras's 200-threshold AUC against the exact one
+    exact = roc_auc_score(y[2000:], loss_only.predict(x[2000:], verbose=0)[:, 0])
+    assert valid_auc(loss_only, valid) == pytest.approx(exact, abs=5e-3) and exact > 0.7
+    # a fit with no validation: the AUC state after the train steps alone
+    for m in (loss_only, every_metric):
+        m.fit(train, epochs=1, verbose=0)
+    assert loss_only.get_metrics_result()["auc"] == 0.0  # never updated by a train step
+    assert every_metric.get_metrics_result()["auc"] > 0.7
