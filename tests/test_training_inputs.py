@@ -16,7 +16,7 @@ from features.feature_spec import parse_spec
 from training.dataset import encoded_row_bytes, make_dataset, shuffled_batches
 from training.feature_layers import FeatureEncoders
 from training.inputs import ModelInput, arrow_to_arrays, model_inputs
-from training.layers import GatherEmbedding, fm_interaction
+from training.layers import FieldEmbeddings, GatherEmbedding, fm_interaction
 from training.models import build_model, build_split
 
 SPEC = parse_spec(
@@ -243,10 +243,93 @@ def test_gather_embedding_looks_up_and_differentiates_as_keras_embedding():
         np.testing.assert_array_equal(got[0], ours.get_weights()[0][ids.numpy()])
         np.testing.assert_array_equal(got[0], got[1])
         np.testing.assert_array_equal(gradients[0], gradients[1])
-    for name in ("lr", "wide_deep", "deepfm"):
-        core = build_split(name, SPEC, TRANSFORMS, _params(name)).core
-        tables = [layer for layer in core.layers if isinstance(layer, keras.layers.Embedding)]
-        assert tables and all(type(layer) is GatherEmbedding for layer in tables)
+
+
+def _field_tables(fused: FieldEmbeddings) -> list[GatherEmbedding]:
+    """A table of its own per field of `fused`, holding that field's block of the fused table."""
+    tables = []
+    for field, (rows, dim) in enumerate(zip(fused.cardinalities, fused.dims)):
+        table = GatherEmbedding(rows, dim, embeddings_regularizer=keras.regularizers.L2(fused.l2))
+        table.build((None,))
+        table.set_weights([fused.get_weights()[0][fused.field_rows(field), :dim]])
+        tables.append(table)
+    return tables
+
+
+def test_field_embeddings_look_up_penalize_and_train_as_one_table_per_field():
+    """Three fields (scalar 5 x 3, list 4 x 2, scalar 7 x 3) in one FieldEmbeddings table against a
+    GatherEmbedding per field started from the same blocks: the same vectors, the same L2 penalty (0.1 x
+    the sum of squares, by hand) and, after 3 Adam steps, the same weights. The column the 2-wide field
+    does not use starts at zero and stays there."""
+    from training.fused_adam import FusedAdam
+
+    keras.utils.set_random_seed(2)
+    rng = np.random.default_rng(2)
+    shapes = [(), (3,), ()]
+    fused = FieldEmbeddings([5, 4, 7], [3, 2, 3], l2=0.1)
+    ids = [keras.Input(shape, dtype="int32", name=f"f{i}") for i, shape in enumerate(shapes)]
+    fused_out = fused(ids)
+    start = fused.get_weights()[0].copy()
+    assert start.shape == (16, 3) and np.all(start[5:9, 2] == 0) and np.all(start[5:9, :2] != 0)
+    separate = _field_tables(fused)
+    separate_out = [table(x) for table, x in zip(separate, ids)]
+
+    def model(outputs):
+        flat = keras.layers.Concatenate()([outputs[0], keras.layers.Flatten()(outputs[1]), outputs[2]])
+        head = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="ones", name="head")
+        return keras.Model(ids, head(flat))
+
+    models = [model(fused_out), model(separate_out)]
+    batches = [
+        (
+            {"f0": rng.integers(0, 5, 8), "f1": rng.integers(0, 4, (8, 3)), "f2": rng.integers(0, 7, 8)},
+            rng.integers(0, 2, (8, 1)).astype("float32"),
+        )
+        for _ in range(3)
+    ]
+    first = {k: tf.constant(v, tf.int32) for k, v in batches[0][0].items()}
+    for got, table, x in zip(fused(list(first.values())), separate, first.values()):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(table(x)))
+        np.testing.assert_array_equal(np.asarray(got), table.get_weights()[0][x.numpy()])
+    blocks = [start[0:5, :3], start[5:9, :2], start[9:16, :3]]
+    by_hand = 0.1 * sum(float(np.sum(np.square(b.astype("float64")))) for b in blocks)
+    np.testing.assert_allclose(float(sum(fused.losses)), by_hand, rtol=1e-5)
+    np.testing.assert_allclose(float(sum(fused.losses)), float(sum(sum(t.losses) for t in separate)), rtol=1e-6)
+    for m in models:
+        m.compile(FusedAdam(0.05), "binary_crossentropy")
+        for features, label in batches:
+            m.train_on_batch(features, label)
+    trained = fused.get_weights()[0]
+    assert not np.allclose(trained, start)
+    np.testing.assert_array_equal(trained[5:9, 2], 0.0)
+    for field, table in enumerate(separate):
+        block = trained[fused.field_rows(field), : fused.dims[field]]
+        np.testing.assert_allclose(block, table.get_weights()[0], rtol=1e-5, atol=1e-7)
+    restored = FieldEmbeddings.from_config(fused.get_config())
+    assert (restored.cardinalities, restored.dims, restored.l2) == ([5, 4, 7], [3, 2, 3], 0.1)
+
+
+def test_the_ranking_models_hold_each_parts_fields_in_one_table():
+    """LR's weights, Wide&Deep's deep vectors and DeepFM's field vectors and first-order weights are one
+    FieldEmbeddings table each (no table per field); its fields are the part's categorical fields, and
+    the vector tables are the ones ZeroUnreachedRows resets (the 1-wide weight tables are not)."""
+    from training.train import embedding_tables
+
+    expected = {
+        "lr": {"wide_weights": 1},
+        "wide_deep": {"wide_weights": 1, "deep_embedding": 16},
+        "deepfm": {"first_order_weights": 1, "field_embedding": 8},
+    }
+    for name, tables in expected.items():
+        core = build_split(name, SPEC, TRANSFORMS, _params(name, embedding_dim=16 if name != "deepfm" else 8)).core
+        assert not [layer.name for layer in core.layers if isinstance(layer, keras.layers.Embedding)]
+        fused = {layer.name: layer for layer in core.layers if isinstance(layer, FieldEmbeddings)}
+        assert {n: max(layer.dims) for n, layer in fused.items()} == tables
+        for layer in fused.values():
+            assert len(layer.cardinalities) >= 2
+            assert layer.get_weights()[0].shape[0] == sum(layer.cardinalities)
+        vectors = [v for n, layer in fused.items() if max(layer.dims) > 1 for v in layer.weights]
+        assert [v.path for v in embedding_tables(core)] == [v.path for v in vectors]
 
 
 def test_shuffle_buffer_emits_every_row_once_in_mixed_order():
@@ -516,25 +599,27 @@ def test_deepfm_numerics_join_the_fm_only_with_numeric_fm():
         assert bool(np.abs(high - low).max() > 1e-3) == numeric_fm  # only the FM vector carries the rating
 
 
-@pytest.mark.parametrize("name, prefix", [("deepfm", "field_"), ("wide_deep", "deep_embedding_")])
-def test_embedding_tables_start_at_the_configured_scale_each_from_its_own_draw(name, prefix):
-    """Each table starts at the configured scale, and from its own random draw: one unseeded Keras 3
-    initializer shared by the tables gave every table the same first rows (a prefix of one draw)."""
+@pytest.mark.parametrize("name, table", [("deepfm", "field_embedding"), ("wide_deep", "deep_embedding")])
+def test_embedding_tables_start_at_the_configured_scale_each_from_its_own_draw(name, table):
+    """Each field's table starts at the configured scale, and from its own random draw: one unseeded
+    Keras 3 initializer shared by the tables gave every table the same first rows (a prefix of one draw).
+    The fields' tables are blocks of one FieldEmbeddings table now; each block is checked."""
     for stddev, low, high in ((None, 1e-3, 0.05), (1e-4, 1e-6, 6e-4)):
         keras.utils.set_random_seed(4)
         update = {"numeric_fm": True} if name == "deepfm" else {}
         model = build_model(
             name, FeatureEncoders(SPEC, TRANSFORMS), _params(name, embedding_init_stddev=stddev, **update)
         )
-        tables = {
-            layer.name: np.asarray(layer.weights[0]).reshape(-1)
-            for layer in model.layers
-            if layer.name.startswith(prefix) and layer.weights
+        fused = model.get_layer(table)
+        weights = fused.get_weights()[0]
+        blocks = {
+            field: weights[fused.field_rows(field), : fused.dims[field]].reshape(-1)
+            for field in range(len(fused.cardinalities))
         }
-        assert len(tables) >= 2, tables.keys()
-        for table_name, weights in tables.items():
-            assert low < np.abs(weights).max() <= high, (table_name, stddev)
-        firsts = [weights[:4] for weights in tables.values()]
+        assert len(blocks) >= 2, blocks.keys()
+        for field, block in blocks.items():
+            assert low < np.abs(block).max() <= high, (field, stddev)
+        firsts = [block[:4] for block in blocks.values()]
         for i, first in enumerate(firsts):
             for other in firsts[i + 1 :]:
                 assert not np.allclose(first, other), (name, stddev)

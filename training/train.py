@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from training.fused_adam import FusedAdam
+from training.layers import FieldEmbeddings
 
 OPTIMIZERS = ("adam", "adagrad", "ftrl", "sgd")
 
@@ -180,12 +181,15 @@ class ZeroUnreachedRows(keras.callbacks.Callback):
 
 
 def embedding_tables(model) -> list:
-    """The vector tables (Embedding layers with output_dim > 1) of `model` and of the models nested in it."""
+    """The vector tables of `model` and of the models nested in it: Embedding layers with output_dim > 1
+    and `FieldEmbeddings` tables more than one column wide (training/layers.py)."""
     tables = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             tables += embedding_tables(layer)
         elif isinstance(layer, keras.layers.Embedding) and layer.output_dim > 1:
+            tables.append(layer.embeddings)
+        elif isinstance(layer, FieldEmbeddings) and max(layer.dims) > 1:
             tables.append(layer.embeddings)
     return tables
 

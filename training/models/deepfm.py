@@ -12,18 +12,21 @@ import keras
 from keras import ops
 
 from training.feature_layers import FeatureEncoders
-from training.layers import embed, embedding_initializer, fm_interaction, linear_logit, mlp, probability
+from training.layers import embed_fields, embedding_initializer, fm_interaction, linear_logit, mlp, probability
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
     k, l2 = params.embedding_dim, params.l2
     regularizer = keras.regularizers.L2(l2) if l2 else None
     stddev = params.embedding_init_stddev
-    vectors, categoricals, numerics = [], {}, {}
-    for field in encoders.names("fm"):
-        if encoders.is_categorical(field):
-            c = categoricals[field] = encoders.categorical(field)
-            vectors.append(embed(c, k, f"field_{field}", l2, stddev))  # list fields: mean of their values' vectors
+    names = encoders.names("fm")
+    categoricals = {f: encoders.categorical(f) for f in names if encoders.is_categorical(f)}
+    # every categorical field's vectors from one table; list fields: the mean of their values' vectors
+    embedded = embed_fields(categoricals, k, "field_embedding", l2, stddev) if categoricals else {}
+    vectors, numerics = [], {}
+    for field in names:
+        if field in embedded:
+            vectors.append(embedded[field])
             continue
         numerics[field] = encoders.numeric(field)
         if params.numeric_fm:

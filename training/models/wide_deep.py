@@ -7,19 +7,20 @@ import keras
 from keras import ops
 
 from training.feature_layers import FeatureEncoders
-from training.layers import embed, mlp, probability
+from training.layers import embed_fields, mlp, probability
 from training.models.lr import wide_logit
 
 
 def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0, init_stddev: float | None = None):
-    parts = []
-    for feature in encoders.names("deep"):
-        if encoders.is_categorical(feature):
-            c = encoders.categorical(feature)
-            parts.append(embed(c, min(embedding_dim, c.cardinality), f"deep_embedding_{feature}", l2, init_stddev))
-        else:
-            parts.append(encoders.numeric(feature))
-    return ops.concatenate(parts, axis=-1)
+    """The MLP's input: each `deep` categorical's embedding (min(embedding_dim, cardinality) wide, every
+    field's rows in one table) and each numeric's [value, missing], in the spec's order."""
+    features = encoders.names("deep")
+    categoricals = {f: encoders.categorical(f) for f in features if encoders.is_categorical(f)}
+    vectors = {}
+    if categoricals:
+        dims = {f: min(embedding_dim, c.cardinality) for f, c in categoricals.items()}
+        vectors = embed_fields(categoricals, dims, "deep_embedding", l2, init_stddev)
+    return ops.concatenate([vectors[f] if f in vectors else encoders.numeric(f) for f in features], axis=-1)
 
 
 def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.Model:
