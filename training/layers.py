@@ -117,8 +117,8 @@ class FieldEmbeddings(keras.layers.Layer):
         )
         if not self.zeros and min(self.dims) < width:  # the columns no field uses start (and stay) at zero
             value = np.array(self.embeddings.numpy())
-            for offset, rows_of, dim in zip(self.offsets, self.cardinalities, self.dims):
-                value[offset : offset + rows_of, dim:] = 0.0
+            for field, dim in enumerate(self.dims):
+                value[self.field_rows(field), dim:] = 0.0
             self.embeddings.assign(value)
 
     def call(self, indices):
@@ -164,7 +164,9 @@ def embed_fields(
 ) -> dict[str, keras.KerasTensor]:
     """{field: [batch, dim] embedding} for several categorical fields from one `FieldEmbeddings` table;
     list features take the mean over their unmasked values. The table starts as
-    `embedding_initializer(init_stddev)` says."""
+    `embedding_initializer(init_stddev)` says. No fields, no table: {}."""
+    if not categoricals:
+        return {}
     names = list(categoricals)
     sizes = [dims if isinstance(dims, int) else dims[n] for n in names]
     looked_up = FieldEmbeddings(

@@ -1,9 +1,9 @@
 """Loading a trained `model.keras` in any process.
 
 A saved model names recpipe's own classes: `recpipe>FusedAdam` (the optimizer it was compiled with,
-training/fused_adam.py), `recpipe>FieldEmbeddings` (its embedding tables, training/layers.py; `recpipe>GatherEmbedding` in
-models saved before the fields shared one table) and, for
-GBDT+LR, `recpipe>LeafEncoder`. Keras finds them only once their modules are imported, which a fresh
+training/fused_adam.py), `recpipe>FieldEmbeddings` (its embedding tables, training/layers.py;
+`recpipe>GatherEmbedding` in models saved before the fields shared one table) and, for GBDT+LR,
+`recpipe>LeafEncoder`. Keras finds them only once their modules are imported, which a fresh
 `recpipe evaluate` or `recpipe export` process would not otherwise have done. Every job loads a trained
 model through `load_trained`.
 """

@@ -76,10 +76,10 @@ def loss_only_train_steps(model: keras.Model) -> None:
     Keras's train step updates every compiled metric on every batch: the train split's AUC and PR AUC,
     a running mean over an epoch of changing weights with dropout on, which nothing here decides on.
     On the 200-day samples they cost 0.15-0.28 s of the first call's trace and up to 7% of DeepFM's
-    steady state, Wide&Deep's level (DeepCTR, the peer, compiles no metric). Keras's own train step still runs (forward pass,
-    loss, gradients, optimizer); only its `compute_metrics` call returns the loss tracker's mean instead
-    of updating the metrics, so the epoch logs carry `loss` and, from the validation, `val_loss`,
-    `val_auc`, `val_pr_auc`. `evaluate` and the validation are untouched."""
+    steady state, Wide&Deep's level (DeepCTR, the peer, compiles no metric). Keras's own train step
+    still runs (forward pass, loss, gradients, optimizer); only its `compute_metrics` call returns the
+    loss tracker's mean instead of updating the metrics, so the epoch logs carry `loss` and, from the
+    validation, `val_loss`, `val_auc`, `val_pr_auc`. `evaluate` and the validation are untouched."""
     keras_train_step, keras_compute_metrics = model.train_step, model.compute_metrics
     loss = next(metric for metric in model.metrics if metric.name == "loss")  # Keras's loss tracker
     in_train_step = False

@@ -22,7 +22,7 @@ def build(encoders: FeatureEncoders, params, gbdt: dict | None = None) -> keras.
     names = encoders.names("fm")
     categoricals = {f: encoders.categorical(f) for f in names if encoders.is_categorical(f)}
     # every categorical field's vectors from one table; list fields: the mean of their values' vectors
-    embedded = embed_fields(categoricals, k, "field_embedding", l2, stddev) if categoricals else {}
+    embedded = embed_fields(categoricals, k, "field_embedding", l2, stddev)
     vectors, numerics = [], {}
     for field in names:
         if field in embedded:

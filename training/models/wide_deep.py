@@ -16,10 +16,8 @@ def deep_input(encoders: FeatureEncoders, embedding_dim: int, l2: float = 0.0, i
     field's rows in one table) and each numeric's [value, missing], in the spec's order."""
     features = encoders.names("deep")
     categoricals = {f: encoders.categorical(f) for f in features if encoders.is_categorical(f)}
-    vectors = {}
-    if categoricals:
-        dims = {f: min(embedding_dim, c.cardinality) for f, c in categoricals.items()}
-        vectors = embed_fields(categoricals, dims, "deep_embedding", l2, init_stddev)
+    dims = {f: min(embedding_dim, c.cardinality) for f, c in categoricals.items()}
+    vectors = embed_fields(categoricals, dims, "deep_embedding", l2, init_stddev)
     return ops.concatenate([vectors[f] if f in vectors else encoders.numeric(f) for f in features], axis=-1)
 
 
