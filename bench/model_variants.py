@@ -18,7 +18,11 @@ deepctr/models/deepfm.py and feature_column.py):
 For lr, gbdt_lr and wide_deep the variants are the wide part's `numeric_buckets` off and on (and for lr
 with all the spec's `crosses`); for wide_deep also the embeddings' start, uniform(-0.05, 0.05) or N(0, s)
 for s = 1e-4 (DeepCTR's), 1e-3 or 1e-2.
-For wide_deep and deepfm also `dropout_0.2` against the configured 0.5 (the searches chose 0.10-0.46).
+For wide_deep and deepfm also `dropout_0.2` against the configured 0.5 (the searches chose 0.10-0.46),
+and `ids_vocabulary` / `ids_vocabulary_min5`: the spec's `hashing` fields (ids) as a train vocabulary
+instead (every value seen in train at least once / 5 times gets its own row; the rest, and every id first
+seen after the split, share the out-of-vocabulary row), as DeepCTR's encoding does; the vocabulary is
+read from the train split only.
 
 "configured" is the config's `models.<model>`; for DeepFM (since issue 17: `numeric_fm: false`, `l2: 1e-5`);
 "numerics_in_fm_no_l2" is the model before that change. Prints, per variant, the valid AUC at epoch 2 (the
@@ -62,6 +66,8 @@ VARIANTS = {  # model: {name: what replaces models.<model>'s values}
         "dropout_0.2": {"dropout": 0.2},
     },
 }
+ID_VOCABULARY = {"ids_vocabulary": 1, "ids_vocabulary_min5": 5}  # variant: min_count of the train vocabulary
+VARIANTS["wide_deep"] |= {name: {} for name in ID_VOCABULARY}
 VARIANTS["deepfm"] = {
     "configured": {},
     "numerics_in_fm_no_l2": {"numeric_fm": True, "embedding_init_stddev": None, "l2": 0.0},  # before issue 17's change
@@ -72,7 +78,27 @@ VARIANTS["deepfm"] = {
     "values_and_init": {"numeric_fm": False, "embedding_init_stddev": 1e-4},
     "values_and_l2": {"numeric_fm": False, "l2": 1e-5},
     "dropout_0.2": {"dropout": 0.2},
+    **{name: {} for name in ID_VOCABULARY},
 }
+
+
+def ids_as_vocabulary(transforms: dict, train_files: list, min_count: int) -> dict:
+    """`transforms` with every `hashing` feature replaced by a vocabulary of its train values seen at
+    least `min_count` times, most frequent first (ties by value), as features/transforms.py fits one."""
+    from collections import Counter
+
+    import pyarrow.parquet as pq
+
+    hashed = [name for name, fitted in transforms.items() if fitted["transform"] == "hashing"]
+    table = pq.ParquetDataset(train_files).read(columns=hashed)
+    replaced = dict(transforms)
+    for name in hashed:
+        counts: Counter = Counter()
+        for value in table.column(name).to_pylist():
+            counts.update(v for v in (value if isinstance(value, list) else [value]) if v is not None)
+        kept = sorted((v for v, n in counts.items() if n >= min_count), key=lambda v: (-counts[v], str(v)))
+        replaced[name] = {**transforms[name], "transform": "vocabulary", "values": kept, "num_oov_buckets": 1}
+    return replaced
 
 
 def at_epoch_2(run: dict) -> float:
@@ -94,6 +120,7 @@ def main() -> int:
     from jobs.config import load_config
     from jobs.train_models import load_training_inputs
     from jobs.tune import keras_objective
+    from training.inputs import split_files
     from training.tuning import BudgetClock
 
     config = load_config(args.config)
@@ -104,14 +131,25 @@ def main() -> int:
         parser.error(f"unknown variant {unknown[0]!r} for {args.model}: {', '.join(variants)}")
     inputs = load_training_inputs(config.paths.artifacts_home(), None, needs_gbdt=args.model == "gbdt_lr")
     configured = config.models.params(args.model).model_dump()
+    train_files = split_files(inputs["source"] / "parquet", "train")
+    transforms = {
+        name: ids_as_vocabulary(inputs["transforms"], train_files, ID_VOCABULARY[name])
+        for name in names
+        if name in ID_VOCABULARY
+    }
     runs = []
     for seed in (int(s) for s in args.seeds.split(",")):
         training = config.training.model_copy(update={"seed": seed, "max_epochs": args.epochs})
         settings = config.model_copy(update={"training": training})
-        objective = keras_objective(args.model, settings, inputs)
+        objectives = {
+            name: keras_objective(
+                args.model, settings, {**inputs, "transforms": transforms.get(name, inputs["transforms"])}
+            )
+            for name in names
+        }
         for name in names:
             started = time.perf_counter()
-            outcome = objective(variants[name], BudgetClock(24 * 3600))
+            outcome = objectives[name](variants[name], BudgetClock(24 * 3600))
             runs.append({"variant": name, "seed": seed, **outcome, "seconds": time.perf_counter() - started})
             print(
                 f"seed {seed} {name:<20} epoch-2 {at_epoch_2(outcome):.4f} "
