@@ -48,6 +48,7 @@ WIDE_VARIANTS = {
     "values_only": {"numeric_buckets": False},
     "numeric_buckets": {"numeric_buckets": True},
 }
+ID_VOCABULARY = {"ids_vocabulary": 1, "ids_vocabulary_min5": 5}  # variant: min_count of the train vocabulary
 VARIANTS = {  # model: {name: what replaces models.<model>'s values}
     "lr": {
         **WIDE_VARIANTS,
@@ -64,10 +65,9 @@ VARIANTS = {  # model: {name: what replaces models.<model>'s values}
         "init_normal_1e-3": {"embedding_init_stddev": 1e-3},
         "init_normal_1e-2": {"embedding_init_stddev": 1e-2},
         "dropout_0.2": {"dropout": 0.2},
+        **{name: {} for name in ID_VOCABULARY},
     },
 }
-ID_VOCABULARY = {"ids_vocabulary": 1, "ids_vocabulary_min5": 5}  # variant: min_count of the train vocabulary
-VARIANTS["wide_deep"] |= {name: {} for name in ID_VOCABULARY}
 VARIANTS["deepfm"] = {
     "configured": {},
     "numerics_in_fm_no_l2": {"numeric_fm": True, "embedding_init_stddev": None, "l2": 0.0},  # before issue 17's change
@@ -84,18 +84,20 @@ VARIANTS["deepfm"] = {
 
 def ids_as_vocabulary(transforms: dict, train_files: list, min_count: int) -> dict:
     """`transforms` with every `hashing` feature replaced by a vocabulary of its train values seen at
-    least `min_count` times, most frequent first (ties by value), as features/transforms.py fits one."""
-    from collections import Counter
-
+    least `min_count` times, most frequent first (ties by value), as features/transforms.py orders one
+    (without its size cap; counted with pyarrow, so the bench needs no Spark session)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     hashed = [name for name, fitted in transforms.items() if fitted["transform"] == "hashing"]
     table = pq.ParquetDataset(train_files).read(columns=hashed)
     replaced = dict(transforms)
     for name in hashed:
-        counts: Counter = Counter()
-        for value in table.column(name).to_pylist():
-            counts.update(v for v in (value if isinstance(value, list) else [value]) if v is not None)
+        column = table.column(name)
+        if pa.types.is_list(column.type):
+            column = pc.list_flatten(column)
+        counts = {c["values"]: c["counts"] for c in pc.value_counts(pc.drop_null(column)).to_pylist()}
         kept = sorted((v for v, n in counts.items() if n >= min_count), key=lambda v: (-counts[v], str(v)))
         replaced[name] = {**transforms[name], "transform": "vocabulary", "values": kept, "num_oov_buckets": 1}
     return replaced
